@@ -1,0 +1,137 @@
+"""The `v2v` command: parses arguments, calls the API, reports. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import EXIT_CODES, V2VError
+from .options import LIGHTNING_STEPS, MODEL_SETS, parse_fps
+
+log = logging.getLogger("v2v")
+
+EPILOG = "exit codes:\n" + "\n".join(f"  {k:<4} {v}" for k, v in EXIT_CODES.items())
+
+
+def _add_restyle(sub) -> None:
+    p = sub.add_parser(
+        "restyle", help="restyle the people in a video",
+        description="Restyle the people in a video: same motion, timing and audio, new look.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, help="the video to restyle (never modified)")
+    p.add_argument("-p", "--prompt", required=True, help="the style, e.g. 'claymation astronaut'")
+    p.add_argument("-o", "--output", type=Path, help="output .mp4 (default: NAME.restyled.mp4 beside the input)")
+
+    g = p.add_argument_group("generation")
+    g.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
+    g.add_argument("--lightning", type=int, choices=LIGHTNING_STEPS,
+                   help="Lightning checkpoint (1, 2, 4, 8 steps); default: from --steps (3 steps -> 2-step model)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--guidance", type=float, default=1.0, help="CFG scale; 1 = no negative pass (default)")
+    g.add_argument("--negative-prompt", default="", help="what to avoid (needs --guidance > 1)")
+    g.add_argument("--pose-strength", type=float, default=1.0, help="ControlNet scale (default 1.0)")
+    g.add_argument("--context", type=int, default=16, help="frames per window (default 16, at most 32)")
+    g.add_argument("--overlap", type=int, default=4, help="frames shared by neighbouring windows (default 4)")
+
+    f = p.add_argument_group("frames")
+    f.add_argument("--size", type=int, help="short side of the processing size (default 512; 128 with --models tiny)")
+    f.add_argument("--width", type=int, help="processing width, multiple of 8 (height follows unless given)")
+    f.add_argument("--height", type=int, help="processing height, multiple of 8")
+    f.add_argument("--start", type=float, help="start at this second")
+    f.add_argument("--end", type=float, help="end at this second")
+    f.add_argument("--max-frames", type=int, help="keep at most this many frames")
+    f.add_argument("--every-nth", type=int, default=1, help="keep every n-th frame (timing kept)")
+    f.add_argument("--fps", help="output frame rate, e.g. 12 or 30000/1001 (duration kept); default: the source's")
+
+    m = p.add_argument_group("models")
+    m.add_argument("--models", choices=MODEL_SETS, default="default",
+                   help="'default': the real models (downloaded once); 'tiny': random weights, an offline "
+                        "smoke test whose output is noise")
+    m.add_argument("--base", help="SD 1.5 base model: hub id or local diffusers folder")
+    m.add_argument("--motion", help="motion module: hub repo or .safetensors file")
+    m.add_argument("--controlnet", help="ControlNet OpenPose: hub id or folder")
+    m.add_argument("--pose-model", help="DWPose: hub id or folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
+    m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    m.add_argument("--dtype", default="auto", choices=("auto", "float16", "bfloat16", "float32"),
+                   help="auto: float16 on CUDA, float32 on CPU")
+
+    o = p.add_argument_group("output")
+    o.add_argument("--keep-pose", type=Path, metavar="PATH", help="also write the pose-map video here")
+    o.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
+    _add_common(p)
+
+
+def _add_common(p) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars, errors only")
+    p.add_argument("--debug", action="store_true", help="verbose log and tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="v2v", description="Video-to-video pose restyling.", epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"v2v {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_restyle(sub)
+    return ap
+
+
+def _setup_logging(quiet: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if debug else "v2v: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    if not debug:  # the libraries' own chatter (download notices, deprecations) is noise to a creator
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        for name in ("diffusers", "transformers", "huggingface_hub"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _restyle(a: argparse.Namespace) -> int:
+    from .pipeline import Restyler
+
+    opts = dict(negative_prompt=a.negative_prompt, steps=a.steps, lightning=a.lightning, seed=a.seed,
+                guidance=a.guidance, pose_strength=a.pose_strength, context=a.context, overlap=a.overlap,
+                size=a.size, width=a.width, height=a.height, start=a.start, end=a.end, max_frames=a.max_frames,
+                every_nth=a.every_nth, fps=parse_fps(a.fps), models=a.models, base=a.base, motion=a.motion,
+                controlnet=a.controlnet, pose_model=a.pose_model, device=a.device, dtype=a.dtype,
+                keep_pose=a.keep_pose, crf=a.crf)
+    r = Restyler(show_progress=not a.quiet and sys.stderr.isatty()).restyle(a.input, a.output, prompt=a.prompt,
+                                                                          **opts)
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items() if k != "total")
+    if not a.quiet:
+        print(f"{r.output}  ({r.frames} frames, {r.width}x{r.height}, {r.fps:.3f} fps, "
+              f"{r.seconds['total']:.1f}s: {stages})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    _setup_logging(a.quiet, a.debug)
+    try:
+        return {"restyle": _restyle}[a.command](a)
+    except V2VError as e:
+        if a.debug:
+            log.exception("failed")
+        print(f"v2v: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("v2v: interrupted: no output was written", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line, the traceback with --debug
+        if a.debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"v2v: internal error: {type(e).__name__}: {msg} (rerun with --debug for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Named error types. Each message is one line that says what is wrong and what to do.
+
+Exit codes (the CLI returns ``error.exit_code``):
+
+====  ===================================================================
+0     success
+1     unexpected internal error (a bug: rerun with --debug and report it)
+2     bad command line or options (``InvalidOptions``)
+3     the input cannot be used (missing, empty, not a video, corrupt, no video stream)
+4     the output cannot be written (folder not writable, output equals input, disk full)
+5     a model cannot be found or loaded
+6     the device ran out of memory
+130   interrupted (Ctrl-C)
+====  ===================================================================
+"""
+
+from __future__ import annotations
+
+
+class V2VError(Exception):
+    """Base class of every error v2v raises on purpose."""
+
+    exit_code = 1
+
+
+class InvalidOptions(V2VError, ValueError):
+    """An option, or a combination of options, is invalid."""
+
+    exit_code = 2
+
+
+class InputError(V2VError):
+    """The input video cannot be used."""
+
+    exit_code = 3
+
+
+class InputNotFound(InputError, FileNotFoundError):
+    """The input path does not exist or is not a file."""
+
+
+class EmptyInput(InputError):
+    """The input file has zero bytes."""
+
+
+class VideoDecodeError(InputError):
+    """The input is not a readable video (random bytes, text, truncated file...)."""
+
+
+class NoVideoStream(InputError):
+    """The input holds no video stream (an audio-only file, for example)."""
+
+
+class OutputError(V2VError):
+    """The output cannot be written."""
+
+    exit_code = 4
+
+
+class ModelNotFound(V2VError):
+    """A model is missing (offline and not cached, wrong path, wrong repo)."""
+
+    exit_code = 5
+
+
+class ModelLoadError(V2VError):
+    """A model file exists but is not what was expected (wrong architecture, corrupt file)."""
+
+    exit_code = 5
+
+
+class OutOfMemory(V2VError):
+    """The device ran out of memory."""
+
+    exit_code = 6
+
+
+class Interrupted(V2VError, KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C); no partial output was left behind."""
+
+    exit_code = 130
+
+
+EXIT_CODES = {
+    0: "success",
+    1: "unexpected internal error (rerun with --debug and report it)",
+    2: "bad command line or options",
+    3: "the input cannot be used (missing, empty, not a video, corrupt, no video stream)",
+    4: "the output cannot be written (folder not writable, output equals input, disk full)",
+    5: "a model cannot be found or loaded",
+    6: "the device ran out of memory",
+    130: "interrupted (Ctrl-C)",
+}

@@ -1,0 +1,164 @@
+"""RestyleOptions: every setting of a restyle run, in one frozen dataclass, validated before any weights load."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from .errors import InvalidOptions
+
+# The models v2v uses by default (DESIGN.md, decision 2). Downloaded to the Hugging Face cache on first use.
+DEFAULT_BASE = "emilianJR/epiCRealism"
+DEFAULT_MOTION = "ByteDance/AnimateDiff-Lightning"
+DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_openpose"
+DEFAULT_DWPOSE = "yzd-v/DWPose"
+
+LIGHTNING_STEPS = (1, 2, 4, 8)  # the distilled checkpoints that exist
+MODEL_SETS = ("default", "tiny")
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+DEFAULT_SIZE = {"default": 512, "tiny": 128}  # short side of the processing size
+MAX_CONTEXT = 32  # the motion module's positional embedding stops at 32 frames
+
+
+def lightning_for_steps(steps: int) -> int:
+    """The Lightning checkpoint for a step count: the one with that many steps, else the largest below it.
+
+    3 steps -> the 2-step model (what the model card recommends), 6 -> 4, 20 -> 8.
+    """
+    return max(s for s in LIGHTNING_STEPS if s <= max(steps, 1))
+
+
+def parse_fps(value: str | float | Fraction | None) -> Fraction | None:
+    """'30', '29.97', '30000/1001' -> Fraction. None stays None."""
+    if value is None:
+        return None
+    try:
+        f = Fraction(str(value)).limit_denominator(1_000_000)
+    except (ValueError, ZeroDivisionError):
+        raise InvalidOptions(f"--fps {value!r} is not a number: give e.g. 24, 29.97 or 30000/1001") from None
+    if f <= 0:
+        raise InvalidOptions(f"--fps must be positive, got {value}")
+    return f
+
+
+@dataclass(frozen=True)
+class RestyleOptions:
+    # --- what to make ---
+    prompt: str  # the style to give the people ("claymation astronaut")
+    negative_prompt: str = ""  # what to avoid; only used with guidance > 1
+    steps: int = 4  # denoising steps
+    lightning: int | None = None  # which distilled checkpoint (1, 2, 4, 8); None: chosen from `steps`
+    seed: int = 0  # the same seed and options give the same video
+    guidance: float = 1.0  # classifier-free guidance; 1 = no negative pass (Lightning's default)
+    pose_strength: float = 1.0  # ControlNet conditioning scale
+    # --- frames ---
+    size: int | None = None  # short side of the processing size; None: 512 (128 with models="tiny")
+    width: int | None = None  # processing width (multiple of 8); the height follows the aspect unless given
+    height: int | None = None  # processing height (multiple of 8)
+    start: float | None = None  # seconds from the first frame where the output starts
+    end: float | None = None  # seconds from the first frame where the output ends
+    max_frames: int | None = None  # keep at most this many frames
+    every_nth: int = 1  # keep every n-th frame (timestamps kept, so the duration stays)
+    fps: Fraction | None = None  # resample to this frame rate (same duration); None: the source's own timing
+    # --- windows ---
+    context: int = 16  # frames the motion module sees at once
+    overlap: int = 4  # frames shared by neighbouring windows
+    # --- models ---
+    models: str = "default"  # "default" (real models, downloaded once) or "tiny" (random, offline smoke test)
+    base: str | None = None  # SD 1.5 base: hub id or local diffusers folder; None: the model set's
+    motion: str | None = None  # motion module: hub repo or .safetensors file; None: AnimateDiff-Lightning
+    controlnet: str | None = None  # ControlNet OpenPose: hub id or folder; None: the model set's
+    pose_model: str | None = None  # DWPose: hub id or folder with the two ONNX files; None: the model set's
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
+    dtype: str = "auto"  # "auto" (float16 on CUDA, float32 on CPU), "float16", "bfloat16", "float32"
+    # --- outputs ---
+    keep_pose: Path | None = None  # also write the pose-map video here
+    crf: int = 18  # H.264 quality (lower is better, 0-51)
+    extra: dict = field(default_factory=dict, compare=False, repr=False)  # reserved for front ends
+
+    # ---------------------------------------------------------------- derived values
+    @property
+    def lightning_steps(self) -> int:
+        return self.lightning if self.lightning is not None else lightning_for_steps(self.steps)
+
+    @property
+    def short_side(self) -> int:
+        return self.size if self.size is not None else DEFAULT_SIZE.get(self.models, 512)
+
+    def replace(self, **changes) -> RestyleOptions:
+        return dataclasses.replace(self, **changes)
+
+    # ---------------------------------------------------------------- the one validator
+    def validate(self) -> RestyleOptions:
+        """Check every field and every cross-field rule; raise InvalidOptions naming the fix. Returns self."""
+        def bad(msg: str) -> None:
+            raise InvalidOptions(msg)
+
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            bad("a prompt is needed: pass -p 'the style you want', e.g. -p 'claymation astronaut'")
+        if self.steps < 1 or self.steps > 100:
+            bad(f"--steps must be between 1 and 100, got {self.steps}")
+        if self.lightning is not None and self.lightning not in LIGHTNING_STEPS:
+            bad(f"--lightning must be one of {', '.join(map(str, LIGHTNING_STEPS))}, got {self.lightning}")
+        if self.guidance < 1.0:
+            bad(f"--guidance must be >= 1 (1 = no negative pass), got {self.guidance}")
+        if self.negative_prompt and self.guidance <= 1.0:
+            bad("--negative-prompt only acts with --guidance above 1: add e.g. --guidance 1.5, or drop it")
+        if not 0.0 <= self.pose_strength <= 2.0:
+            bad(f"--pose-strength must be between 0 and 2, got {self.pose_strength}")
+        if self.size is not None and (self.width is not None or self.height is not None):
+            bad("give either --size or --width/--height, not both")
+        if self.size is not None and not 64 <= self.size <= 4096:
+            bad(f"--size must be between 64 and 4096, got {self.size}")
+        for name in ("width", "height"):
+            v = getattr(self, name)
+            if v is not None and (v < 64 or v > 4096 or v % 8):
+                bad(f"--{name} must be a multiple of 8 between 64 and 4096, got {v} (try {max(64, v // 8 * 8)})")
+        if self.start is not None and self.start < 0:
+            bad(f"--start must be >= 0, got {self.start}")
+        if self.end is not None and self.end <= 0:
+            bad(f"--end must be > 0, got {self.end}")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            bad(f"--end ({self.end}) must be after --start ({self.start})")
+        if self.max_frames is not None and self.max_frames < 1:
+            bad(f"--max-frames must be >= 1, got {self.max_frames}")
+        if self.every_nth < 1:
+            bad(f"--every-nth must be >= 1, got {self.every_nth}")
+        if self.fps is not None and self.fps <= 0:
+            bad(f"--fps must be positive, got {self.fps}")
+        if self.fps is not None and self.every_nth != 1:
+            bad("--fps and --every-nth both choose frames: use one of them")
+        if not 1 <= self.context <= MAX_CONTEXT:
+            bad(f"--context must be between 1 and {MAX_CONTEXT} (the motion module's limit), got {self.context}")
+        if not 0 <= self.overlap < self.context:
+            bad(f"--overlap must be >= 0 and smaller than --context ({self.context}), got {self.overlap}")
+        if self.models not in MODEL_SETS:
+            bad(f"--models must be one of {', '.join(MODEL_SETS)}, got {self.models!r}")
+        if self.dtype not in DTYPES:
+            bad(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            bad(f"--device must be auto, cpu, cuda or cuda:N, got {dev!r}")
+        if self.dtype == "float16" and dev == "cpu":
+            bad("--dtype float16 is not supported on the CPU: use float32 (the default there) or bfloat16")
+        if not 0 <= self.crf <= 51:
+            bad(f"--crf must be between 0 and 51, got {self.crf}")
+        return self
+
+    def settings(self) -> dict:
+        """A JSON-friendly record of every option (for metadata and result objects)."""
+        d = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            v = getattr(self, f.name)
+            d[f.name] = str(v) if isinstance(v, (Path, Fraction)) else v
+        d["lightning_steps"] = self.lightning_steps
+        d["short_side"] = self.short_side
+        return d
+
+
+def option_names() -> set[str]:
+    return {f.name for f in dataclasses.fields(RestyleOptions)}

@@ -1,0 +1,340 @@
+"""Restyler: the whole path from an input video to a restyled one, in numbered steps.
+
+    1. options      validate every option (before any weights load)
+    2. paths        the output path (never the input), its folder writable, a temp file beside it
+    3. probe        VideoInfo; bad input fails here
+    4. models       load (or reuse) the pose detector and the diffusion models
+    5. pose         decode frames (streamed) -> keypoints per frame; frames are dropped once posed
+    6. generate     AnimateDiff-Lightning + ControlNet over fused windows; control maps rendered on demand
+    7. encode       VAE decode in chunks -> H.264 with each frame's source timestamp, audio of the kept span
+    8. rename       temp file -> output path
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from . import video
+from .errors import Interrupted, InvalidOptions, OutOfMemory, OutputError
+from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, RestyleOptions,
+                      option_names)
+
+log = logging.getLogger("v2v")
+
+# progress(stage, done, total): called as work advances; stage is "pose", "generate" or "encode".
+ProgressFn = Callable[[str, int, int], None]
+
+POSE_BATCH = 8  # frames per pose-model call
+
+
+@dataclass
+class RestyleResult:
+    output: Path  # the restyled video
+    frames: int  # frames written
+    fps: float  # average frame rate of the output
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    frames_without_people: int = 0  # frames where the pose detector found nobody (their maps are empty)
+    width: int = 0
+    height: int = 0
+    pose_output: Path | None = None  # the pose-map video, when asked for
+    settings: dict = field(default_factory=dict)  # every option used
+
+
+def default_output(input_path: Path) -> Path:
+    """NAME.restyled.mp4 beside the input."""
+    return input_path.with_name(f"{input_path.stem}.restyled.mp4")
+
+
+def check_output_path(input_path: Path, output: Path) -> Path:
+    """The output path, made absolute; an OutputError when it is the input or cannot be written."""
+    output = Path(output).expanduser()
+    if output.suffix.lower() != ".mp4":
+        raise OutputError(f"output '{output}' must end in .mp4 (the only format so far)")
+    try:
+        same = output.exists() and input_path.exists() and os.path.samefile(output, input_path)
+    except OSError:
+        same = False
+    if same or output.resolve() == input_path.resolve():
+        raise OutputError(f"output '{output}' is the input itself: choose another name with -o")
+    folder = output.resolve().parent
+    if not folder.is_dir():
+        raise OutputError(f"output folder '{folder}' does not exist: create it or choose another -o")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder '{folder}' is not writable: choose another -o")
+    if output.is_dir():
+        raise OutputError(f"output '{output}' is a folder: give a file name ending in .mp4")
+    return output.resolve()
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temp path beside ``path``; renamed onto it on success, deleted on any failure or Ctrl-C."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.part{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidOptions(f"--device {device}: no CUDA GPU is visible: use --device cpu")
+    return device
+
+
+def _resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+class _Stage:
+    """One tqdm bar per stage plus the user's progress callback."""
+
+    def __init__(self, name: str, total: int, progress: ProgressFn | None, show: bool):
+        from tqdm.auto import tqdm
+
+        self.name, self.total, self.progress, self.done = name, total, progress, 0
+        self.bar = tqdm(total=total, desc=f"{name:>8}", unit="frame" if name != "generate" else "pass",
+                        disable=not show, leave=False, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        self.bar.update(n)
+        if self.progress:
+            self.progress(self.name, self.done, self.total)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Restyler:
+    """Keeps models loaded across calls: ``Restyler().restyle("in.mp4", prompt="...")``.
+
+    Keyword arguments given here are defaults for every ``restyle`` call (any RestyleOptions field).
+    """
+
+    def __init__(self, *, show_progress: bool | None = None, **defaults):
+        unknown = set(defaults) - option_names()
+        if unknown:
+            raise InvalidOptions(f"unknown option(s): {', '.join(sorted(unknown))}")
+        self.defaults = defaults
+        self.show_progress = show_progress
+        self._diffusion: dict[tuple, object] = {}
+        self._pose: dict[tuple, object] = {}
+
+    # ------------------------------------------------------------------ models
+    def _model_specs(self, o: RestyleOptions) -> dict[str, str]:
+        if o.models == "tiny":
+            from .tiny import tiny_model_paths
+
+            t = tiny_model_paths()
+            d = {"base": str(t["base"]), "motion": str(t["motion"]), "controlnet": str(t["controlnet"]),
+                 "pose_model": str(t["dwpose"])}
+        else:
+            d = {"base": DEFAULT_BASE, "motion": DEFAULT_MOTION, "controlnet": DEFAULT_CONTROLNET,
+                 "pose_model": DEFAULT_DWPOSE}
+        for k in d:
+            if getattr(o, k):
+                d[k] = getattr(o, k)
+        return d
+
+    def diffusion_models(self, o: RestyleOptions, device: str, dtype):
+        from .models import load_diffusion_models
+
+        s = self._model_specs(o)
+        key = (s["base"], s["motion"], s["controlnet"], o.lightning_steps, device, str(dtype))
+        if key not in self._diffusion:
+            self._diffusion.clear()  # one set on the device at a time
+            log.info("loading models: base %s, motion %s (%d-step), controlnet %s",
+                     s["base"], s["motion"], o.lightning_steps, s["controlnet"])
+            self._diffusion[key] = load_diffusion_models(
+                s["base"], s["motion"], s["controlnet"], lightning_steps=o.lightning_steps,
+                device=device, dtype=dtype)
+        return self._diffusion[key]
+
+    def pose_detector(self, o: RestyleOptions, device: str):
+        from .pose.dwpose import DWPose
+
+        spec = self._model_specs(o)["pose_model"]
+        key = (spec, device)
+        if key not in self._pose:
+            self._pose[key] = DWPose.from_spec(spec, device=device)
+        return self._pose[key]
+
+    # ------------------------------------------------------------------ the run
+    def restyle(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *, prompt: str | None = None,
+                progress: ProgressFn | None = None, **options) -> RestyleResult:
+        """Restyle ``input`` into ``output`` (default NAME.restyled.mp4 beside it). Returns a RestyleResult."""
+        seconds: dict[str, float] = {}
+        t_all = time.perf_counter()
+
+        # 1. options
+        unknown = set(options) - option_names()
+        if unknown:
+            raise InvalidOptions(f"unknown option(s): {', '.join(sorted(unknown))}")
+        merged = {**self.defaults, **options}
+        if prompt is not None:
+            merged["prompt"] = prompt
+        merged.setdefault("prompt", "")
+        o = RestyleOptions(**merged).validate()
+
+        # 2. paths
+        in_path = Path(input).expanduser()
+        out_path = check_output_path(in_path, Path(output) if output is not None else default_output(in_path))
+        pose_path = check_output_path(in_path, Path(o.keep_pose)) if o.keep_pose else None
+        if pose_path is not None and pose_path == out_path:
+            raise OutputError("--keep-pose must differ from the output path")
+
+        # 3. probe
+        t = time.perf_counter()
+        info = video.probe(in_path)
+        width, height = video.processing_size(info.display_width, info.display_height, o.short_side,
+                                              o.width, o.height)
+        seconds["probe"] = time.perf_counter() - t
+        log.info("input %s: %dx%d, %.3f fps, %s audio; processing at %dx%d", in_path.name, info.display_width,
+                 info.display_height, float(info.fps), "with" if info.audio else "no", width, height)
+
+        show = self.show_progress if self.show_progress is not None else log.isEnabledFor(logging.INFO)
+        try:
+            # 4. models
+            t = time.perf_counter()
+            device = _resolve_device(o.device)
+            dtype = _resolve_dtype(o.dtype, device)
+            detector = self.pose_detector(o, device)
+            models = self.diffusion_models(o, device, dtype)
+            seconds["load"] = time.perf_counter() - t
+
+            # 5. pose (decode streamed; frames dropped after pose detection)
+            t = time.perf_counter()
+            decoder = video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
+                                    max_frames=o.max_frames, fps=o.fps)
+            poses, times = self._pose_stage(decoder, detector, progress, show, info)
+            if not poses:
+                raise InvalidOptions("no frames are left to restyle: check --start/--end/--max-frames")
+            span = decoder.span
+            seconds["pose"] = time.perf_counter() - t
+            empty = sum(1 for p in poses if not p.people)
+            if empty:
+                log.info("%d of %d frames have no person: their pose maps are empty", empty, len(poses))
+
+            audio_cut = (video.AudioCut(info.path, info.audio.index, span[0], span[1]) if info.audio else None)
+            rel_times = [tt - times[0] for tt in times]
+            out_fps = o.fps or info.fps
+            time_base = info.time_base if o.fps is None else Fraction(1, 1) / (o.fps * 1000)
+            from .pose.render import render_pose
+
+            if pose_path is not None:
+                t = time.perf_counter()
+                with atomic_output(pose_path) as tmp, video.VideoWriter(
+                        tmp, width, height, fps=out_fps, time_base=time_base, audio=audio_cut, crf=o.crf) as w:
+                    for fp, tt in zip(poses, rel_times):
+                        w.write(render_pose(fp, width, height), tt)
+                seconds["pose_video"] = time.perf_counter() - t
+
+            # 6. generate
+            t = time.perf_counter()
+            latents = self._generate(models, o, poses, width, height, render_pose, progress, show)
+            seconds["generate"] = time.perf_counter() - t
+
+            # 7. encode (VAE decode streams into the encoder) + 8. rename
+            t = time.perf_counter()
+            from .generate import decode_latents
+
+            meta = {"comment": f"v2v restyle; prompt: {o.prompt}; seed: {o.seed}; steps: {o.steps}"}
+            stage = _Stage("encode", len(poses), progress, show)
+            with atomic_output(out_path) as tmp:
+                with video.VideoWriter(tmp, width, height, fps=out_fps, time_base=time_base, audio=audio_cut,
+                                       crf=o.crf, metadata=meta) as w:
+                    for img, tt in zip(decode_latents(models, latents), rel_times):
+                        w.write(img, tt)
+                        stage.update()
+            stage.close()
+            seconds["encode"] = time.perf_counter() - t
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted: no output was written") from None
+        except Exception as e:
+            if type(e).__name__ == "OutOfMemoryError":
+                raise OutOfMemory(f"the {device} ran out of memory: lower --size or --context, or use "
+                                  "--dtype float16") from e
+            raise
+        seconds["total"] = time.perf_counter() - t_all
+        log.info("wrote %s: %d frames in %.1f s", out_path, len(poses), seconds["total"])
+        return RestyleResult(output=out_path, frames=len(poses), fps=float(out_fps), seconds=seconds,
+                             frames_without_people=empty, width=width, height=height, pose_output=pose_path,
+                             settings=o.settings())
+
+    # ------------------------------------------------------------------ stages
+    def _pose_stage(self, decoder, detector, progress, show, info):
+        total = info.frames or 0
+        stage = _Stage("pose", total, progress, show)
+        poses, times, batch = [], [], []
+
+        def flush():
+            poses.extend(detector.detect([f.image for f in batch]))
+            times.extend(f.time for f in batch)
+            stage.update(len(batch))
+            batch.clear()
+
+        for frame in decoder:
+            batch.append(frame)
+            if len(batch) == POSE_BATCH:
+                flush()
+        if batch:
+            flush()
+        stage.close()
+        return poses, times
+
+    def _generate(self, models, o: RestyleOptions, poses, width, height, render_pose, progress, show):
+        import torch
+
+        from .generate import generate
+        from .windows import plan_windows
+
+        n = len(poses)
+        windows = plan_windows(n, min(o.context, n), min(o.overlap, max(0, min(o.context, n) - 1)))
+        stage = _Stage("generate", o.steps * len(windows), progress, show)
+
+        def control(indices: list[int]) -> torch.Tensor:
+            maps = np.stack([render_pose(poses[i], width, height) for i in indices])
+            return torch.from_numpy(maps).permute(0, 3, 1, 2).float() / 255.0
+
+        def on_progress(done: int, total: int) -> None:
+            stage.total = stage.bar.total = total
+            stage.update(done - stage.done)
+
+        try:
+            return generate(models, prompt=o.prompt, negative_prompt=o.negative_prompt, num_frames=n,
+                            height=height, width=width, control=control, steps=o.steps, guidance=o.guidance,
+                            seed=o.seed, context=o.context, overlap=o.overlap, pose_strength=o.pose_strength,
+                            progress=on_progress)
+        finally:
+            stage.close()
+
+
+def restyle(input: str | os.PathLike, output: str | os.PathLike | None = None, *, prompt: str,
+            progress: ProgressFn | None = None, **options) -> RestyleResult:
+    """Restyle one video: ``v2v.restyle("dance.mp4", prompt="claymation astronaut")``.
+
+    Options are RestyleOptions fields (steps, seed, size, start, end, fps, models, ...). For several videos,
+    use a Restyler, which keeps the models loaded.
+    """
+    return Restyler().restyle(input, output, prompt=prompt, progress=progress, **options)
