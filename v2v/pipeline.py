@@ -69,8 +69,12 @@ def check_output_path(input_path: Path, output: Path) -> Path:
     folder = output.resolve().parent
     if not folder.is_dir():
         raise OutputError(f"output folder '{folder}' does not exist: create it or choose another -o")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder '{folder}' is not writable: choose another -o")
+    probe_file = folder / f".v2v-write-test-{uuid.uuid4().hex[:8]}"
+    try:  # the only sure test (root ignores permission bits; read-only mounts do not)
+        probe_file.open("xb").close()
+        probe_file.unlink()
+    except OSError:
+        raise OutputError(f"output folder '{folder}' is not writable: choose another -o") from None
     if output.is_dir():
         raise OutputError(f"output '{output}' is a folder: give a file name ending in .mp4")
     return output.resolve()

@@ -1,0 +1,26 @@
+"""Shared fixtures. The tiny model set is built once per test session into a temp folder (never the user's cache)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """The tiny model set, built once; V2V_TINY_DIR points subprocesses at it too."""
+    folder = tmp_path_factory.mktemp("tiny") / "models"
+    os.environ["V2V_TINY_DIR"] = str(folder)
+    from v2v.tiny import tiny_model_paths
+
+    return tiny_model_paths()
+
+
+@pytest.fixture(scope="session")
+def fake_hub(tiny_models, tmp_path_factory) -> Path:
+    """A Hugging Face cache holding the tiny set under the default models' real repo ids and file names."""
+    from v2v.tiny import build_fake_hub_cache
+
+    return build_fake_hub_cache(tmp_path_factory.mktemp("hub"))

@@ -1,0 +1,81 @@
+"""The Python API: v2v.restyle, Restyler keeping models loaded, result objects, named errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import v2v
+from v2v.pipeline import check_output_path, default_output
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
+
+
+def test_default_output_sits_beside_input():
+    assert default_output(Path("/videos/a b.mov")) == Path("/videos/a b.restyled.mp4")
+
+
+def test_output_checks(tmp_path):
+    src = tmp_path / "in.mp4"
+    src.write_bytes(b"x")
+    with pytest.raises(v2v.OutputError):
+        check_output_path(src, src)
+    with pytest.raises(v2v.OutputError):
+        check_output_path(src, tmp_path / "out.avi")
+    (tmp_path / "d.mp4").mkdir()
+    with pytest.raises(v2v.OutputError):
+        check_output_path(src, tmp_path / "d.mp4")
+    assert check_output_path(src, tmp_path / "ok.mp4") == (tmp_path / "ok.mp4").resolve()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.mp4", "in.mp4"]  # the write test left nothing
+
+
+def test_errors_are_named_types():
+    with pytest.raises(v2v.InputNotFound):
+        v2v.restyle("/nonexistent/clip.mp4", prompt="x", models="tiny")
+    with pytest.raises(v2v.InvalidOptions):
+        v2v.restyle(SAMPLE, prompt="x", models="tiny", steps=0)
+    with pytest.raises(v2v.InvalidOptions):
+        v2v.Restyler(colour="red")
+
+
+def test_restyler_keeps_models_loaded_and_reports(tmp_path, tiny_models):
+    seen = []
+    r = v2v.Restyler(models="tiny", size=64, max_frames=18, show_progress=False)
+    a = r.restyle(SAMPLE, tmp_path / "a.mp4", prompt="claymation", progress=lambda *s: seen.append(s))
+    models = next(iter(r._diffusion.values()))
+    b = r.restyle(SAMPLE, tmp_path / "b.mp4", prompt="anime", seed=3)
+    assert next(iter(r._diffusion.values())) is models  # loaded once, reused
+    assert a.frames == b.frames == 18 and a.output.is_file() and b.output.is_file()
+    assert a.fps == pytest.approx(24.0) and (a.width, a.height) == (64, 80)
+    assert {"probe", "load", "pose", "generate", "encode", "total"} <= set(a.seconds)
+    assert a.settings["prompt"] == "claymation" and b.settings["seed"] == 3
+    stages = {s for s, _, _ in seen}
+    assert stages == {"pose", "generate", "encode"}
+    assert ("encode", 18, 18) in seen
+
+
+def test_same_seed_same_video_different_seed_differs(tmp_path, tiny_models):
+    import av
+    import numpy as np
+
+    def frames(p):
+        with av.open(str(p)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+    r = v2v.Restyler(models="tiny", size=64, max_frames=6, show_progress=False)
+    x = frames(r.restyle(SAMPLE, tmp_path / "x.mp4", prompt="p", seed=1).output)
+    y = frames(r.restyle(SAMPLE, tmp_path / "y.mp4", prompt="p", seed=1).output)
+    z = frames(r.restyle(SAMPLE, tmp_path / "z.mp4", prompt="p", seed=2).output)
+    assert np.array_equal(x, y)
+    assert np.abs(x.astype(int) - z.astype(int)).mean() > 1.0
+
+
+def test_sample_is_committed_with_ground_truth():
+    import json
+
+    poses = json.loads(SAMPLE.with_name("dance.pose.json").read_text())
+    assert len(poses) == 96
+    assert len(poses[0]["people"][0]["pose_keypoints_2d"]) == 54
+    assert poses[0]["canvas_width"] == 384 and poses[0]["canvas_height"] == 512
+    assert SAMPLE.stat().st_size < 2_000_000

@@ -1,0 +1,79 @@
+"""RestyleOptions: the one validator, derived values. Pure, no models."""
+
+from fractions import Fraction
+
+import pytest
+
+from v2v.errors import InvalidOptions
+from v2v.options import RestyleOptions, lightning_for_steps, parse_fps
+
+
+@pytest.mark.parametrize("steps,expected", [(1, 1), (2, 2), (3, 2), (4, 4), (5, 4), (7, 4), (8, 8), (25, 8)])
+def test_lightning_checkpoint_follows_steps(steps, expected):
+    assert lightning_for_steps(steps) == expected
+    assert RestyleOptions(prompt="x", steps=steps).lightning_steps == expected
+
+
+def test_lightning_can_be_chosen_apart_from_steps():
+    o = RestyleOptions(prompt="x", steps=3, lightning=2).validate()
+    assert (o.steps, o.lightning_steps) == (3, 2)
+
+
+def test_default_short_side_depends_on_model_set():
+    assert RestyleOptions(prompt="x").short_side == 512
+    assert RestyleOptions(prompt="x", models="tiny").short_side == 128
+    assert RestyleOptions(prompt="x", models="tiny", size=256).short_side == 256
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"prompt": "  "}, "prompt"),
+    ({"steps": 0}, "--steps"),
+    ({"lightning": 3}, "--lightning"),
+    ({"guidance": 0.5}, "--guidance"),
+    ({"negative_prompt": "blurry"}, "--guidance"),
+    ({"size": 512, "width": 512}, "--size"),
+    ({"width": 500}, "multiple of 8"),
+    ({"height": 32}, "--height"),
+    ({"start": -1.0}, "--start"),
+    ({"start": 2.0, "end": 1.0}, "--end"),
+    ({"max_frames": 0}, "--max-frames"),
+    ({"every_nth": 0}, "--every-nth"),
+    ({"fps": Fraction(12), "every_nth": 2}, "--fps"),
+    ({"context": 33}, "--context"),
+    ({"context": 8, "overlap": 8}, "--overlap"),
+    ({"models": "huge"}, "--models"),
+    ({"dtype": "int8"}, "--dtype"),
+    ({"device": "gpu0"}, "--device"),
+    ({"device": "cpu", "dtype": "float16"}, "float16"),
+    ({"crf": 60}, "--crf"),
+])
+def test_invalid_options_name_the_fix(changes, needle):
+    with pytest.raises(InvalidOptions) as e:
+        RestyleOptions(**{"prompt": "a dancer", **changes}).validate()
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+
+
+def test_valid_combinations_pass():
+    RestyleOptions(prompt="x", negative_prompt="blurry", guidance=1.5, width=512, start=1, end=2,
+                   fps=Fraction(30000, 1001), context=32, overlap=8, device="cuda:1", dtype="bfloat16").validate()
+
+
+@pytest.mark.parametrize("text,value", [("24", Fraction(24)), ("29.97", Fraction(2997, 100)),
+                                        ("30000/1001", Fraction(30000, 1001)), (None, None)])
+def test_parse_fps(text, value):
+    assert parse_fps(text) == value
+
+
+@pytest.mark.parametrize("text", ["fast", "0", "-3", "1/0"])
+def test_parse_fps_rejects(text):
+    with pytest.raises(InvalidOptions):
+        parse_fps(text)
+
+
+def test_settings_are_json_friendly():
+    import json
+
+    s = RestyleOptions(prompt="x", fps=Fraction(12)).settings()
+    assert json.loads(json.dumps(s))["fps"] == "12"
+    assert s["lightning_steps"] == 4
