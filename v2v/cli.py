@@ -64,6 +64,31 @@ def _add_restyle(sub) -> None:
     _add_common(p)
 
 
+def _add_pose(sub) -> None:
+    p = sub.add_parser(
+        "pose", help="detect poses: pose-map video, OpenPose JSON, PNG maps",
+        description="Detect every person's pose in a video. Writes the pose-map video (source timing, with the "
+                    "audio), and/or the OpenPose-format JSON (source pixels, one object per frame), and/or "
+                    "lossless PNG maps. With none of -o/--json/--png: NAME.pose.mp4 beside the input.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, help="the video (never modified)")
+    p.add_argument("-o", "--output", type=Path, help="pose-map video .mp4")
+    p.add_argument("--json", type=Path, help="write the keypoints as OpenPose JSON here")
+    p.add_argument("--png", type=Path, metavar="DIR", help="write one lossless PNG pose map per frame here")
+    p.add_argument("--size", type=int, help="short side of the processing size (default 512; 128 with --models tiny)")
+    p.add_argument("--width", type=int, help="processing width, multiple of 8")
+    p.add_argument("--height", type=int, help="processing height, multiple of 8")
+    p.add_argument("--start", type=float, help="start at this second")
+    p.add_argument("--end", type=float, help="end at this second")
+    p.add_argument("--max-frames", type=int, help="keep at most this many frames")
+    p.add_argument("--every-nth", type=int, default=1, help="keep every n-th frame (timing kept)")
+    p.add_argument("--fps", help="output frame rate (duration kept); default: the source's")
+    p.add_argument("--models", choices=MODEL_SETS, default="default", help="'tiny': random pose models (smoke test)")
+    p.add_argument("--pose-model", help="DWPose: hub id or folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    _add_common(p)
+
+
 def _add_common(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars, errors only")
     p.add_argument("--debug", action="store_true", help="verbose log and tracebacks")
@@ -75,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"v2v {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_restyle(sub)
+    _add_pose(sub)
     return ap
 
 
@@ -111,12 +137,27 @@ def _restyle(a: argparse.Namespace) -> int:
     return 0
 
 
+def _pose(a: argparse.Namespace) -> int:
+    from .pipeline import Restyler
+
+    opts = dict(size=a.size, width=a.width, height=a.height, start=a.start, end=a.end, max_frames=a.max_frames,
+                every_nth=a.every_nth, fps=parse_fps(a.fps), models=a.models, pose_model=a.pose_model,
+                device=a.device)
+    r = Restyler(show_progress=not a.quiet and sys.stderr.isatty()).pose(a.input, a.output, json_path=a.json,
+                                                                         png_dir=a.png, **opts)
+    if not a.quiet:
+        written = ", ".join(str(p) for p in (r.output, r.json, r.png_dir) if p is not None)
+        print(f"{written}  ({r.frames} frames, {r.frames_without_people} without people, "
+              f"{r.seconds['total']:.1f}s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     _setup_logging(a.quiet, a.debug)
     try:
-        return {"restyle": _restyle}[a.command](a)
+        return {"restyle": _restyle, "pose": _pose}[a.command](a)
     except V2VError as e:
         if a.debug:
             log.exception("failed")

@@ -50,6 +50,17 @@ class RestyleResult:
     settings: dict = field(default_factory=dict)  # every option used
 
 
+@dataclass
+class PoseResult:
+    output: Path | None  # the pose-map video, when written
+    json: Path | None  # the OpenPose JSON, when written
+    png_dir: Path | None  # the folder of PNG maps, when written
+    frames: int
+    fps: float
+    frames_without_people: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
 def default_output(input_path: Path) -> Path:
     """NAME.restyled.mp4 beside the input."""
     return input_path.with_name(f"{input_path.stem}.restyled.mp4")
@@ -184,7 +195,75 @@ class Restyler:
             self._pose[key] = DWPose.from_spec(spec, device=device)
         return self._pose[key]
 
-    # ------------------------------------------------------------------ the run
+    # ------------------------------------------------------------------ shared steps
+    def _options(self, prompt: str | None, options: dict, need_prompt: bool = True) -> RestyleOptions:
+        unknown = set(options) - option_names()
+        if unknown:
+            raise InvalidOptions(f"unknown option(s): {', '.join(sorted(unknown))}")
+        merged = {**self.defaults, **options}
+        if prompt is not None:
+            merged["prompt"] = prompt
+        merged.setdefault("prompt", "" if need_prompt else "(pose only)")
+        return RestyleOptions(**merged).validate()
+
+    def _probe(self, in_path: Path, o: RestyleOptions):
+        info = video.probe(in_path)
+        width, height = video.processing_size(info.display_width, info.display_height, o.short_side,
+                                              o.width, o.height)
+        log.info("input %s: %dx%d, %.3f fps, %s audio; processing at %dx%d", in_path.name, info.display_width,
+                 info.display_height, float(info.fps), "with" if info.audio else "no", width, height)
+        return info, width, height
+
+    def _show(self) -> bool:
+        return self.show_progress if self.show_progress is not None else log.isEnabledFor(logging.INFO)
+
+    def _poses(self, o: RestyleOptions, info, width: int, height: int, detector, progress):
+        """Decode (streamed) and detect: keypoints per kept frame, their times, and the kept span."""
+        decoder = video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
+                                max_frames=o.max_frames, fps=o.fps)
+        poses, times = self._pose_stage(decoder, detector, progress, self._show(), info)
+        if not poses:
+            raise InvalidOptions("no frames are left to process: check --start/--end/--max-frames")
+        empty = sum(1 for p in poses if not p.people)
+        if empty:
+            log.info("%d of %d frames have no person: their pose maps are empty", empty, len(poses))
+        return poses, times, decoder.span, empty
+
+    @staticmethod
+    def _timing(o: RestyleOptions, info, span, times):
+        """Output times relative to the first frame, the output frame rate and time base, and the audio cut."""
+        audio_cut = video.AudioCut(info.path, info.audio.index, span[0], span[1]) if info.audio else None
+        rel_times = [t - times[0] for t in times]
+        out_fps = o.fps or info.fps
+        time_base = info.time_base if o.fps is None else Fraction(1, 1) / (o.fps * 1000)
+        return rel_times, out_fps, time_base, audio_cut
+
+    @staticmethod
+    def _write_pose_video(path: Path, poses, rel_times, width, height, out_fps, time_base, audio_cut, crf):
+        from .pose.render import render_pose
+
+        with atomic_output(path) as tmp, video.VideoWriter(
+                tmp, width, height, fps=out_fps, time_base=time_base, audio=audio_cut, crf=crf) as w:
+            for fp, tt in zip(poses, rel_times):
+                w.write(render_pose(fp, width, height), tt)
+
+    @staticmethod
+    def _guard(device: str):
+        """Turns Ctrl-C and out-of-memory into v2v's own errors."""
+        @contextmanager
+        def guard():
+            try:
+                yield
+            except KeyboardInterrupt:
+                raise Interrupted("interrupted: no output was written") from None
+            except Exception as e:
+                if type(e).__name__ == "OutOfMemoryError":
+                    raise OutOfMemory(f"the {device} ran out of memory: lower --size or --context, or use "
+                                      "--dtype float16") from e
+                raise
+        return guard()
+
+    # ------------------------------------------------------------------ restyle
     def restyle(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *, prompt: str | None = None,
                 progress: ProgressFn | None = None, **options) -> RestyleResult:
         """Restyle ``input`` into ``output`` (default NAME.restyled.mp4 beside it). Returns a RestyleResult."""
@@ -192,14 +271,7 @@ class Restyler:
         t_all = time.perf_counter()
 
         # 1. options
-        unknown = set(options) - option_names()
-        if unknown:
-            raise InvalidOptions(f"unknown option(s): {', '.join(sorted(unknown))}")
-        merged = {**self.defaults, **options}
-        if prompt is not None:
-            merged["prompt"] = prompt
-        merged.setdefault("prompt", "")
-        o = RestyleOptions(**merged).validate()
+        o = self._options(prompt, options)
 
         # 2. paths
         in_path = Path(input).expanduser()
@@ -210,53 +282,29 @@ class Restyler:
 
         # 3. probe
         t = time.perf_counter()
-        info = video.probe(in_path)
-        width, height = video.processing_size(info.display_width, info.display_height, o.short_side,
-                                              o.width, o.height)
+        info, width, height = self._probe(in_path, o)
         seconds["probe"] = time.perf_counter() - t
-        log.info("input %s: %dx%d, %.3f fps, %s audio; processing at %dx%d", in_path.name, info.display_width,
-                 info.display_height, float(info.fps), "with" if info.audio else "no", width, height)
 
-        show = self.show_progress if self.show_progress is not None else log.isEnabledFor(logging.INFO)
-        try:
+        device = _resolve_device(o.device)
+        with self._guard(device):
             # 4. models
             t = time.perf_counter()
-            device = _resolve_device(o.device)
-            dtype = _resolve_dtype(o.dtype, device)
             detector = self.pose_detector(o, device)
-            models = self.diffusion_models(o, device, dtype)
+            models = self.diffusion_models(o, device, _resolve_dtype(o.dtype, device))
             seconds["load"] = time.perf_counter() - t
 
             # 5. pose (decode streamed; frames dropped after pose detection)
             t = time.perf_counter()
-            decoder = video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
-                                    max_frames=o.max_frames, fps=o.fps)
-            poses, times = self._pose_stage(decoder, detector, progress, show, info)
-            if not poses:
-                raise InvalidOptions("no frames are left to restyle: check --start/--end/--max-frames")
-            span = decoder.span
-            seconds["pose"] = time.perf_counter() - t
-            empty = sum(1 for p in poses if not p.people)
-            if empty:
-                log.info("%d of %d frames have no person: their pose maps are empty", empty, len(poses))
-
-            audio_cut = (video.AudioCut(info.path, info.audio.index, span[0], span[1]) if info.audio else None)
-            rel_times = [tt - times[0] for tt in times]
-            out_fps = o.fps or info.fps
-            time_base = info.time_base if o.fps is None else Fraction(1, 1) / (o.fps * 1000)
-            from .pose.render import render_pose
-
+            poses, times, span, empty = self._poses(o, info, width, height, detector, progress)
+            rel_times, out_fps, time_base, audio_cut = self._timing(o, info, span, times)
             if pose_path is not None:
-                t = time.perf_counter()
-                with atomic_output(pose_path) as tmp, video.VideoWriter(
-                        tmp, width, height, fps=out_fps, time_base=time_base, audio=audio_cut, crf=o.crf) as w:
-                    for fp, tt in zip(poses, rel_times):
-                        w.write(render_pose(fp, width, height), tt)
-                seconds["pose_video"] = time.perf_counter() - t
+                self._write_pose_video(pose_path, poses, rel_times, width, height, out_fps, time_base, audio_cut,
+                                       o.crf)
+            seconds["pose"] = time.perf_counter() - t
 
             # 6. generate
             t = time.perf_counter()
-            latents = self._generate(models, o, poses, width, height, render_pose, progress, show)
+            latents = self._generate(models, o, poses, width, height, progress)
             seconds["generate"] = time.perf_counter() - t
 
             # 7. encode (VAE decode streams into the encoder) + 8. rename
@@ -264,7 +312,7 @@ class Restyler:
             from .generate import decode_latents
 
             meta = {"comment": f"v2v restyle; prompt: {o.prompt}; seed: {o.seed}; steps: {o.steps}"}
-            stage = _Stage("encode", len(poses), progress, show)
+            stage = _Stage("encode", len(poses), progress, self._show())
             with atomic_output(out_path) as tmp:
                 with video.VideoWriter(tmp, width, height, fps=out_fps, time_base=time_base, audio=audio_cut,
                                        crf=o.crf, metadata=meta) as w:
@@ -273,18 +321,52 @@ class Restyler:
                         stage.update()
             stage.close()
             seconds["encode"] = time.perf_counter() - t
-        except KeyboardInterrupt:
-            raise Interrupted("interrupted: no output was written") from None
-        except Exception as e:
-            if type(e).__name__ == "OutOfMemoryError":
-                raise OutOfMemory(f"the {device} ran out of memory: lower --size or --context, or use "
-                                  "--dtype float16") from e
-            raise
         seconds["total"] = time.perf_counter() - t_all
         log.info("wrote %s: %d frames in %.1f s", out_path, len(poses), seconds["total"])
         return RestyleResult(output=out_path, frames=len(poses), fps=float(out_fps), seconds=seconds,
                              frames_without_people=empty, width=width, height=height, pose_output=pose_path,
                              settings=o.settings())
+
+    # ------------------------------------------------------------------ pose only
+    def pose(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *,
+             json_path: str | os.PathLike | None = None, png_dir: str | os.PathLike | None = None,
+             progress: ProgressFn | None = None, **options) -> PoseResult:
+        """Detect poses: write the pose-map video (source timing, with audio), and/or the OpenPose JSON
+        (source pixels, one object per frame), and/or lossless PNG maps. With none given: NAME.pose.mp4."""
+        import cv2
+
+        from .pose.keypoints import save_pose_json
+        from .pose.render import render_pose
+
+        t_all = time.perf_counter()
+        o = self._options(None, options, need_prompt=False)
+        in_path = Path(input).expanduser()
+        if output is None and json_path is None and png_dir is None:
+            output = in_path.with_name(f"{in_path.stem}.pose.mp4")
+        out_path = check_output_path(in_path, Path(output)) if output is not None else None
+        json_out = Path(json_path).expanduser().resolve() if json_path is not None else None
+        if json_out is not None and (json_out == in_path.resolve() or not json_out.parent.is_dir()):
+            raise OutputError(f"cannot write the pose JSON to '{json_out}': choose another --json path")
+        png_out = Path(png_dir).expanduser() if png_dir is not None else None
+        info, width, height = self._probe(in_path, o)
+        device = _resolve_device(o.device)
+        with self._guard(device):
+            detector = self.pose_detector(o, device)
+            poses, times, span, empty = self._poses(o, info, width, height, detector, progress)
+            rel_times, out_fps, time_base, audio_cut = self._timing(o, info, span, times)
+            if out_path is not None:
+                self._write_pose_video(out_path, poses, rel_times, width, height, out_fps, time_base, audio_cut,
+                                       o.crf)
+            if json_out is not None:
+                source = [p.scaled(info.display_width, info.display_height) for p in poses]
+                with atomic_output(json_out) as tmp:
+                    save_pose_json(tmp, source)
+            if png_out is not None:
+                png_out.mkdir(parents=True, exist_ok=True)
+                for i, p in enumerate(poses):
+                    cv2.imwrite(str(png_out / f"pose_{i:06d}.png"), render_pose(p, width, height)[:, :, ::-1])
+        return PoseResult(output=out_path, json=json_out, png_dir=png_out, frames=len(poses), fps=float(out_fps),
+                          frames_without_people=empty, seconds={"total": time.perf_counter() - t_all})
 
     # ------------------------------------------------------------------ stages
     def _pose_stage(self, decoder, detector, progress, show, info):
@@ -307,15 +389,16 @@ class Restyler:
         stage.close()
         return poses, times
 
-    def _generate(self, models, o: RestyleOptions, poses, width, height, render_pose, progress, show):
+    def _generate(self, models, o: RestyleOptions, poses, width, height, progress):
         import torch
 
         from .generate import generate
+        from .pose.render import render_pose
         from .windows import plan_windows
 
         n = len(poses)
         windows = plan_windows(n, min(o.context, n), min(o.overlap, max(0, min(o.context, n) - 1)))
-        stage = _Stage("generate", o.steps * len(windows), progress, show)
+        stage = _Stage("generate", o.steps * len(windows), progress, self._show())
 
         def control(indices: list[int]) -> torch.Tensor:
             maps = np.stack([render_pose(poses[i], width, height) for i in indices])

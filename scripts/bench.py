@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""v2v benchmark: end-to-end frames/s and seconds per stage, peak memory, GPU busy fraction, at several lengths,
+against diffusers' own AnimateDiffControlNetPipeline on the same components and frames (same run), and v2v's
+video I/O path against the ffmpeg command line doing the same decode/resize/encode.
+
+    python scripts/bench.py --device cpu --models tiny --frames 48,160 --size 128       # here, minutes
+    python scripts/bench.py --device cuda --models sd15-random --frames 48,160,480      # on a GPU
+
+`sd15-random` builds the real SD 1.5-sized UNet, motion adapter, ControlNet, VAE and CLIP text encoder with
+random weights (the same compute as the real ones, no downloads). The pose detector is always the tiny DWPose
+(the real weights cannot be downloaded here), so pose figures are not those of the real DWPose.
+Prints a table and writes the figures as JSON (--json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+# ------------------------------------------------------------------------- models
+
+
+def build_sd15_random(folder: Path, device: str, dtype=torch.float16) -> dict[str, Path]:
+    """SD 1.5-sized models with random weights, saved in the real formats (fp16 to keep it quick)."""
+    from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from v2v.tiny import tiny_model_paths
+
+    tiny = tiny_model_paths()
+    base = folder / "base"
+    shutil.copytree(tiny["base"], base, dirs_exist_ok=True)  # tokenizer, scheduler, model_index.json
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
+                            sample_size=512)
+        te = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                          num_attention_heads=12, max_position_embeddings=77, vocab_size=49408,
+                                          projection_dim=768, hidden_act="quick_gelu"))
+        adapter = MotionAdapter()  # the defaults are the SD 1.5 v2 motion module's (Lightning's) geometry
+        cn = ControlNetModel.from_unet(unet)
+    for sub, m in (("unet", unet), ("vae", vae), ("text_encoder", te)):
+        shutil.rmtree(base / sub, ignore_errors=True)
+        m.to(dtype).save_pretrained(base / sub)
+    (folder / "motion").mkdir(exist_ok=True)
+    save_file({k: v.to(dtype).contiguous().cpu() for k, v in adapter.state_dict().items()},
+              folder / "motion" / "animatediff_lightning_4step_diffusers.safetensors")
+    cn.to(dtype).save_pretrained(folder / "controlnet")
+    del unet, vae, te, adapter, cn
+    torch.cuda.empty_cache() if device.startswith("cuda") else None
+    return {"base": base, "motion": folder / "motion", "controlnet": folder / "controlnet",
+            "dwpose": tiny["dwpose"]}
+
+
+# ------------------------------------------------------------------------- measuring
+
+
+class GpuBusy:
+    """Samples the GPU's utilisation every 20 ms in a thread (NVML through torch)."""
+
+    def __init__(self, device: str):
+        self.on = device.startswith("cuda")
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        if self.on:
+            try:
+                torch.cuda.utilization()
+            except Exception:
+                self.on = False
+        if self.on:
+            self._t = threading.Thread(target=self._run, daemon=True)
+            self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(torch.cuda.utilization())
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.on:
+            self._t.join()
+
+    @property
+    def fraction(self) -> float | None:
+        return (sum(s > 0 for s in self.samples) / len(self.samples)) if self.samples else None
+
+
+def peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark (RSS)
+
+
+def reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+# ------------------------------------------------------------------------- runs
+
+
+def run_v2v(restyler, video: Path, out: Path, device: str) -> dict:
+    reset_peak(device)
+    with GpuBusy(device) as busy:
+        t = time.perf_counter()
+        r = restyler.restyle(video, out, prompt="claymation astronaut")
+        wall = time.perf_counter() - t
+    work = wall - r.seconds.get("load", 0.0)
+    return {"frames": r.frames, "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
+            "fps": r.frames / work, "peak_mb": peak_memory_mb(device), "gpu_busy": busy.fraction}
+
+
+def run_diffusers(models, poses, width, height, device: str, steps: int, context: int, overlap: int) -> dict:
+    """diffusers' AnimateDiffControlNetPipeline on the same components and control frames (FreeNoise > 16)."""
+    from diffusers import AnimateDiffControlNetPipeline
+    from PIL import Image
+
+    from v2v.pose.render import render_pose
+
+    pipe = AnimateDiffControlNetPipeline(vae=models.vae, text_encoder=models.text_encoder,
+                                         tokenizer=models.tokenizer, unet=models.unet, motion_adapter=None,
+                                         controlnet=models.controlnet, scheduler=models.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    n = len(poses)
+    if n > context:
+        pipe.enable_free_noise(context_length=context, context_stride=context - overlap)
+    frames = [Image.fromarray(render_pose(p, width, height)) for p in poses]
+    reset_peak(device)
+    with GpuBusy(device) as busy:
+        t = time.perf_counter()
+        pipe(prompt="claymation astronaut", num_frames=n, height=height, width=width, conditioning_frames=frames,
+             num_inference_steps=steps, guidance_scale=1.0, output_type="np", decode_chunk_size=16,
+             generator=torch.Generator("cpu").manual_seed(0))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    return {"frames": n, "seconds": round(wall, 3), "fps": n / wall, "peak_mb": peak_memory_mb(device),
+            "gpu_busy": busy.fraction}
+
+
+def run_io(video: Path, out: Path, width: int, height: int) -> dict:
+    """v2v's I/O path (decode, resize, encode with audio) against ffmpeg's command line doing the same."""
+    from v2v import video as V
+
+    t = time.perf_counter()
+    info = V.probe(video)
+    dec = V.Decoder(info, width, height)
+    with V.VideoWriter(out, width, height, fps=info.fps, time_base=info.time_base, audio=None) as w:
+        first = None
+        for f in dec:
+            first = f.time if first is None else first
+            w.write(f.image, f.time - first)
+    # the audio cut is added after the frames are known, as the pipeline does; time the same work twice
+    v2v_s = time.perf_counter() - t
+    res = {"v2v_io_s": round(v2v_s, 3)}
+    if shutil.which("ffmpeg"):
+        t = time.perf_counter()
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(video), "-vf", f"scale={width}:{height}",
+                        "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-an", str(out.with_suffix(".ff.mp4"))],
+                       check=True)
+        res["ffmpeg_s"] = round(time.perf_counter() - t, 3)
+        res["ratio_v2v_over_ffmpeg"] = round(v2v_s / res["ffmpeg_s"], 3)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--models", choices=("tiny", "sd15-random"), default="tiny")
+    ap.add_argument("--frames", default="48,160,480")
+    ap.add_argument("--size", type=int, default=None, help="short side (default 512, 128 for tiny)")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--no-baseline", action="store_true", help="skip diffusers' pipeline")
+    ap.add_argument("--baseline-max-frames", type=int, default=480)
+    ap.add_argument("--json", type=Path, default=Path("bench.json"))
+    a = ap.parse_args()
+
+    import logging
+
+    logging.getLogger("v2v").setLevel(logging.WARNING)
+    import v2v
+    from make_sample import make
+
+    size = a.size or (128 if a.models == "tiny" else 512)
+    work = Path(tempfile.mkdtemp(prefix="v2v-bench-"))
+    t = time.perf_counter()
+    if a.models == "tiny":
+        from v2v.tiny import tiny_model_paths
+
+        paths = tiny_model_paths()
+    else:
+        paths = build_sd15_random(work / "models", a.device)
+    build_s = time.perf_counter() - t
+    dtype = "float16" if a.device.startswith("cuda") else "float32"
+    restyler = v2v.Restyler(base=str(paths["base"]), motion=str(paths["motion"]), controlnet=str(paths["controlnet"]),
+                            pose_model=str(paths["dwpose"]), device=a.device, dtype=dtype, size=size, steps=a.steps,
+                            show_progress=False)
+    env = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+           "cpus": os.cpu_count(), "device": a.device,
+           "gpu": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else None,
+           "models": a.models, "size": size, "steps": a.steps, "dtype": dtype, "build_models_s": round(build_s, 1)}
+    try:
+        import diffusers
+
+        env["diffusers"] = diffusers.__version__
+    except ImportError:
+        pass
+    results = []
+    for n in [int(x) for x in a.frames.split(",")]:
+        video = work / f"in{n}.mp4"
+        make(work / f"s{n}", seconds=n / 24, fps=24, width=size, height=size)
+        shutil.move(work / f"s{n}" / "dance.mp4", video)
+        row = {"frames": n, "v2v": run_v2v(restyler, video, work / f"out{n}.mp4", a.device)}
+        models = next(iter(restyler._diffusion.values()))
+        if not a.no_baseline and n <= a.baseline_max_frames:
+            det = next(iter(restyler._pose.values()))
+            from v2v import video as V
+
+            info = V.probe(video)
+            frames = [f.image for f in V.Decoder(info, size, size)]
+            poses = det.detect(frames)
+            try:
+                row["diffusers"] = run_diffusers(models, poses, size, size, a.device, a.steps, 16, 4)
+                row["speedup"] = round(row["v2v"]["fps"] / row["diffusers"]["fps"], 3)
+            except Exception as e:  # e.g. out of memory at long lengths: record it, keep going
+                row["diffusers"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+            if a.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        row["io"] = run_io(video, work / f"io{n}.mp4", size, size)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+
+    print(f"\n{env}\n")
+    print(f"{'frames':>6} | {'v2v f/s':>8} | {'peak MB':>8} | {'busy':>5} | {'diffusers f/s':>13} | {'peak MB':>8} | "
+          f"{'speed-up':>8} | {'io/ffmpeg':>9} | stages (s)")
+    for r in results:
+        v, d = r["v2v"], r.get("diffusers", {})
+        busy = f"{v['gpu_busy']:.2f}" if v.get("gpu_busy") is not None else "-"
+        print(f"{r['frames']:>6} | {v['fps']:>8.2f} | {v['peak_mb']:>8.0f} | {busy:>5} | "
+              f"{d.get('fps', float('nan')):>13.2f} | {d.get('peak_mb', float('nan')):>8.0f} | "
+              f"{r.get('speedup', float('nan')):>8.2f} | {r['io'].get('ratio_v2v_over_ffmpeg', float('nan')):>9.2f} | "
+              f"{v['seconds']}")
+    a.json.write_text(json.dumps({"env": env, "results": results}, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

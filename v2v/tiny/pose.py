@@ -1,0 +1,142 @@
+"""Tiny deterministic random-weight stand-ins for DWPose's two ONNX files (for tests and ``--models tiny``).
+
+Same file names, input/output names and shapes as the real models:
+
+* ``yolox_l.onnx``: ``images`` float ``1x3x640x640`` -> ``output`` ``1x8400x85`` (YOLOX raw: box regression,
+  then sigmoid objectness and 80 sigmoid class scores; rows for strides 8, 16, 32).
+* ``dw-ll_ucoco_384.onnx``: ``input`` float ``Nx3x384x288`` (dynamic N) -> ``simcc_x`` ``Nx133x576``,
+  ``simcc_y`` ``Nx133x768``.
+
+The tiny detector is a "bright blob" detector: at stride 32 a cell's objectness grows with the cell's mean
+brightness (mean > ~140 of 255 passes the 0.3 person threshold; the 114 letterbox padding and dark images do
+not), the person class is likely, and boxes are 320 px (of the 640 input) wide/high around the cell.
+So a synthetic image with a bright rectangle has people, a black one has none. The tiny pose model predicts,
+for each of the 133 points, a position from pooled image features and a Gaussian-shaped SimCC
+distribution whose peak value (the confidence) varies from point to point. Its output is meaningless; only shapes and
+plumbing are real.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SEED = 1234
+OPSET = 17
+IR_VERSION = 8
+DET_NAME, POSE_NAME = "yolox_l.onnx", "dw-ll_ucoco_384.onnx"
+
+
+def _onnx():
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as e:  # onnx is a dev dependency
+        from ..errors import ModelLoadError
+        raise ModelLoadError("building the tiny DWPose models needs the 'onnx' package: pip install onnx") from e
+    return onnx, TensorProto, helper, numpy_helper
+
+
+def _tiny_detector(rng: np.random.Generator):
+    _, TensorProto, helper, nh = _onnx()
+    inits, nodes, level_outputs = [], [], []
+    for s in (8, 16, 32):
+        w = (rng.standard_normal((85, 3, 1, 1)) * 1e-3).astype(np.float32)
+        b = np.zeros(85, np.float32)
+        b[0:2] = rng.uniform(-0.2, 0.2, 2)          # centre offset within the cell
+        b[2:4] = np.log(10.0)                        # boxes 10 cells (10 * stride) wide and high
+        b[5] = 3.0                                   # person class likely ...
+        b[6:] = rng.uniform(-4, -2, 79)              # ... other classes not
+        if s == 32:
+            w[4] = 0.1 / 3.0                         # objectness logit = 0.1 * (mean brightness - 150)
+            b[4] = -15.0
+        else:
+            w[4] = 0.0
+            b[4] = -20.0                             # no boxes from the finer levels
+        inits += [nh.from_array(w, f"w{s}"), nh.from_array(b, f"b{s}")]
+        nodes += [
+            helper.make_node("AveragePool", ["images"], [f"p{s}"], kernel_shape=[s, s], strides=[s, s]),
+            helper.make_node("Conv", [f"p{s}", f"w{s}", f"b{s}"], [f"c{s}"]),
+            helper.make_node("Reshape", [f"c{s}", "shape_b85"], [f"r{s}"]),
+        ]
+        level_outputs.append(f"r{s}")
+    inits += [nh.from_array(np.array([1, 85, -1], np.int64), "shape_b85"),
+              nh.from_array(np.array([4, 81], np.int64), "split_sizes")]
+    nodes += [
+        helper.make_node("Concat", level_outputs, ["cat"], axis=2),          # 1x85x8400
+        helper.make_node("Transpose", ["cat"], ["rows"], perm=[0, 2, 1]),    # 1x8400x85
+        helper.make_node("Split", ["rows", "split_sizes"], ["reg", "logits"], axis=2),
+        helper.make_node("Sigmoid", ["logits"], ["probs"]),
+        helper.make_node("Concat", ["reg", "probs"], ["output"], axis=2),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_yolox",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8400, 85])],
+        inits)
+    return graph
+
+
+def _tiny_pose(rng: np.random.Generator):
+    _, TensorProto, helper, nh = _onnx()
+    k, nx, ny, feat = 133, 576, 768, 3 * 4 * 3
+    inits = [
+        nh.from_array((rng.standard_normal((feat, k)) * 0.3).astype(np.float32), "wx"),
+        nh.from_array((rng.standard_normal((feat, k)) * 0.3).astype(np.float32), "wy"),
+        nh.from_array((rng.standard_normal((feat, k)) * 0.3).astype(np.float32), "wc"),
+        nh.from_array(rng.uniform(-1.5, 1.5, k).astype(np.float32), "bc"),
+        nh.from_array(((np.arange(nx) + 0.5) / nx).astype(np.float32), "bins_x"),
+        nh.from_array(((np.arange(ny) + 0.5) / ny).astype(np.float32), "bins_y"),
+        nh.from_array(np.array([-400.0], np.float32), "sharp"),
+        nh.from_array(np.array([2], np.int64), "axis2"),
+    ]
+    nodes = [
+        helper.make_node("AveragePool", ["input"], ["pooled"], kernel_shape=[96, 96], strides=[96, 96]),  # Nx3x4x3
+        helper.make_node("Flatten", ["pooled"], ["f"], axis=1),                                         # Nx36
+    ]
+    for c in ("x", "y"):
+        nodes += [
+            helper.make_node("MatMul", ["f", f"w{c}"], [f"m{c}"]),
+            helper.make_node("Sigmoid", [f"m{c}"], [f"pos{c}"]),                       # N x 133 in (0, 1)
+            helper.make_node("Unsqueeze", [f"pos{c}", "axis2"], [f"u{c}"]),             # N x 133 x 1
+            helper.make_node("Sub", [f"bins_{c}", f"u{c}"], [f"d{c}"]),                # N x 133 x bins
+            helper.make_node("Mul", [f"d{c}", f"d{c}"], [f"dd{c}"]),
+            helper.make_node("Mul", [f"dd{c}", "sharp"], [f"e{c}"]),
+            helper.make_node("Exp", [f"e{c}"], [f"g{c}"]),
+            helper.make_node("Mul", [f"g{c}", "conf3"], [f"simcc_{c}"]),
+        ]
+    nodes += [
+        helper.make_node("MatMul", ["f", "wc"], ["mc"]),
+        helper.make_node("Add", ["mc", "bc"], ["lc"]),
+        helper.make_node("Sigmoid", ["lc"], ["conf"]),
+        helper.make_node("Unsqueeze", ["conf", "axis2"], ["conf3"]),
+    ]
+    # topological order: the confidence branch first
+    nodes = nodes[:2] + nodes[-4:] + nodes[2:-4]
+    graph = helper.make_graph(
+        nodes, "tiny_dwpose",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 384, 288])],
+        [helper.make_tensor_value_info("simcc_x", TensorProto.FLOAT, ["batch", k, nx]),
+         helper.make_tensor_value_info("simcc_y", TensorProto.FLOAT, ["batch", k, ny])],
+        inits)
+    return graph
+
+
+def _save(graph, path: Path) -> None:
+    onnx, _, helper, _ = _onnx()
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="v2v-tiny")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(model.SerializeToString())
+    tmp.replace(path)
+
+
+def write_tiny_dwpose(folder) -> None:
+    """Write ``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx`` (tiny, deterministic) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED)
+    _save(_tiny_detector(rng), folder / DET_NAME)
+    _save(_tiny_pose(rng), folder / POSE_NAME)
