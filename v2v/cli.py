@@ -112,7 +112,12 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
     log.setLevel(level)
     log.propagate = False
     if not debug:  # the libraries' own chatter (download notices, deprecations) is noise to a creator
+        import os
         import warnings
+
+        for var in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):  # read when those libraries load
+            os.environ.setdefault(var, "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
         warnings.filterwarnings("ignore")
         for name in ("diffusers", "transformers", "huggingface_hub"):

@@ -1,8 +1,8 @@
 """Restyler: the whole path from an input video to a restyled one, in numbered steps.
 
     1. options      validate every option (before any weights load)
-    2. paths        the output path (never the input), its folder writable, a temp file beside it
-    3. probe        VideoInfo; bad input fails here
+    2. probe        VideoInfo; bad input fails here
+    3. paths        the output path (never the input), its folder writable, a temp file beside it
     4. models       load (or reuse) the pose detector and the diffusion models
     5. pose         decode frames (streamed) -> keypoints per frame; frames are dropped once posed
     6. generate     AnimateDiff-Lightning + ControlNet over fused windows; control maps rendered on demand
@@ -48,6 +48,15 @@ class RestyleResult:
     height: int = 0
     pose_output: Path | None = None  # the pose-map video, when asked for
     settings: dict = field(default_factory=dict)  # every option used
+
+
+@dataclass(frozen=True)
+class _Timing:
+    times: list[Fraction]  # each output frame's time, relative to the first
+    fps: Fraction  # the output's average frame rate
+    time_base: Fraction  # the output stream's time base
+    audio: video.AudioCut | None  # the source audio of the kept span
+    end: Fraction  # where the output ends (the last frame's display end)
 
 
 @dataclass
@@ -230,21 +239,23 @@ class Restyler:
         return poses, times, decoder.span, empty
 
     @staticmethod
-    def _timing(o: RestyleOptions, info, span, times):
+    def _timing(o: RestyleOptions, info, span, times) -> _Timing:
         """Output times relative to the first frame, the output frame rate and time base, and the audio cut."""
         audio_cut = video.AudioCut(info.path, info.audio.index, span[0], span[1]) if info.audio else None
-        rel_times = [t - times[0] for t in times]
-        out_fps = o.fps or info.fps
-        time_base = info.time_base if o.fps is None else Fraction(1, 1) / (o.fps * 1000)
-        return rel_times, out_fps, time_base, audio_cut
+        # resampled frames sit on the grid k/fps, which 1/fps holds exactly; else the source's own time base
+        time_base = info.time_base if o.fps is None else 1 / Fraction(o.fps)
+        return _Timing([t - times[0] for t in times], o.fps or info.fps, time_base, audio_cut, span[1] - span[0])
 
     @staticmethod
-    def _write_pose_video(path: Path, poses, rel_times, width, height, out_fps, time_base, audio_cut, crf):
+    def _writer(path: Path, width: int, height: int, timing: _Timing, crf: int, metadata: dict | None = None):
+        return video.VideoWriter(path, width, height, fps=timing.fps, time_base=timing.time_base,
+                                 audio=timing.audio, crf=crf, metadata=metadata, end=timing.end)
+
+    def _write_pose_video(self, path: Path, poses, timing: _Timing, width, height, crf):
         from .pose.render import render_pose
 
-        with atomic_output(path) as tmp, video.VideoWriter(
-                tmp, width, height, fps=out_fps, time_base=time_base, audio=audio_cut, crf=crf) as w:
-            for fp, tt in zip(poses, rel_times):
+        with atomic_output(path) as tmp, self._writer(tmp, width, height, timing, crf) as w:
+            for fp, tt in zip(poses, timing.times):
                 w.write(render_pose(fp, width, height), tt)
 
     @staticmethod
@@ -273,17 +284,17 @@ class Restyler:
         # 1. options
         o = self._options(prompt, options)
 
-        # 2. paths
+        # 2. probe (bad input fails here, before anything is written)
+        t = time.perf_counter()
         in_path = Path(input).expanduser()
+        info, width, height = self._probe(in_path, o)
+        seconds["probe"] = time.perf_counter() - t
+
+        # 3. paths
         out_path = check_output_path(in_path, Path(output) if output is not None else default_output(in_path))
         pose_path = check_output_path(in_path, Path(o.keep_pose)) if o.keep_pose else None
         if pose_path is not None and pose_path == out_path:
             raise OutputError("--keep-pose must differ from the output path")
-
-        # 3. probe
-        t = time.perf_counter()
-        info, width, height = self._probe(in_path, o)
-        seconds["probe"] = time.perf_counter() - t
 
         device = _resolve_device(o.device)
         with self._guard(device):
@@ -296,10 +307,9 @@ class Restyler:
             # 5. pose (decode streamed; frames dropped after pose detection)
             t = time.perf_counter()
             poses, times, span, empty = self._poses(o, info, width, height, detector, progress)
-            rel_times, out_fps, time_base, audio_cut = self._timing(o, info, span, times)
+            timing = self._timing(o, info, span, times)
             if pose_path is not None:
-                self._write_pose_video(pose_path, poses, rel_times, width, height, out_fps, time_base, audio_cut,
-                                       o.crf)
+                self._write_pose_video(pose_path, poses, timing, width, height, o.crf)
             seconds["pose"] = time.perf_counter() - t
 
             # 6. generate
@@ -314,16 +324,15 @@ class Restyler:
             meta = {"comment": f"v2v restyle; prompt: {o.prompt}; seed: {o.seed}; steps: {o.steps}"}
             stage = _Stage("encode", len(poses), progress, self._show())
             with atomic_output(out_path) as tmp:
-                with video.VideoWriter(tmp, width, height, fps=out_fps, time_base=time_base, audio=audio_cut,
-                                       crf=o.crf, metadata=meta) as w:
-                    for img, tt in zip(decode_latents(models, latents), rel_times):
+                with self._writer(tmp, width, height, timing, o.crf, meta) as w:
+                    for img, tt in zip(decode_latents(models, latents), timing.times):
                         w.write(img, tt)
                         stage.update()
             stage.close()
             seconds["encode"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - t_all
         log.info("wrote %s: %d frames in %.1f s", out_path, len(poses), seconds["total"])
-        return RestyleResult(output=out_path, frames=len(poses), fps=float(out_fps), seconds=seconds,
+        return RestyleResult(output=out_path, frames=len(poses), fps=float(timing.fps), seconds=seconds,
                              frames_without_people=empty, width=width, height=height, pose_output=pose_path,
                              settings=o.settings())
 
@@ -341,6 +350,7 @@ class Restyler:
         t_all = time.perf_counter()
         o = self._options(None, options, need_prompt=False)
         in_path = Path(input).expanduser()
+        info, width, height = self._probe(in_path, o)
         if output is None and json_path is None and png_dir is None:
             output = in_path.with_name(f"{in_path.stem}.pose.mp4")
         out_path = check_output_path(in_path, Path(output)) if output is not None else None
@@ -348,15 +358,13 @@ class Restyler:
         if json_out is not None and (json_out == in_path.resolve() or not json_out.parent.is_dir()):
             raise OutputError(f"cannot write the pose JSON to '{json_out}': choose another --json path")
         png_out = Path(png_dir).expanduser() if png_dir is not None else None
-        info, width, height = self._probe(in_path, o)
         device = _resolve_device(o.device)
         with self._guard(device):
             detector = self.pose_detector(o, device)
             poses, times, span, empty = self._poses(o, info, width, height, detector, progress)
-            rel_times, out_fps, time_base, audio_cut = self._timing(o, info, span, times)
+            timing = self._timing(o, info, span, times)
             if out_path is not None:
-                self._write_pose_video(out_path, poses, rel_times, width, height, out_fps, time_base, audio_cut,
-                                       o.crf)
+                self._write_pose_video(out_path, poses, timing, width, height, o.crf)
             if json_out is not None:
                 source = [p.scaled(info.display_width, info.display_height) for p in poses]
                 with atomic_output(json_out) as tmp:
@@ -365,7 +373,7 @@ class Restyler:
                 png_out.mkdir(parents=True, exist_ok=True)
                 for i, p in enumerate(poses):
                     cv2.imwrite(str(png_out / f"pose_{i:06d}.png"), render_pose(p, width, height)[:, :, ::-1])
-        return PoseResult(output=out_path, json=json_out, png_dir=png_out, frames=len(poses), fps=float(out_fps),
+        return PoseResult(output=out_path, json=json_out, png_dir=png_out, frames=len(poses), fps=float(timing.fps),
                           frames_without_people=empty, seconds={"total": time.perf_counter() - t_all})
 
     # ------------------------------------------------------------------ stages

@@ -1,0 +1,498 @@
+"""v2v.video: probe, decode, encode, audio, timestamp maths. ffprobe is the independent judge."""
+
+from __future__ import annotations
+
+import logging
+import random
+import subprocess
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from v2v import video
+from v2v.errors import (
+    EmptyInput,
+    InputNotFound,
+    InvalidOptions,
+    NoVideoStream,
+    OutputError,
+    VideoDecodeError,
+)
+
+import media
+
+pytestmark = pytest.mark.skipif(not media.HAVE_FFMPEG, reason="needs the ffmpeg/ffprobe binaries")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def roundtrip(src, out, *, size=48, **opts):
+    """probe -> Decoder -> VideoWriter (identity images) with the audio of the kept span."""
+    info = video.probe(src)
+    w, h = video.processing_size(info.display_width, info.display_height, size=size)
+    dec = video.Decoder(info, w, h, **opts)
+    out_fps = dec.fps or info.fps / dec.every_nth
+    # a resampled grid needs a time base that holds k/fps exactly
+    time_base = 1 / dec.fps if dec.fps else info.time_base
+    frames = []
+    for fr in dec:  # first pass: the span (the pipeline also knows it before it encodes)
+        assert fr.image.shape == (h, w, 3) and fr.image.dtype == np.uint8
+        frames.append((fr.index, fr.source_index, fr.time))
+    t0, t1 = dec.span
+    cut = video.AudioCut(info.path, info.audio.index, t0, t1) if info.audio else None
+    with video.VideoWriter(out, w, h, fps=out_fps, time_base=time_base, audio=cut,
+                           metadata={"comment": "v2v test"}) as wr:
+        # decode again to write: the same frames come out (deterministic), nothing is held in memory
+        for fr in video.Decoder(info, w, h, **opts):
+            wr.write(fr.image, fr.time - t0)
+    return info, dec, frames, (w, h)
+
+
+def displayed_aspect(probe_video: dict) -> float:
+    w, h = int(probe_video["width"]), int(probe_video["height"])
+    sar = probe_video.get("sample_aspect_ratio", "1:1")
+    if sar in ("0:1", "N/A", None):
+        sar = "1:1"
+    n, d = (int(x) for x in sar.split(":"))
+    w = w * n / d
+    rot = 0
+    for sd in probe_video.get("side_data_list", []):
+        if "rotation" in sd:
+            rot = int(float(sd["rotation"])) % 360
+    if rot in (90, 270):
+        w, h = h, w
+    return w / h
+
+
+def judge(src, out, *, fps: Fraction, expect_frames: int | None = None, in_times=None):
+    """Compare output to input with ffprobe: frames, per-frame times, audio, size."""
+    pin, pout = media.ffprobe_streams(src), media.ffprobe_streams(out)
+    tin = media.ffprobe_frame_times(src) if in_times is None else in_times
+    tout = media.ffprobe_frame_times(out)
+    n = len(tin) if expect_frames is None else expect_frames
+    assert len(tout) == n
+    half = 1 / (2 * fps)
+    for a, b in zip(tin, tout):
+        assert abs((b - tout[0]) - (a - tin[0])) <= half, (a, b)
+    # size: multiples of 8, displayed aspect ratio kept within 2%
+    w, h = int(pout["video"]["width"]), int(pout["video"]["height"])
+    assert w % 8 == 0 and h % 8 == 0
+    assert abs(w / h / displayed_aspect(pin["video"]) - 1) < 0.02
+    assert pout["video"]["codec_name"] == "h264" and pout["video"]["pix_fmt"] == "yuv420p"
+    # audio: present exactly when the input has it, same duration and offset within one frame
+    assert (pout["audio"] is None) == (pin["audio"] is None)
+    if pin["audio"] is not None:
+        frame = 1 / fps
+        off_in = media.stream_start(pin["audio"]) - media.stream_start(pin["video"])
+        off_out = media.stream_start(pout["audio"]) - media.stream_start(pout["video"])
+        assert abs(off_out - off_in) <= frame, (off_in, off_out)
+        d_in, d_out = media.stream_duration(pin, "audio"), media.stream_duration(pout, "audio")
+        if pin["format"]["format_name"] == "matroska,webm" and d_in is not None:
+            d_in -= media.stream_start(pin["audio"])  # mkv DURATION tags are end times
+        assert d_in is not None and d_out is not None
+        assert abs(d_out - d_in) <= frame, (d_in, d_out)
+        assert int(pout["audio"]["channels"]) == int(pin["audio"]["channels"])
+        assert int(pout["audio"]["sample_rate"]) == int(pin["audio"]["sample_rate"])
+    return pin, pout, tin, tout
+
+
+# ---------------------------------------------------------------------------------------------
+# round trips over many kinds of input
+
+FAST_VP9 = ("-deadline", "realtime", "-cpu-used", "8")
+
+CASES = {
+    "mp4_h264_aac": dict(name="a.mp4", seconds=1, fps=25),
+    "mov_prores_pcm_23976": dict(name="a.mov", seconds=1, fps="24000/1001", vcodec="prores_ks",
+                                 pix_fmt="yuv422p10le", acodec="pcm_s16le"),
+    "webm_vp9_opus": dict(name="a.webm", seconds=1, fps=25, vcodec="libvpx-vp9", acodec="libopus",
+                          extra=FAST_VP9),
+    "mkv_vfr": dict(name="a.mkv", seconds=1.2, fps=25, vfr=True),
+    "fps60": dict(name="a.mp4", seconds=1, fps=60),
+    "odd_size_444": dict(name="a.mp4", seconds=0.5, fps=25, size=(321, 241), pix_fmt="yuv444p"),
+    "rotation90_phone": dict(name="a.mp4", seconds=0.5, fps=30, size=(64, 48), rotation=90),
+    "audio_delayed_0.7": dict(name="a.mp4", seconds=2, fps=25, audio_delay=0.7),
+    "aac_5.1_copied": dict(name="a.mp4", seconds=0.5, fps=25, channels=6),
+    "pcm_5.1_transcoded": dict(name="a.mov", seconds=0.5, fps=25, acodec="pcm_s16le", channels=6),
+    "no_audio": dict(name="a.mp4", seconds=0.5, fps=25, acodec=None),
+    "one_frame": dict(name="a.mp4", seconds=0.04, fps=25),
+    "name_spaces_unicode": dict(name="my clip été 動画.mp4", seconds=0.5, fps=25),
+    "raw_h264_no_timestamps": dict(name="a.h264", seconds=0.5, fps=25, acodec=None),
+    "anamorphic_sar": dict(name="a.mp4", seconds=0.5, fps=25, size=(48, 48), sar="4/3"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_roundtrip(case, tmp_path):
+    spec = dict(CASES[case])
+    src = media.make_video(tmp_path / spec.pop("name"), **spec)
+    out = tmp_path / "out put ü.mp4"
+    info, dec, frames, _ = roundtrip(src, out)
+    fps = Fraction(str(spec["fps"])) if "/" not in str(spec["fps"]) else Fraction(spec["fps"])
+    in_times = None
+    if case == "raw_h264_no_timestamps":  # no timestamps in the file: frames are 1/fps apart
+        in_times = [k / fps for k in range(media.ffprobe_frame_count(src))]
+        assert len(in_times) == 13
+    pin, pout, tin, tout = judge(src, out, fps=fps, in_times=in_times)
+    # the decoder's own timestamps are the source's, exactly
+    assert [f[2] for f in frames] == tin
+    assert [f[0] for f in frames] == list(range(len(tin)))
+    assert [f[1] for f in frames] == list(range(len(tin)))
+    # the output's frame times are the source's, shifted to start at 0 (exact within a tick)
+    tick = Fraction(1, 90000)
+    for a, b in zip(tin, tout):
+        assert abs((b - tout[0]) - (a - tin[0])) <= tick
+    assert pout["format"]["tags"]["comment"] == "v2v test"
+    # the video lasts as long as the kept span: the last frame keeps its display time
+    t0, t1 = dec.span
+    assert t1 - t0 == (tin[-1] + 1 / info.fps) - tin[0]
+    assert abs(media.stream_duration(pout, "video") - (t1 - t0)) <= Fraction(1, 1000)
+    assert (info.audio is None) == (pin["audio"] is None)
+    if info.audio:
+        assert info.audio.channels == int(pin["audio"]["channels"])
+
+
+def test_probe_fields(tmp_path):
+    src = media.make_video(tmp_path / "p.mov", seconds=1, fps="24000/1001", size=(64, 48), vcodec="prores_ks",
+                           pix_fmt="yuv422p10le", acodec="pcm_s16le", channels=6, sample_rate=44100)
+    info = video.probe(src)
+    assert info.codec == "prores" and info.pix_fmt == "yuv422p10le"
+    assert (info.width, info.height, info.display_width, info.display_height) == (64, 48, 64, 48)
+    assert info.fps == Fraction(24000, 1001)
+    assert info.start == 0 and info.rotation == 0 and info.sar == 1
+    assert info.frames == 24
+    assert info.duration is not None and abs(info.duration - Fraction(24 * 1001, 24000)) < Fraction(1, 100)
+    a = info.audio
+    assert (a.codec, a.sample_rate, a.channels) == ("pcm_s16le", 44100, 6)
+    assert a.layout.startswith("5.1")
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_matches_ffmpeg_autorotate(rotation, tmp_path):
+    src = media.make_video(tmp_path / "r.mp4", seconds=0.2, fps=25, size=(64, 48), rotation=rotation)
+    info = video.probe(src)
+    assert info.rotation == rotation
+    w, h = (48, 64) if rotation in (90, 270) else (64, 48)
+    assert (info.display_width, info.display_height) == (w, h)
+    ours = next(iter(video.Decoder(info, w, h))).image.astype(np.int16)
+    # ffmpeg applies the display matrix itself (autorotate): the judge of "upright"
+    raw = subprocess.run([media.FFMPEG, "-v", "error", "-i", str(src), "-frames:v", "1", "-vf",
+                          f"scale={w}:{h}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    ref = np.frombuffer(raw, np.uint8).reshape(h, w, 3).astype(np.int16)
+    good = np.abs(ours - ref).mean()
+    wrong = np.abs(ours - ref[::-1, ::-1]).mean()  # the picture turned by 180 degrees
+    assert good < 12 and good < wrong / 3, (good, wrong)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoder options
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """2 s, 25 fps, keyframe every 10 frames, AAC audio: 50 frames at k/25."""
+    d = tmp_path_factory.mktemp("clip")
+    return media.make_video(d / "clip.mp4", seconds=2, fps=25, extra=("-g", "10", "-keyint_min", "10"))
+
+
+@pytest.fixture(scope="module")
+def vfr_clip(tmp_path_factory):
+    d = tmp_path_factory.mktemp("vfr")
+    return media.make_video(d / "vfr.mkv", seconds=1.2, fps=25, vfr=True)
+
+
+def _decode(path, **opts):
+    info = video.probe(path)
+    dec = video.Decoder(info, 32, 24, **opts)
+    frames = [(f.index, f.source_index, f.time) for f in dec]
+    return info, dec, frames
+
+
+@pytest.mark.parametrize(
+    "opts, times, span",
+    [
+        ({}, [Fraction(k, 25) for k in range(50)], (0, 2)),
+        ({"start": 0.5, "end": 1.5}, [Fraction(k, 25) for k in range(13, 38)], (Fraction(13, 25), Fraction(3, 2))),
+        ({"start": 1.0}, [Fraction(k, 25) for k in range(25, 50)], (1, 2)),
+        ({"start": 0.9}, [Fraction(k, 25) for k in range(23, 50)], (Fraction(23, 25), 2)),
+        ({"end": 0.1}, [0, Fraction(1, 25), Fraction(2, 25)], (0, Fraction(1, 10))),
+        ({"end": 5}, [Fraction(k, 25) for k in range(50)], (0, 2)),
+        ({"every_nth": 3}, [Fraction(k, 25) for k in range(0, 50, 3)], (0, 2)),
+        ({"every_nth": 2, "max_frames": 4}, [Fraction(k, 25) for k in (0, 2, 4, 6)], (0, Fraction(8, 25))),
+        ({"max_frames": 5}, [Fraction(k, 25) for k in range(5)], (0, Fraction(5, 25))),
+        ({"max_frames": 500}, [Fraction(k, 25) for k in range(50)], (0, 2)),
+        ({"fps": 10}, [Fraction(k, 10) for k in range(20)], (0, 2)),
+        # the grid starts at the first frame at or after start (0.52 = frame 13)
+        ({"fps": 10, "start": 0.5, "max_frames": 3}, [Fraction(13, 25) + Fraction(k, 10) for k in range(3)],
+         (Fraction(13, 25), Fraction(13, 25) + Fraction(3, 10))),
+        ({"fps": 60, "end": 0.5}, [Fraction(k, 60) for k in range(30)], (0, Fraction(1, 2))),
+    ],
+)
+def test_decoder_options(clip, opts, times, span):
+    info, dec, frames = _decode(clip, **opts)
+    assert [f[2] for f in frames] == times
+    assert [f[0] for f in frames] == list(range(len(times)))
+    assert dec.span == (Fraction(span[0]), Fraction(span[1]))
+    # source_index is the index of the source frame shown (25 fps source: floor(t * 25))
+    assert [f[1] for f in frames] == [int(t * 25) for t in times]
+
+
+def test_fps_resampling_on_vfr_matches_pure_function(vfr_clip):
+    src_times = media.ffprobe_frame_times(vfr_clip)
+    info, dec, frames = _decode(vfr_clip, fps=20)
+    end = src_times[-1] + 1 / info.fps
+    expect = video.resample_times(src_times, end, 20)
+    assert [(f[2], f[1]) for f in frames] == expect
+    assert dec.span == (src_times[0], end)
+    assert len(frames) == int(np.ceil(float((end - src_times[0]) * 20)))
+
+
+@pytest.mark.parametrize("opts", [{"start": 0.3, "end": 0.9, "every_nth": 2}, {"fps": 12, "end": 1.0}])
+def test_trimmed_output_keeps_audio_in_step(clip, tmp_path, opts):
+    out = tmp_path / "trim.mp4"
+    info, dec, frames, _ = roundtrip(clip, out, size=24, **opts)
+    t0, t1 = dec.span
+    tout = media.ffprobe_frame_times(out)
+    assert tout == [f[2] - t0 for f in frames]
+    p = media.ffprobe_streams(out)
+    fps = Fraction(opts.get("fps", 25))
+    assert abs(media.stream_duration(p, "audio") - (t1 - t0)) <= 1 / fps
+    assert abs(media.stream_duration(p, "video") - (t1 - t0)) <= 1 / fps
+    assert abs(media.stream_start(p["audio"])) <= 1 / fps
+
+
+def test_audio_delay_kept_after_trim(tmp_path):
+    """Audio starting 0.7 s after the video: cutting at 0.4 s leaves a 0.3 s offset."""
+    src = media.make_video(tmp_path / "d.mp4", seconds=2, fps=25, audio_delay=0.7)
+    info = video.probe(src)
+    assert abs(info.audio.start - Fraction(7, 10)) <= Fraction(1, 25)
+    out = tmp_path / "o.mp4"
+    roundtrip(src, out, size=24, start=0.4)
+    p = media.ffprobe_streams(out)
+    want = info.audio.start - Fraction(2, 5)
+    assert abs(media.stream_start(p["audio"]) - want) <= Fraction(1, 25)
+
+
+@pytest.mark.parametrize("bad", [{"every_nth": 0}, {"max_frames": 0}, {"fps": 0}, {"start": -1},
+                                 {"start": 1, "end": 0.5}, {"fps": 10, "every_nth": 2}])
+def test_decoder_rejects_bad_options(clip, bad):
+    info = video.probe(clip)
+    with pytest.raises(InvalidOptions) as e:
+        list(video.Decoder(info, 32, 24, **bad))
+    assert "\n" not in str(e.value)
+
+
+def test_start_past_end(clip):
+    info = video.probe(clip)
+    with pytest.raises(InvalidOptions):
+        list(video.Decoder(info, 32, 24, start=10))
+
+
+def test_decoder_streams_lazily(clip):
+    info = video.probe(clip)
+    it = iter(video.Decoder(info, 32, 24))
+    first = next(it)
+    assert first.index == 0 and first.time == 0
+    it.close()  # stopping early closes the file; nothing else was decoded into memory
+
+
+# ---------------------------------------------------------------------------------------------
+# pure maths
+
+
+def _brute_resample(times, end, fps):
+    step = 1 / Fraction(fps)
+    out, k = [], 0
+    while (g := times[0] + k * step) < end:
+        j = max(i for i, t in enumerate(times) if t <= g)
+        out.append((g, j))
+        k += 1
+    return out
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_resample_matches_brute_force(seed):
+    rng = random.Random(seed)
+    n = rng.randint(1, 30)
+    den = rng.choice([1000, 12800, 90000, 30000])
+    t = Fraction(rng.randint(-500, 500), den)
+    times = []
+    for _ in range(n):
+        times.append(t)
+        t += Fraction(rng.randint(1, den // 5), den)
+    end = t
+    fps = rng.choice([Fraction(24000, 1001), 10, 25, 60, Fraction(1, 2), Fraction(7, 3), 120])
+    got = video.resample_times(times, end, fps)
+    assert got == _brute_resample(times, end, fps)
+    # every output is a source frame; the grid is regular and covers the span
+    assert all(b[0] - a[0] == 1 / Fraction(fps) for a, b in zip(got, got[1:]))
+    assert got[-1][0] < end <= got[-1][0] + 1 / Fraction(fps)
+
+
+def test_resample_edges():
+    ts = [Fraction(0), Fraction(1, 10), Fraction(2, 10)]
+    assert video.resample_times(ts, Fraction(3, 10), 10) == [(0, 0), (Fraction(1, 10), 1), (Fraction(2, 10), 2)]
+    assert video.resample_times(ts, Fraction(3, 10), 20) == [
+        (Fraction(k, 20), k // 2) for k in range(6)]
+    assert video.resample_times(ts, Fraction(3, 10), 5) == [(0, 0), (Fraction(1, 5), 2)]
+    assert video.resample_times([], Fraction(1), 5) == []
+
+
+@pytest.mark.parametrize("n, maxf, kept, end", [
+    (1, None, list(range(10)), 10), (3, None, [0, 3, 6, 9], 10), (3, 2, [0, 3], 6),
+    (1, 4, [0, 1, 2, 3], 4), (4, 3, [0, 4, 8], 10), (20, None, [0], 10)])
+def test_select_every_nth(n, maxf, kept, end):
+    times = [Fraction(i) for i in range(10)]
+    assert video.select_every_nth(times, Fraction(10), n, maxf) == (kept, end)
+
+
+@pytest.mark.parametrize("dw, dh, kw, expect", [
+    (1920, 1080, {}, (912, 512)),
+    (1080, 1920, {}, (512, 912)),
+    (64, 48, {"size": 48}, (64, 48)),
+    (321, 241, {"size": 48}, (64, 48)),
+    (640, 480, {"size": 500}, (672, 504)),
+    (10, 1000, {"size": 8}, (8, 800)),
+    (1000, 10, {"size": 8}, (800, 8)),
+    (1920, 1080, {"width": 640}, (640, 360)),
+    (1920, 1080, {"height": 360}, (640, 360)),
+    (1920, 1080, {"width": 256, "height": 256}, (256, 256)),
+    (1, 1000, {"width": 8}, (8, 8000)),
+    (1000, 1, {"height": 8}, (8000, 8)),
+])
+def test_processing_size(dw, dh, kw, expect):
+    w, h = video.processing_size(dw, dh, **kw)
+    assert (w, h) == expect
+    assert w % 8 == 0 and h % 8 == 0 and w > 0 and h > 0
+
+
+@pytest.mark.parametrize("kw", [{"width": 100}, {"height": 0}, {"width": 64, "height": 50}, {"size": 0},
+                                {"width": -8}])
+def test_processing_size_rejects(kw):
+    with pytest.raises(InvalidOptions) as e:
+        video.processing_size(640, 480, **kw)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_processing_size_keeps_aspect(seed):
+    rng = random.Random(seed)
+    dw, dh = rng.randint(16, 4000), rng.randint(16, 4000)
+    size = rng.choice([256, 384, 512, 768])
+    w, h = video.processing_size(dw, dh, size=size)
+    assert min(w, h) == size and w % 8 == 0 and h % 8 == 0
+    assert abs(w / h - dw / dh) <= (4 / min(w, h) + 4 / max(w, h)) * (w / h) + 1e-9
+
+
+# ---------------------------------------------------------------------------------------------
+# bad inputs
+
+
+def _audio_only(p):
+    return media.make_video(p, vcodec=None, seconds=0.5)
+
+
+BAD = {
+    "missing": (lambda p: p, InputNotFound),
+    "directory": (lambda p: (p.mkdir(), p)[1], InputNotFound),
+    "empty": (lambda p: (p.write_bytes(b""), p)[1], EmptyInput),
+    "random_bytes": (lambda p: (p.write_bytes(random.Random(1).randbytes(5000)), p)[1], VideoDecodeError),
+    "text_named_mp4": (lambda p: (p.write_text("hello, this is not a video\n" * 50), p)[1], VideoDecodeError),
+    "audio_only": (lambda p: _audio_only(p.with_suffix(".m4a")), NoVideoStream),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+def test_bad_inputs(kind, tmp_path):
+    make, err = BAD[kind]
+    path = make(tmp_path / "bad in.mp4")
+    with pytest.raises(err) as e:
+        video.probe(path)
+    msg = str(e.value)
+    assert msg and "\n" not in msg
+    assert e.value.exit_code == 3
+
+
+def test_truncated_without_index(tmp_path):
+    src = media.make_video(tmp_path / "t.mp4", seconds=1, fps=25)  # moov atom at the end
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError) as e:
+        video.probe(src)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name, extra", [("t.mp4", ("-movflags", "+faststart")), ("t.mkv", ())])
+def test_truncated_keeps_decoded_frames(name, extra, tmp_path, caplog):
+    src = media.make_video(tmp_path / name, seconds=2, fps=25, size=(64, 48), acodec=None,
+                           extra=extra + ("-g", "5"))
+    data = src.read_bytes()
+    src.write_bytes(data[: int(len(data) * 0.6)])
+    info = video.probe(src)
+    with caplog.at_level(logging.WARNING, logger="v2v"):
+        frames = [f.time for f in video.Decoder(info, 32, 24)]
+    assert 5 <= len(frames) < 50
+    assert frames == [Fraction(k, 25) for k in range(len(frames))]
+    assert any("truncated" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_truncated_before_first_frame(tmp_path):
+    src = media.make_video(tmp_path / "t.mkv", seconds=1, fps=25, size=(64, 48), acodec=None)
+    data = src.read_bytes()
+    src.write_bytes(data[:600])  # header only
+    with pytest.raises(VideoDecodeError) as e:
+        video.probe(src)
+    assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# writer
+
+
+def test_writer_exact_vfr_times_and_duration(tmp_path):
+    out = tmp_path / "vfr.mp4"
+    times = [Fraction(0), Fraction(33, 1000), Fraction(80, 1000), Fraction(81, 1000), Fraction(500, 1000)]
+    colours = np.array([(200, 30, 40), (30, 200, 40), (40, 30, 200), (220, 220, 30), (128, 128, 128)], np.uint8)
+    with video.VideoWriter(out, 32, 24, fps=25, time_base=Fraction(1, 1000), end=Fraction(7, 10)) as wr:
+        for c, t in zip(colours, times):
+            wr.write(np.broadcast_to(c, (24, 32, 3)).copy(), t)
+    assert media.ffprobe_frame_times(out) == times
+    p = media.ffprobe_streams(out)
+    assert p["audio"] is None
+    assert abs(media.stream_duration(p, "video") - Fraction(7, 10)) <= Fraction(1, 1000)
+    # colours survive the encode, read back by ffmpeg and by our own decoder
+    raw = subprocess.run([media.FFMPEG, "-v", "error", "-i", str(out), "-fps_mode", "passthrough",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    px = np.frombuffer(raw, np.uint8).reshape(len(times), 24, 32, 3)
+    assert np.abs(px.astype(int).mean(axis=(1, 2)) - colours).max() < 6
+    info = video.probe(out)
+    ours = np.stack([f.image for f in video.Decoder(info, 32, 24)])
+    assert np.abs(ours.astype(int).mean(axis=(1, 2)) - colours).max() < 6
+
+
+def test_writer_metadata_custom_keys(tmp_path):
+    out = tmp_path / "m.mp4"
+    with video.VideoWriter(out, 16, 16, fps=25, time_base=Fraction(1, 12800),
+                           metadata={"comment": "hello", "v2v_settings": "{\"steps\": 4}"}) as wr:
+        wr.write(np.zeros((16, 16, 3), np.uint8), Fraction(0))
+    tags = media.ffprobe_streams(out)["format"]["tags"]
+    assert tags["comment"] == "hello" and tags["v2v_settings"] == "{\"steps\": 4}"
+
+
+def test_writer_unwritable_folder(tmp_path):
+    with pytest.raises(OutputError) as e:
+        video.VideoWriter(tmp_path / "no such dir" / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25))
+    assert "\n" not in str(e.value) and e.value.exit_code == 4
+
+
+def test_writer_rejects_non_increasing_times(tmp_path):
+    wr = video.VideoWriter(tmp_path / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25))
+    wr.write(np.zeros((16, 16, 3), np.uint8), Fraction(1, 25))
+    with pytest.raises(ValueError):
+        wr.write(np.zeros((16, 16, 3), np.uint8), Fraction(1, 25))
+    wr.close()
+    assert media.ffprobe_frame_times(tmp_path / "o.mp4") == [Fraction(1, 25)]

@@ -1,0 +1,882 @@
+"""Probe, decode, encode and audio remux with PyAV; all the timestamp maths.
+
+Times are ``fractions.Fraction`` seconds on the source's timeline (``pts * time_base``), exact.
+Output frame i carries its source frame's time (DESIGN.md decision 1), so audio stays in sync by
+construction, variable frame rate included. Nothing here calls the ffmpeg binary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, TypeVar
+
+import av
+import av.error
+import numpy as np
+
+from v2v.errors import (
+    EmptyInput,
+    InputNotFound,
+    InvalidOptions,
+    NoVideoStream,
+    OutputError,
+    VideoDecodeError,
+)
+
+log = logging.getLogger("v2v")
+
+T = TypeVar("T")
+
+#: audio codecs that are stream-copied into mp4 (others are transcoded to AAC)
+MP4_COPY_AUDIO = ("aac", "mp3", "ac3", "eac3", "alac")
+_MP4_STANDARD_TAGS = {
+    "title", "comment", "description", "artist", "album", "album_artist", "date", "year", "genre",
+    "composer", "copyright", "encoder", "synopsis", "show", "episode_id", "network", "lyrics",
+    "grouping", "keywords",
+}
+_AV_ERRORS = (av.error.FFmpegError, OSError, ValueError, IndexError, RuntimeError)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    index: int
+    codec: str
+    sample_rate: int
+    channels: int
+    layout: str
+    start: Fraction  # absolute start time of the audio stream (source timeline)
+    duration: Fraction | None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    format: str
+    codec: str
+    pix_fmt: str
+    width: int  # coded size
+    height: int
+    sar: Fraction  # sample aspect ratio (1 when unknown)
+    rotation: int  # clockwise degrees to display upright: 0, 90, 180, 270
+    display_width: int  # after SAR and rotation: what a player shows
+    display_height: int
+    fps: Fraction  # average frame rate
+    time_base: Fraction
+    start: Fraction  # time of the first video frame
+    duration: Fraction | None
+    frames: int | None  # frame count when the container knows it
+    audio: AudioInfo | None
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # 0, 1, 2... among the kept frames
+    source_index: int  # index among all decoded source frames
+    time: Fraction  # absolute source time this output frame carries
+    image: np.ndarray  # (H, W, 3) uint8 RGB at the processing size, upright
+
+
+@dataclass(frozen=True)
+class AudioCut:
+    path: Path
+    stream_index: int
+    start: Fraction  # absolute source times of the kept span
+    end: Fraction
+    # output audio time = source time - start
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _frac(x: Any) -> Fraction:
+    """A number as an exact Fraction (floats through their shortest repr: 0.1 -> 1/10)."""
+    if isinstance(x, Fraction):
+        return x
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            raise InvalidOptions(f"expected a finite number, got {x!r}; pass a number of seconds")
+        return Fraction(repr(x))
+    return Fraction(x)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _round8(x: Fraction) -> int:
+    """Nearest multiple of 8 (halves round up), never below 8."""
+    return max(8, int(math.floor(Fraction(x) / 8 + Fraction(1, 2))) * 8)
+
+
+def _normalise_rotation(ccw: float | int | None) -> int:
+    """FFmpeg's display-matrix angle (counter-clockwise) -> clockwise degrees in {0, 90, 180, 270}."""
+    if not ccw:
+        return 0
+    return int(round(-float(ccw) / 90.0)) * 90 % 360
+
+
+# --------------------------------------------------------------------------------------------
+# probe
+
+
+def _check_path(path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFound(f"input not found: {p}; check the path")
+    if not p.is_file():
+        raise InputNotFound(f"input is not a file: {p}; pass a video file")
+    if p.stat().st_size == 0:
+        raise EmptyInput(f"input is empty (0 bytes): {p}; pass a complete video file")
+    return p
+
+
+def _open_input(p: Path):
+    try:
+        return av.open(str(p), mode="r")
+    except _AV_ERRORS as e:
+        raise VideoDecodeError(
+            f"cannot read {p.name} as a video ({_one_line(e)}); check that the file is a complete video"
+        ) from None
+
+
+def _first_frame(container, stream):
+    """Decode the first video frame (presentation order) or return None."""
+    stream.codec_context.thread_type = "AUTO"
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.EOFError:
+                return None
+            except _AV_ERRORS:
+                continue
+            for frame in frames:
+                return frame
+    except _AV_ERRORS:
+        return None
+    return None
+
+
+def probe(path) -> VideoInfo:
+    """Read what v2v needs to know about a video; fail fast on anything unusable."""
+    p = _check_path(path)
+    container = _open_input(p)
+    try:
+        if not container.streams.video:
+            if container.streams.audio:
+                raise NoVideoStream(f"{p.name} has audio but no video stream; pass a video file")
+            raise NoVideoStream(f"{p.name} holds no video stream; pass a video file")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        codec = ctx.name if ctx is not None else "unknown"
+        audio = _audio_info(container)
+        fmt = container.format.name
+        duration = _stream_duration(container, stream)
+        frames_known = stream.frames or None
+        tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1_000_000)
+        first = _first_frame(container, stream)
+        if first is None:
+            raise VideoDecodeError(
+                f"cannot decode any video frame of {p.name} ({codec}); the file is corrupt or truncated"
+            )
+        width, height = first.width, first.height
+        pix_fmt = first.format.name
+        sar = _sar(stream, first)
+        rotation = _normalise_rotation(getattr(first, "rotation", 0))
+        if first.pts is not None:
+            start = first.pts * (Fraction(first.time_base) if first.time_base else tb)
+        elif stream.start_time is not None:
+            start = stream.start_time * tb
+        else:
+            start = Fraction(0)
+        fps = _fps(stream, duration, frames_known)
+    finally:
+        container.close()
+    dw = max(1, int(round(width * sar))) if sar != 1 else width
+    dh = height
+    if rotation in (90, 270):
+        dw, dh = dh, dw
+    return VideoInfo(
+        path=p, format=fmt, codec=codec, pix_fmt=pix_fmt, width=width, height=height, sar=sar,
+        rotation=rotation, display_width=dw, display_height=dh, fps=fps, time_base=tb, start=start,
+        duration=duration, frames=frames_known, audio=audio,
+    )
+
+
+def _sar(stream, frame) -> Fraction:
+    for src in (frame, stream, stream.codec_context):
+        sar = getattr(src, "sample_aspect_ratio", None)
+        if sar:
+            try:
+                f = Fraction(sar)
+            except (TypeError, ValueError, ZeroDivisionError):
+                continue
+            if f > 0:
+                return f
+    return Fraction(1)
+
+
+def _stream_duration(container, stream) -> Fraction | None:
+    if stream.duration and stream.time_base:
+        return stream.duration * Fraction(stream.time_base)
+    if container.duration:
+        return Fraction(container.duration, av.time_base)
+    return None
+
+
+def _fps(stream, duration, frames) -> Fraction:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            f = Fraction(rate)
+            if 0 < f < 1000:
+                return f
+    if duration and frames:
+        return Fraction(frames) / duration
+    log.warning("frame rate unknown; assuming 25 fps")
+    return Fraction(25)
+
+
+def _audio_info(container) -> AudioInfo | None:
+    if not container.streams.audio:
+        return None
+    a = container.streams.audio[0]
+    ctx = a.codec_context
+    tb = Fraction(a.time_base) if a.time_base else Fraction(1, ctx.sample_rate or 1)
+    start = a.start_time * tb if a.start_time is not None else Fraction(0)
+    duration = a.duration * tb if a.duration else None
+    layout = ctx.layout
+    return AudioInfo(
+        index=a.index,
+        codec=ctx.name,
+        sample_rate=ctx.sample_rate,
+        channels=layout.nb_channels if layout is not None else ctx.channels,
+        layout=layout.name if layout is not None else "",
+        start=start,
+        duration=duration,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# sizes
+
+
+def processing_size(display_w, display_h, size=512, width=None, height=None) -> tuple[int, int]:
+    """Size the pipeline works at: multiples of 8, keeping the displayed aspect ratio.
+
+    Default: the short side is ``size`` (rounded to a multiple of 8), the long side follows.
+    Only ``width`` or only ``height``: the other side follows the aspect ratio. Both: used as given.
+    Given sides must be multiples of 8.
+    """
+    if not (isinstance(display_w, int) and isinstance(display_h, int)) or display_w <= 0 or display_h <= 0:
+        raise InvalidOptions(f"display size must be positive integers, got {display_w}x{display_h}")
+    for name, v in (("width", width), ("height", height)):
+        if v is None:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v % 8:
+            near = _round8(Fraction(v)) if isinstance(v, (int, float)) and v > 0 else 512
+            raise InvalidOptions(f"{name} must be a positive multiple of 8, got {v!r}; try {near}")
+    aspect = Fraction(display_w, display_h)
+    if width is not None and height is not None:
+        return width, height
+    if width is not None:
+        return width, _round8(width / aspect)
+    if height is not None:
+        return _round8(height * aspect), height
+    if not isinstance(size, (int, Fraction)) or isinstance(size, bool) or size < 8:
+        raise InvalidOptions(f"size must be an integer of at least 8, got {size!r}; try 512")
+    short = _round8(Fraction(size))
+    if display_w <= display_h:
+        return short, _round8(short / aspect)
+    return _round8(short * aspect), short
+
+
+# --------------------------------------------------------------------------------------------
+# pure timestamp maths
+
+
+def resample(items: Iterable[tuple[Fraction, T]], fps) -> Iterator[tuple[Fraction, T]]:
+    """Resample a timed sequence onto the grid ``t0 + k/fps``. Pure and lazy.
+
+    ``items`` are ``(time, payload)`` with strictly increasing times; the LAST item only marks the
+    end of the span (its payload is never shown). Item j is displayed over ``[t_j, t_{j+1})``.
+    Yields ``(grid_time, payload)`` for every grid time before the end, each with the payload
+    displayed at that instant (so frames are dropped or repeated). Holds one item at a time.
+    """
+    step = 1 / _frac(fps)
+    it = iter(items)
+    try:
+        cur_t, cur = next(it)
+    except StopIteration:
+        return
+    t0 = cur_t
+    k = 0
+    for nxt_t, nxt in it:
+        while (g := t0 + k * step) < nxt_t:
+            yield g, cur
+            k += 1
+        cur_t, cur = nxt_t, nxt
+
+
+def resample_times(times: list[Fraction], end: Fraction, fps) -> list[tuple[Fraction, int]]:
+    """Eager form of :func:`resample` on plain times: ``[(grid_time, source_position), ...]``."""
+    return list(resample([(t, i) for i, t in enumerate(times)] + [(end, -1)], fps))
+
+
+def select_every_nth(times: list[Fraction], end: Fraction, n: int, max_frames: int | None = None):
+    """Pure reference of the every-n-th / max-frames selection: (kept positions, span end).
+
+    ``end`` is where the last source frame stops being displayed. A kept frame stands for itself and
+    the n-1 frames after it, so the span ends at the next frame that would be kept, or ``end``.
+    """
+    kept = list(range(0, len(times), n))
+    if max_frames is not None and len(kept) > max_frames:
+        return kept[:max_frames], times[kept[max_frames]]
+    return kept, end
+
+
+# --------------------------------------------------------------------------------------------
+# decode
+
+
+def _seconds_option(name: str, v) -> Fraction | None:
+    if v is None:
+        return None
+    try:
+        f = _frac(v)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise InvalidOptions(f"{name} must be a number of seconds, got {v!r}") from None
+    if f < 0:
+        raise InvalidOptions(f"{name} must not be negative, got {v!r}; pass seconds from the first frame")
+    return f
+
+
+class Decoder:
+    """Stream frames as RGB uint8 at (width, height), upright, each with its exact source time.
+
+    ``start``/``end``: seconds relative to the first video frame. ``every_nth``: keep every n-th
+    frame. ``max_frames``: stop after that many output frames. ``fps``: resample onto a regular grid
+    (drop/duplicate) covering the same span. After a complete iteration ``span`` is
+    ``(first kept time, end of the kept span)`` in absolute source seconds, for the audio cut.
+    """
+
+    def __init__(self, info: VideoInfo, width: int, height: int, *, start=None, end=None, every_nth=1,
+                 max_frames=None, fps=None):
+        if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
+            raise InvalidOptions(f"decode size must be positive integers, got {width}x{height}")
+        self.info = info
+        self.width = width
+        self.height = height
+        self.start = _seconds_option("start", start)
+        self.end = _seconds_option("end", end)
+        if self.end is not None and self.end <= (self.start or 0):
+            raise InvalidOptions(f"end ({end}) must be after start ({start or 0}); check --start/--end")
+        if not isinstance(every_nth, int) or isinstance(every_nth, bool) or every_nth < 1:
+            raise InvalidOptions(f"every_nth must be an integer of at least 1, got {every_nth!r}")
+        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+            raise InvalidOptions(f"max_frames must be an integer of at least 1, got {max_frames!r}")
+        self.every_nth = every_nth
+        self.max_frames = max_frames
+        if fps is not None:
+            try:
+                fps = _frac(fps)
+            except (TypeError, ValueError, ZeroDivisionError):
+                raise InvalidOptions(f"fps must be a positive number, got {fps!r}") from None
+            if fps <= 0:
+                raise InvalidOptions(f"fps must be a positive number, got {fps}")
+            if every_nth != 1:
+                raise InvalidOptions("use either fps or every_nth, not both")
+        self.fps = fps
+        self.span: tuple[Fraction, Fraction] | None = None
+        self.abs_start = info.start + (self.start or 0)
+        self.abs_end = info.start + self.end if self.end is not None else None
+        self._tail = 1 / info.fps  # display time of the very last source frame
+
+    # -- source frames ------------------------------------------------------------------------
+
+    def _source(self, state: dict) -> Iterator[tuple[Fraction, tuple[int, Any]]]:
+        """Decoded source frames ``(time, (source_index, av_frame))`` in [abs_start, abs_end).
+
+        Sets ``state["end"]``: where the last yielded frame stops being displayed.
+        """
+        info = self.info
+        path = info.path
+        container = _open_input(path)
+        decoded = 0
+        try:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_type = "AUTO"
+            tb = Fraction(stream.time_base) if stream.time_base else info.time_base
+            seeked = False
+            if self.start:
+                # land on the keyframe before the start, then drop the frames before it
+                target = int(math.floor(self.abs_start / tb))
+                try:
+                    container.seek(target, stream=stream, backward=True, any_frame=False)
+                    seeked = True
+                except _AV_ERRORS as e:
+                    log.debug("seek failed (%s); decoding from the beginning", _one_line(e))
+            prev: Fraction | None = None
+            first_checked = not seeked
+            index = 0
+            last: Fraction | None = None
+            warned_order = False
+            for frame in self._frames(container, stream, state):
+                if frame.pts is not None:
+                    ftb = Fraction(frame.time_base) if frame.time_base else tb
+                    t = frame.pts * ftb
+                elif prev is not None:
+                    t = prev + self._tail
+                else:
+                    t = info.start
+                if prev is not None and t <= prev:
+                    if not warned_order:
+                        log.warning("%s: frame times go backwards at %.3f s; dropping such frames",
+                                    path.name, float(t))
+                        warned_order = True
+                    continue
+                if not first_checked:
+                    first_checked = True
+                    if t > self.abs_start:
+                        # the seek went past the start: decode from the beginning instead
+                        container.seek(0, stream=stream, backward=True)
+                        prev = None
+                        seeked = False
+                        state["restart"] = True
+                        continue
+                    # estimate the index of the frame we landed on (exact for constant frame rates)
+                    index = int(round((t - info.start) * info.fps))
+                prev = t
+                decoded += 1
+                if self.abs_end is not None and t >= self.abs_end:
+                    state["end"] = self.abs_end
+                    return
+                if t >= self.abs_start:
+                    last = t
+                    yield t, (index, frame)
+                index += 1
+            if last is not None:
+                end = last + self._tail
+                state["end"] = min(end, self.abs_end) if self.abs_end is not None else end
+            if prev is not None and info.duration and "error" not in state:
+                expected = info.start + info.duration
+                if prev + self._tail < expected - 2 * self._tail - Fraction(1, 10):
+                    state["error"] = (f"the video stops at {float(prev + self._tail):.2f} s but the file "
+                                      f"says {float(expected):.2f} s; it may be truncated")
+        finally:
+            container.close()
+            state["decoded"] = decoded
+
+    def _frames(self, container, stream, state):
+        """Decode video frames, keeping what was decoded when the file turns out broken."""
+        packets = container.demux(stream)
+        bad_packets = 0
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except _AV_ERRORS as e:
+                state["error"] = _one_line(e)
+                return
+            try:
+                frames = packet.decode()
+            except av.error.EOFError:
+                return
+            except _AV_ERRORS as e:
+                bad_packets += 1
+                state["error"] = _one_line(e)
+                if bad_packets > 50:
+                    return
+                continue
+            yield from frames
+
+    # -- selection ----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Frame]:
+        self.span = None
+        state: dict = {}
+        source = self._source(state)
+        if self.fps is not None:
+
+            def with_end():
+                yield from source
+                yield state.get("end", Fraction(0)), None
+
+            items: Iterator = resample(with_end(), self.fps)
+        else:
+            n = self.every_nth
+            items = (item for pos, item in enumerate(source) if pos % n == 0)
+
+        first: Fraction | None = None
+        count = 0
+        span_end: Fraction | None = None
+        try:
+            for t, (source_index, frame) in items:
+                if self.max_frames is not None and count >= self.max_frames:
+                    span_end = t  # the next frame that would have been kept
+                    break
+                if first is None:
+                    first = t
+                yield Frame(count, source_index, t, self._image(frame))
+                count += 1
+        finally:
+            items.close()
+            source.close()
+        if count == 0:
+            if state.get("decoded", 0) == 0 and not state.get("restart"):
+                raise VideoDecodeError(
+                    f"cannot decode any video frame of {self.info.path.name}"
+                    f" ({state.get('error', 'no frames')}); the file is corrupt or truncated"
+                )
+            raise InvalidOptions(
+                f"no frames between start {float(self.start or 0):.3f} s and end "
+                f"{'the end' if self.end is None else f'{float(self.end):.3f} s'}; check --start/--end"
+            )
+        if "error" in state:
+            log.warning("%s: decoding stopped early (%s); kept the %d frames decoded so far",
+                        self.info.path.name, state["error"], count)
+        if span_end is None:
+            span_end = state.get("end")
+        self.span = (first, span_end)
+
+    def _image(self, frame) -> np.ndarray:
+        rot = self.info.rotation
+        w, h = (self.height, self.width) if rot in (90, 270) else (self.width, self.height)
+        img = frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        if rot:
+            img = np.ascontiguousarray(np.rot90(img, k=-(rot // 90)))  # clockwise
+        return img
+
+
+# --------------------------------------------------------------------------------------------
+# encode
+
+
+class _AudioSource:
+    """Audio of the kept span, read lazily from the source and muxed into the output."""
+
+    def __init__(self, cut: AudioCut, output):
+        self.cut = cut
+        self.out = output
+        self.container = _open_input(Path(cut.path))
+        try:
+            self.in_stream = next(s for s in self.container.streams if s.index == cut.stream_index)
+        except StopIteration:
+            self.container.close()
+            raise InvalidOptions(f"{Path(cut.path).name} has no stream {cut.stream_index}") from None
+        if self.in_stream.type != "audio":
+            self.container.close()
+            raise InvalidOptions(f"stream {cut.stream_index} of {Path(cut.path).name} is not audio")
+        self.tb = Fraction(self.in_stream.time_base)
+        ictx = self.in_stream.codec_context
+        self.copy = ictx.name in MP4_COPY_AUDIO and ictx.name in output.supported_codecs
+        if self.copy:
+            self.out_stream = output.add_stream_from_template(self.in_stream)
+            self.out_stream.time_base = self.in_stream.time_base
+        else:
+            self._setup_transcode(ictx)
+        # start a little early so a packet/frame that straddles the start is not lost
+        if cut.start > 0:
+            try:
+                self.container.seek(max(0, int(math.floor((cut.start - 1) / self.tb))),
+                                    stream=self.in_stream, backward=True)
+            except _AV_ERRORS:
+                pass
+        self.packets = self.container.demux(self.in_stream)
+        self.done = False
+        self.written_until = Fraction(0)  # output time up to which audio has been written
+        self.next_sample: int | None = None  # transcode: next output sample index
+        self.preroll = None  # copy: the packet just before the cut start
+
+    def _setup_transcode(self, ictx):
+        rate = ictx.sample_rate
+        layout = ictx.layout.name if ictx.layout is not None else "stereo"
+        nch = ictx.layout.nb_channels if ictx.layout is not None else 2
+        s = self.out.add_stream("aac", rate=rate)
+        try:
+            s.codec_context.layout = layout
+        except _AV_ERRORS:
+            s.codec_context.layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(nch, "stereo")
+        s.codec_context.format = "fltp"
+        s.time_base = Fraction(1, rate)
+        self.out_stream = s
+        self.rate = rate
+        self.resampler = av.AudioResampler(format="fltp", layout=s.codec_context.layout, rate=rate)
+
+    def pump(self, until: Fraction) -> None:
+        """Mux the audio whose output time is before ``until`` (output seconds)."""
+        cut = self.cut
+        lim = min(until, cut.end - cut.start)
+        while not self.done and self.written_until < lim:
+            try:
+                packet = next(self.packets)
+            except StopIteration:
+                self._finish()
+                return
+            except _AV_ERRORS as e:
+                log.warning("audio: reading stopped early (%s); the rest of the audio is left out",
+                            _one_line(e))
+                self._finish()
+                return
+            if packet.pts is None:
+                if packet.size == 0:
+                    self._finish()
+                    return
+                continue
+            t = packet.pts * self.tb
+            dur = (packet.duration or 0) * self.tb
+            if self.copy:
+                if t + dur <= cut.start or (dur == 0 and t < cut.start):
+                    self.preroll = packet  # kept for the decoder's overlap; the edit list hides it
+                    continue
+                if t >= cut.end:
+                    self._finish()
+                    return
+                if self.preroll is not None:
+                    self._mux_copy(self.preroll)
+                    self.preroll = None
+                self._mux_copy(packet)
+                self.written_until = t - cut.start
+            else:
+                try:
+                    frames = packet.decode()
+                except _AV_ERRORS as e:
+                    log.warning("audio: skipped a packet that does not decode (%s)", _one_line(e))
+                    continue
+                for fr in frames:
+                    self._encode_frame(fr)
+                if t >= cut.end:
+                    self._finish()
+                    return
+
+    def _mux_copy(self, packet) -> None:
+        shift = int(round(self.cut.start / self.tb))
+        packet.pts -= shift
+        if packet.dts is not None:
+            packet.dts -= shift
+        packet.stream = self.out_stream
+        self.out.mux(packet)
+
+    def _encode_frame(self, fr) -> None:
+        cut = self.cut
+        if fr.pts is None:
+            return
+        t0 = fr.pts * (Fraction(fr.time_base) if fr.time_base else self.tb)
+        for rf in self.resampler.resample(fr):
+            arr = rf.to_ndarray()  # (channels, samples) float32, planar
+            n = arr.shape[1]
+            # sample i of this frame plays at t0 + i / rate
+            lo = max(0, math.ceil((cut.start - t0) * self.rate))
+            hi = min(n, math.ceil((cut.end - t0) * self.rate))
+            t_first = t0
+            t0 = t0 + Fraction(n, self.rate)
+            if hi <= lo:
+                continue
+            out_index = int(round((t_first - cut.start) * self.rate)) + lo
+            if self.next_sample is not None and out_index < self.next_sample:
+                skip = self.next_sample - out_index
+                lo += skip
+                out_index += skip
+                if hi <= lo:
+                    continue
+            part = np.ascontiguousarray(arr[:, lo:hi])
+            of = av.AudioFrame.from_ndarray(part, format="fltp", layout=rf.layout.name)
+            of.sample_rate = self.rate
+            of.pts = out_index
+            of.time_base = Fraction(1, self.rate)
+            self.next_sample = out_index + part.shape[1]
+            for p in self.out_stream.encode(of):
+                self.out.mux(p)
+            self.written_until = Fraction(self.next_sample, self.rate)
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if not self.copy:
+            for p in self.out_stream.encode(None):
+                self.out.mux(p)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+class VideoWriter:
+    """H.264 yuv420p mp4 (crf 18), each frame stamped with the time it is given, plus the audio cut.
+
+    ``write(image, time)``: ``time`` is Fraction seconds relative to the output start. The stream
+    time base is ``time_base`` (the source's), so VFR times stay exact. ``end``: output time where
+    the video ends (sets the last frame's duration); default: the audio cut's length, else last + 1/fps.
+    """
+
+    def __init__(self, path, width: int, height: int, *, fps, time_base, audio: AudioCut | None = None,
+                 crf: int = 18, metadata: dict | None = None, end=None):
+        if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0 \
+                or width % 2 or height % 2:
+            raise InvalidOptions(f"output size must be positive even integers, got {width}x{height}")
+        self.path = Path(path)
+        self.width = width
+        self.height = height
+        self.fps = _frac(fps)
+        tb = _frac(time_base)
+        self.time_base = Fraction(1, tb.denominator)  # p/q is a multiple of 1/q: exact, and mp4 wants 1/n
+        self.end = _frac(end) if end is not None else None
+        self._audio_cut = audio
+        self._last_time: Fraction | None = None
+        self._last_pts: int | None = None
+        self._closed = False
+        self._audio: _AudioSource | None = None
+        self._frames = 0
+        self._held = None  # the last video packet, held back so close() can set its duration
+        self._first_dts: int | None = None
+        self._first_pts: int | None = None
+        if not self.path.parent.is_dir():
+            raise OutputError(f"output folder does not exist: {self.path.parent}; create it first")
+        try:
+            self._out = av.open(str(self.path), mode="w", format="mp4")
+        except _AV_ERRORS as e:
+            raise OutputError(f"cannot create {self.path} ({_one_line(e)}); check the folder exists and is writable") from None
+        try:
+            self._setup(crf, metadata)
+        except OutputError:
+            self._abort()
+            raise
+        except (InvalidOptions, VideoDecodeError, InputNotFound, EmptyInput):
+            self._abort()
+            raise
+        except _AV_ERRORS as e:
+            self._abort()
+            raise OutputError(f"cannot set up the encoder for {self.path.name} ({_one_line(e)})") from None
+
+    def _setup(self, crf, metadata):
+        out = self._out
+        vs = out.add_stream("libx264", rate=self.fps)
+        vs.width = self.width
+        vs.height = self.height
+        vs.pix_fmt = "yuv420p"
+        vs.time_base = self.time_base
+        cc = vs.codec_context
+        cc.time_base = self.time_base
+        cc.framerate = self.fps
+        cc.thread_type = "AUTO"
+        cc.options = {"crf": str(crf)}
+        cc.colorspace = 1  # BT.709, matching the conversion below
+        cc.color_primaries = 1
+        cc.color_trc = 1
+        cc.color_range = 1  # limited ("tv") range
+        self._vs = vs
+        if metadata:
+            for k, v in metadata.items():
+                out.metadata[str(k)] = str(v)
+            if any(str(k).lower() not in _MP4_STANDARD_TAGS for k in metadata):
+                out.options["movflags"] = "use_metadata_tags"
+        if self._audio_cut is not None:
+            self._audio = _AudioSource(self._audio_cut, out)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+        return False
+
+    def write(self, image: np.ndarray, time) -> None:
+        """Encode one RGB uint8 (H, W, 3) image shown from ``time`` (output seconds)."""
+        if self._closed:
+            raise OutputError(f"{self.path.name} is already closed; create a new VideoWriter")
+        if image.shape != (self.height, self.width, 3) or image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image of shape {(self.height, self.width, 3)}, "
+                             f"got {image.dtype} {image.shape}")
+        t = _frac(time)
+        pts = int(round(t / self.time_base))
+        if self._last_pts is not None and pts <= self._last_pts:
+            raise ValueError(f"frame times must increase: {float(t)} s after {float(self._last_time)} s")
+        try:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709")
+            frame.pts = pts
+            frame.time_base = self.time_base
+            if self._audio is not None:
+                self._audio.pump(t)
+            self._mux(self._vs.encode(frame))
+        except _AV_ERRORS as e:
+            self._abort()
+            raise OutputError(f"writing {self.path.name} failed ({_one_line(e)}); check free disk space") from None
+        self._last_time = t
+        self._last_pts = pts
+        self._frames += 1
+
+    def _mux(self, packets) -> None:
+        for p in packets:
+            if self._first_dts is None:
+                self._first_dts = p.dts if p.dts is not None else p.pts
+            if p.pts is not None and (self._first_pts is None or p.pts < self._first_pts):
+                self._first_pts = p.pts
+            if self._held is not None:
+                self._out.mux(self._held)
+            self._held = p
+
+    def _end_time(self) -> Fraction | None:
+        if self._last_time is None:
+            return None
+        if self.end is not None:
+            return self.end
+        if self._audio_cut is not None:
+            return self._audio_cut.end - self._audio_cut.start
+        return self._last_time + 1 / self.fps
+
+    def close(self) -> None:
+        """Flush the encoder and the rest of the audio, and finish the file."""
+        if self._closed:
+            return
+        try:
+            end = self._end_time()
+            if end is None:
+                raise OutputError(f"no frames were written to {self.path.name}; nothing to encode")
+            self._mux(self._vs.encode(None))
+            held, self._held = self._held, None
+            if held is not None:
+                # mp4 stores the video's length as the sum of the sample durations in decode order:
+                # give the last packet the duration that makes the video end exactly at `end`
+                end_pts = int(round(end / self.time_base))
+                last_dts = held.dts if held.dts is not None else held.pts
+                held.duration = max(1, (end_pts - self._first_pts) - (last_dts - self._first_dts))
+                self._out.mux(held)
+            if self._audio is not None:
+                self._audio.pump(end + 1)
+                self._audio._finish()
+            self._out.close()
+        except OutputError:
+            self._abort()
+            raise
+        except _AV_ERRORS as e:
+            self._abort()
+            raise OutputError(f"finishing {self.path.name} failed ({_one_line(e)}); check free disk space") from None
+        finally:
+            self._closed = True
+            if self._audio is not None:
+                self._audio.close()
+
+    def _abort(self) -> None:
+        """Close everything after an error, ignoring secondary errors."""
+        self._closed = True
+        for closer in (getattr(self._audio, "close", None), getattr(getattr(self, "_out", None), "close", None)):
+            if closer is None:
+                continue
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - already failing; keep the first error
+                pass
