@@ -6,7 +6,6 @@ them out as a fake Hugging Face cache under the real repo ids, so the default co
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -18,11 +17,6 @@ from ..options import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_
 log = logging.getLogger("v2v")
 
 TINY_VERSION = "1"  # bump when the tiny models change, so stale copies are rebuilt
-
-
-def motion_filename(steps: int, fmt: str = "diffusers") -> str:
-    """The AnimateDiff-Lightning file name for a step count, as in the ByteDance/AnimateDiff-Lightning repo."""
-    return f"animatediff_lightning_{steps}step_{fmt}.safetensors"
 
 
 def tiny_dir() -> Path:
@@ -37,6 +31,7 @@ def tiny_dir() -> Path:
 
 def build_tiny_models(dest: Path) -> None:
     """Write the whole tiny set into ``dest`` (base/, controlnet/, motion/, dwpose/)."""
+    from ..models import lightning_filename
     from .diffusion import write_tiny_base, write_tiny_controlnet, write_tiny_motion
     from .pose import write_tiny_dwpose
 
@@ -44,7 +39,7 @@ def build_tiny_models(dest: Path) -> None:
     write_tiny_controlnet(dest / "controlnet")
     (dest / "motion").mkdir(parents=True, exist_ok=True)
     for n in LIGHTNING_STEPS:
-        write_tiny_motion(dest / "motion" / motion_filename(n), fmt="diffusers")
+        write_tiny_motion(dest / "motion" / lightning_filename(n), fmt="diffusers")
     write_tiny_dwpose(dest / "dwpose")
 
 
@@ -70,33 +65,12 @@ def tiny_model_paths() -> dict[str, Path]:
             "dwpose": root / "dwpose"}
 
 
-def lay_out_hub_repo(cache_dir: Path, repo_id: str, files: dict[str, Path]) -> Path:
-    """Put files into a Hugging Face cache as repo ``repo_id`` at revision main; returns the snapshot folder.
-
-    The layout is the hub client's own (``models--OWNER--NAME/refs/main``, ``snapshots/<commit>/...``), so
-    ``hf_hub_download`` and ``snapshot_download`` find them with ``HF_HUB_OFFLINE=1``.
-    """
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    repo = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
-    snap = repo / "snapshots" / commit
-    for rel, src in files.items():
-        dst = snap / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return snap
-
-
-def _tree(folder: Path, prefix: str = "") -> dict[str, Path]:
-    return {prefix + str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def build_fake_hub_cache(cache_dir: Path) -> Path:
     """Lay the tiny set out in ``cache_dir`` under the default models' real repo ids and file names."""
+    from .diffusion import lay_out_hub_repo
+
     t = tiny_model_paths()
-    lay_out_hub_repo(cache_dir, DEFAULT_BASE, _tree(t["base"]))
-    lay_out_hub_repo(cache_dir, DEFAULT_CONTROLNET, _tree(t["controlnet"]))
-    lay_out_hub_repo(cache_dir, DEFAULT_MOTION, _tree(t["motion"]))
-    lay_out_hub_repo(cache_dir, DEFAULT_DWPOSE, _tree(t["dwpose"]))
+    for repo, folder in ((DEFAULT_BASE, t["base"]), (DEFAULT_CONTROLNET, t["controlnet"]),
+                         (DEFAULT_MOTION, t["motion"]), (DEFAULT_DWPOSE, t["dwpose"])):
+        lay_out_hub_repo(cache_dir, repo, {"": folder})
     return Path(cache_dir)

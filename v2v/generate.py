@@ -1,0 +1,197 @@
+"""The sampler: AnimateDiff (motion UNet) + ControlNet over overlapping windows, fused every denoising step.
+
+Written against the components rather than a diffusers pipeline so that the whole video's latents stay on the
+CPU and the device only ever holds one window. With a single window (``num_frames <= context``) the result equals
+diffusers' ``AnimateDiffControlNetPipeline`` run on the same components, prompt, seed and control frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .errors import InvalidOptions
+from .models import DiffusionModels
+from .windows import plan_windows, fusion_weights
+
+log = logging.getLogger("v2v")
+
+NOISE_KINDS = ("freenoise", "random")
+
+
+@torch.no_grad()
+def encode_prompt(models: DiffusionModels, prompt: str) -> torch.Tensor:
+    """CLIP hidden states (1, 77, D) for one prompt, as diffusers' ``encode_prompt`` (no clip skip)."""
+    tok = models.tokenizer
+    ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
+              return_tensors="pt").input_ids
+    full = tok(prompt, padding="longest", return_tensors="pt").input_ids
+    if full.shape[-1] > ids.shape[-1]:
+        log.warning("the prompt is longer than CLIP's %d tokens: the end was cut off", tok.model_max_length)
+    te = models.text_encoder
+    mask = None
+    if getattr(te.config, "use_attention_mask", False):
+        mask = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                   return_tensors="pt").attention_mask.to(models.device)
+    return te(ids.to(models.device), attention_mask=mask)[0].to(models.dtype)
+
+
+def initial_noise(num_frames: int, height: int, width: int, generator: torch.Generator, *,
+                  context: int = 16, overlap: int = 4, kind: str = "freenoise", channels: int = 4,
+                  scale_factor: int = 8) -> torch.Tensor:
+    """Unit Gaussian noise (F, C, H/8, W/8) float32 on the CPU.
+
+    Drawn as diffusers' ``prepare_latents`` draws it, shape (1, C, F, h, w) from ``generator``, so a one-window run
+    matches the pipeline. ``freenoise`` (the default) then makes frames past the first window shuffled copies of
+    earlier noise, as diffusers' FreeNoise ``shuffle_context`` does; it changes nothing for a single window.
+    """
+    if kind not in NOISE_KINDS:
+        raise InvalidOptions(f"noise must be one of {', '.join(NOISE_KINDS)}, not {kind!r}")
+    shape = (1, channels, num_frames, height // scale_factor, width // scale_factor)
+    noise = torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32)
+    if kind == "freenoise" and num_frames > context:
+        stride = context - overlap if overlap < context else context
+        for i in range(context, num_frames, stride):
+            start = max(0, i - context)
+            end = min(num_frames, start + stride)
+            n = end - start
+            if n == 0:
+                break
+            shuffled = torch.arange(start, end)[torch.randperm(n, generator=generator)]
+            cur_end = min(num_frames, i + n)
+            noise[:, :, i:cur_end] = noise[:, :, shuffled[: cur_end - i]]
+    return noise[0].permute(1, 0, 2, 3).contiguous()
+
+
+def _check(num_frames, height, width, steps, guidance, context, overlap, scale_factor):
+    if num_frames < 1:
+        raise InvalidOptions(f"num_frames must be at least 1, not {num_frames}")
+    if height % scale_factor or width % scale_factor or height < scale_factor or width < scale_factor:
+        raise InvalidOptions(f"width and height must be positive multiples of {scale_factor}, not {width}x{height}")
+    if steps < 1:
+        raise InvalidOptions(f"steps must be at least 1, not {steps}")
+    if guidance < 1:
+        raise InvalidOptions(f"guidance must be at least 1 (1 = no classifier-free guidance), not {guidance}")
+    try:
+        plan_windows(num_frames, context, overlap)
+    except ValueError as e:
+        raise InvalidOptions(str(e)) from e
+
+
+@torch.no_grad()
+def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "", num_frames: int, height: int,
+             width: int, control: Callable[[list[int]], torch.Tensor], steps: int = 4, guidance: float = 1.0,
+             seed: int = 0, context: int = 16, overlap: int = 4, pose_strength: float = 1.0,
+             fusion: str = "pyramid", noise: str = "freenoise",
+             progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Denoise a whole video's latents; returns (num_frames, 4, height/8, width/8) float32 on the CPU.
+
+    ``control(indices)`` gives the control maps of those frames, (n, 3, height, width) float in [0, 1]; it is
+    called once per window per step (maps are rendered on demand, never held for the whole video).
+    ``guidance`` 1 runs no negative pass; above 1 it runs classifier-free guidance with ``negative_prompt``.
+    ``progress(done, total)`` is called after every window of every step.
+    """
+    sf = models.vae_scale_factor
+    _check(num_frames, height, width, steps, guidance, context, overlap, sf)
+    fusion_weights(1, fusion)  # validates the kind
+    max_seq = models.unet.config.get("motion_max_seq_length") or 32
+    if min(context, num_frames) > max_seq:
+        raise InvalidOptions(f"context {context} is longer than the motion module's {max_seq} frames: "
+                             f"use --context {min(16, max_seq)}")
+    device, dtype = models.device, models.dtype
+    cfg = guidance > 1.0
+
+    embeds = encode_prompt(models, prompt)
+    if cfg:
+        embeds = torch.cat([encode_prompt(models, negative_prompt or ""), embeds])
+
+    scheduler = type(models.scheduler).from_config(models.scheduler.config)  # fresh state for every run
+    scheduler.set_timesteps(steps, device="cpu")
+    timesteps = scheduler.timesteps
+
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    channels = models.unet.config.in_channels
+    latents = initial_noise(num_frames, height, width, generator, context=context, overlap=overlap, kind=noise,
+                            channels=channels, scale_factor=sf)
+    latents = latents * scheduler.init_noise_sigma
+
+    windows = plan_windows(num_frames, context, overlap)
+    weights = {len(w): torch.from_numpy(fusion_weights(len(w), fusion)) for w in windows}
+    total, done = len(timesteps) * len(windows), 0
+    log.debug("sampling %d frames %dx%d: %d windows x %d steps", num_frames, width, height, len(windows), steps)
+
+    for t in timesteps:
+        t_dev = t.to(device)
+        fused = None
+        if len(windows) > 1:
+            acc = torch.zeros_like(latents)
+            wsum = torch.zeros(num_frames, dtype=torch.float32)
+        for win in windows:
+            pred = _predict_window(models, scheduler, latents[win.start:win.stop], t, t_dev, embeds,
+                                   control, list(win), height, width, cfg, guidance, pose_strength)
+            if len(windows) == 1:
+                fused = pred
+            else:
+                w = weights[len(win)]
+                acc[win.start:win.stop] += pred * w[:, None, None, None]
+                wsum[win.start:win.stop] += w
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        if fused is None:
+            fused = acc / wsum[:, None, None, None]
+        latents = scheduler.step(fused, t, latents, generator=generator).prev_sample
+    return latents.float()
+
+
+def _predict_window(models: DiffusionModels, scheduler, window_latents: torch.Tensor, t, t_dev, embeds, control,
+                    indices: list[int], height: int, width: int, cfg: bool, guidance: float,
+                    pose_strength: float) -> torch.Tensor:
+    """The (guided) noise prediction for one window, (n, 4, h, w) float32 on the CPU."""
+    device, dtype = models.device, models.dtype
+    n = len(indices)
+    x = scheduler.scale_model_input(window_latents, t).to(device=device, dtype=dtype)  # (n, 4, h, w)
+    batch = 2 if cfg else 1
+    x = torch.cat([x] * batch) if cfg else x  # (batch * n, 4, h, w): frames flattened into the batch
+    emb = embeds.repeat_interleave(n, dim=0)  # (batch * n, 77, D)
+
+    down = mid = None
+    if pose_strength != 0:
+        cond = control(indices)
+        if tuple(cond.shape) != (n, 3, height, width):
+            raise ValueError(f"control({indices[0]}..{indices[-1]}) returned shape {tuple(cond.shape)}, "
+                             f"expected {(n, 3, height, width)}")
+        cond = cond.to(device=device, dtype=dtype)
+        if cfg:
+            cond = torch.cat([cond] * 2)
+        down, mid = models.controlnet(x, t_dev, encoder_hidden_states=emb, controlnet_cond=cond,
+                                      conditioning_scale=float(pose_strength), guess_mode=False, return_dict=False)
+
+    sample = x.reshape(batch, n, *x.shape[1:]).permute(0, 2, 1, 3, 4)  # (batch, 4, n, h, w)
+    pred = models.unet(sample, t_dev, encoder_hidden_states=emb, down_block_additional_residuals=down,
+                       mid_block_additional_residual=mid).sample
+    if cfg:
+        uncond, text = pred.chunk(2)
+        pred = uncond + guidance * (text - uncond)
+    return pred[0].permute(1, 0, 2, 3).float().cpu()
+
+
+@torch.no_grad()
+def decode_to_float(models: DiffusionModels, latents: torch.Tensor) -> torch.Tensor:
+    """VAE-decode a few frames' latents: (n, 3, H, W) float32 in [0, 1] on the CPU."""
+    z = latents.to(device=models.device, dtype=models.vae.dtype) / models.vae.config.scaling_factor
+    images = models.vae.decode(z).sample
+    return (images * 0.5 + 0.5).clamp(0, 1).float().cpu()
+
+
+def decode_latents(models: DiffusionModels, latents: torch.Tensor, chunk: int = 8) -> Iterator[np.ndarray]:
+    """Decode latents (F, 4, h, w) chunk by chunk; yields (H, W, 3) uint8 RGB frames in order as they come."""
+    if chunk < 1:
+        raise InvalidOptions(f"decode chunk must be at least 1, not {chunk}")
+    for i in range(0, latents.shape[0], chunk):
+        frames = decode_to_float(models, latents[i:i + chunk])
+        frames = (frames * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        yield from frames
