@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +149,10 @@ def run_diffusers(models, poses, width, height, device: str, steps: int, context
     pipe.set_progress_bar_config(disable=True)
     n = len(poses)
     if n > context:
+        # FreeNoise reads the motion module's length limit from the adapter's config; ours is inside the UNet
+        from types import SimpleNamespace
+
+        object.__setattr__(pipe, "motion_adapter", SimpleNamespace(config=SimpleNamespace(motion_max_seq_length=32)))
         pipe.enable_free_noise(context_length=context, context_stride=context - overlap)
     frames = [Image.fromarray(render_pose(p, width, height)) for p in poses]
     reset_peak(device)
