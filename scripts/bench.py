@@ -27,6 +27,9 @@ import threading
 import time
 from pathlib import Path
 
+for _var in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
+    os.environ.setdefault(_var, "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -206,6 +209,9 @@ def main() -> None:
     a = ap.parse_args()
 
     import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
 
     logging.getLogger("v2v").setLevel(logging.WARNING)
     import v2v
