@@ -24,3 +24,16 @@ def fake_hub(tiny_models, tmp_path_factory) -> Path:
     from v2v.tiny import build_fake_hub_cache
 
     return build_fake_hub_cache(tmp_path_factory.mktemp("hub"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pose_cache_dir(tmp_path_factory):
+    """Keypoint caching is on by default: keep the tests' entries out of the user's cache folder."""
+    folder = tmp_path_factory.mktemp("v2v-cache")
+    old = os.environ.get("V2V_CACHE_DIR")
+    os.environ["V2V_CACHE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("V2V_CACHE_DIR", None)
+    else:
+        os.environ["V2V_CACHE_DIR"] = old

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_CODES, V2VError
-from .options import LIGHTNING_STEPS, MODEL_SETS, parse_fps
+from .options import LIGHTNING_STEPS, MODEL_SETS, POSE_DETECTORS, parse_fps
 
 log = logging.getLogger("v2v")
 
@@ -53,10 +53,11 @@ def _add_restyle(sub) -> None:
     m.add_argument("--base", help="SD 1.5 base model: hub id or local diffusers folder")
     m.add_argument("--motion", help="motion module: hub repo or .safetensors file")
     m.add_argument("--controlnet", help="ControlNet OpenPose: hub id or folder")
-    m.add_argument("--pose-model", help="DWPose: hub id or folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
     m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     m.add_argument("--dtype", default="auto", choices=("auto", "float16", "bfloat16", "float32"),
                    help="auto: float16 on CUDA, float32 on CPU")
+
+    _add_pose_options(p.add_argument_group("pose"), restyle=True)
 
     o = p.add_argument_group("output")
     o.add_argument("--keep-pose", type=Path, metavar="PATH", help="also write the pose-map video here")
@@ -84,9 +85,34 @@ def _add_pose(sub) -> None:
     p.add_argument("--every-nth", type=int, default=1, help="keep every n-th frame (timing kept)")
     p.add_argument("--fps", help="output frame rate (duration kept); default: the source's")
     p.add_argument("--models", choices=MODEL_SETS, default="default", help="'tiny': random pose models (smoke test)")
-    p.add_argument("--pose-model", help="DWPose: hub id or folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality of the pose video (default 18)")
+    _add_pose_options(p, restyle=False)
     _add_common(p)
+
+
+def _add_pose_options(g, restyle: bool) -> None:
+    g.add_argument("--pose", choices=POSE_DETECTORS, default="dwpose",
+                   help="pose detector: dwpose (default; ONNX, whole body) or openpose (controlnet_aux networks)")
+    g.add_argument("--pose-model", help="pose weights: hub id or folder (dwpose: yolox_l.onnx, dw-ll_ucoco_384.onnx; "
+                                        "openpose: body_pose_model.pth, hand_pose_model.pth, facenet.pth)")
+    g.add_argument("--pose-parts", default="body,hands,face", metavar="PARTS",
+                   help="comma-separated parts to keep and draw: body, hands, face (default all)")
+    g.add_argument("--pose-threshold", type=float, default=0.3,
+                   help="keypoints at or below this confidence are not drawn (default 0.3)")
+    g.add_argument("--pose-smoothing", type=float, default=0.5,
+                   help="temporal keypoint smoothing, 0 (off) to 1 (strongest); default 0.5")
+    g.add_argument("--pose-json", type=Path, metavar="FILE",
+                   help=("use these keypoints (OpenPose JSON, source pixels, one object per kept frame) instead "
+                         "of detecting; the pose models are not loaded") if restyle else
+                        "render this OpenPose JSON (one object per kept frame) instead of detecting")
+    g.add_argument("--no-cache", dest="pose_cache", action="store_false",
+                   help="detect again instead of reusing cached keypoints (and do not cache them)")
+
+
+def _pose_opts(a: argparse.Namespace) -> dict:
+    return dict(pose=a.pose, pose_model=a.pose_model, pose_parts=a.pose_parts, pose_threshold=a.pose_threshold,
+                pose_smoothing=a.pose_smoothing, pose_json=a.pose_json, pose_cache=a.pose_cache)
 
 
 def _add_common(p) -> None:
@@ -131,14 +157,14 @@ def _restyle(a: argparse.Namespace) -> int:
                 guidance=a.guidance, pose_strength=a.pose_strength, context=a.context, overlap=a.overlap,
                 size=a.size, width=a.width, height=a.height, start=a.start, end=a.end, max_frames=a.max_frames,
                 every_nth=a.every_nth, fps=parse_fps(a.fps), models=a.models, base=a.base, motion=a.motion,
-                controlnet=a.controlnet, pose_model=a.pose_model, device=a.device, dtype=a.dtype,
-                keep_pose=a.keep_pose, crf=a.crf)
+                controlnet=a.controlnet, device=a.device, dtype=a.dtype, keep_pose=a.keep_pose, crf=a.crf,
+                **_pose_opts(a))
     r = Restyler(show_progress=not a.quiet and sys.stderr.isatty()).restyle(a.input, a.output, prompt=a.prompt,
                                                                           **opts)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items() if k != "total")
     if not a.quiet:
-        print(f"{r.output}  ({r.frames} frames, {r.width}x{r.height}, {r.fps:.3f} fps, "
-              f"{r.seconds['total']:.1f}s: {stages})")
+        print(f"{r.output}  ({r.frames} frames, {r.frames_without_people} without people, {r.width}x{r.height}, "
+              f"{r.fps:.3f} fps, {r.seconds['total']:.1f}s: {stages})")
     return 0
 
 
@@ -146,8 +172,8 @@ def _pose(a: argparse.Namespace) -> int:
     from .pipeline import Restyler
 
     opts = dict(size=a.size, width=a.width, height=a.height, start=a.start, end=a.end, max_frames=a.max_frames,
-                every_nth=a.every_nth, fps=parse_fps(a.fps), models=a.models, pose_model=a.pose_model,
-                device=a.device)
+                every_nth=a.every_nth, fps=parse_fps(a.fps), models=a.models, device=a.device, crf=a.crf,
+                **_pose_opts(a))
     r = Restyler(show_progress=not a.quiet and sys.stderr.isatty()).pose(a.input, a.output, json_path=a.json,
                                                                          png_dir=a.png, **opts)
     if not a.quiet:

@@ -14,12 +14,27 @@ DEFAULT_BASE = "emilianJR/epiCRealism"
 DEFAULT_MOTION = "ByteDance/AnimateDiff-Lightning"
 DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_openpose"
 DEFAULT_DWPOSE = "yzd-v/DWPose"
+DEFAULT_OPENPOSE = "lllyasviel/Annotators"  # body_pose_model.pth, hand_pose_model.pth, facenet.pth
 
 LIGHTNING_STEPS = (1, 2, 4, 8)  # the distilled checkpoints that exist
 MODEL_SETS = ("default", "tiny")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 DEFAULT_SIZE = {"default": 512, "tiny": 128}  # short side of the processing size
 MAX_CONTEXT = 32  # the motion module's positional embedding stops at 32 frames
+POSE_DETECTORS = ("dwpose", "openpose")
+POSE_PARTS = ("body", "hands", "face")
+
+
+def parse_pose_parts(value) -> tuple[str, ...]:
+    """'body,hands' or ['body', 'hands'] -> ('body', 'hands') in canonical order; unknown names kept (validate
+    rejects them)."""
+    if isinstance(value, str):
+        items = [v.strip().lower() for v in value.split(",")]
+    else:
+        items = [str(v).strip().lower() for v in value]
+    items = [v for v in items if v]
+    known = [p for p in POSE_PARTS if p in items]
+    return tuple(known + sorted(set(items) - set(POSE_PARTS)))
 
 
 def lightning_for_steps(steps: int) -> int:
@@ -70,13 +85,26 @@ class RestyleOptions:
     base: str | None = None  # SD 1.5 base: hub id or local diffusers folder; None: the model set's
     motion: str | None = None  # motion module: hub repo or .safetensors file; None: AnimateDiff-Lightning
     controlnet: str | None = None  # ControlNet OpenPose: hub id or folder; None: the model set's
-    pose_model: str | None = None  # DWPose: hub id or folder with the two ONNX files; None: the model set's
+    pose_model: str | None = None  # pose weights: hub id or folder (DWPose's 2 ONNX / OpenPose's 3 .pth); None: default
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
     dtype: str = "auto"  # "auto" (float16 on CUDA, float32 on CPU), "float16", "bfloat16", "float32"
+    # --- pose ---
+    pose: str = "dwpose"  # pose detector: "dwpose" (ONNX, whole body) or "openpose" (controlnet_aux networks)
+    pose_parts: tuple[str, ...] = POSE_PARTS  # which parts are kept and drawn: any of body, hands, face
+    pose_threshold: float = 0.3  # keypoints at or below this confidence are not drawn (and count as missing)
+    pose_smoothing: float = 0.5  # temporal keypoint smoothing, 0 (off) .. 1 (strongest); people tracked across frames
+    pose_json: Path | None = None  # OpenPose JSON (source pixels, one object per kept frame) used instead of detection
+    pose_cache: bool = True  # reuse keypoints cached for the same input, detector, models and settings
     # --- outputs ---
     keep_pose: Path | None = None  # also write the pose-map video here
     crf: int = 18  # H.264 quality (lower is better, 0-51)
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # reserved for front ends
+
+    def __post_init__(self):
+        if isinstance(self.pose_parts, (str, list, tuple)):  # accept "body,hands" and lists; stored as a tuple
+            object.__setattr__(self, "pose_parts", parse_pose_parts(self.pose_parts))
+        if isinstance(self.pose_json, str):
+            object.__setattr__(self, "pose_json", Path(self.pose_json))
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -143,6 +171,18 @@ class RestyleOptions:
             bad(f"--device must be auto, cpu, cuda or cuda:N, got {dev!r}")
         if self.dtype == "float16" and dev == "cpu":
             bad("--dtype float16 is not supported on the CPU: use float32 (the default there) or bfloat16")
+        if self.pose not in POSE_DETECTORS:
+            bad(f"--pose must be one of {', '.join(POSE_DETECTORS)}, got {self.pose!r}")
+        parts = self.pose_parts
+        if not isinstance(parts, tuple) or not parts or any(p not in POSE_PARTS for p in parts):
+            bad(f"--pose-parts must be a comma-separated subset of {','.join(POSE_PARTS)}, got "
+                f"{','.join(map(str, parts)) if isinstance(parts, tuple) else parts!r}")
+        if not 0.0 <= self.pose_threshold < 1.0:
+            bad(f"--pose-threshold must be >= 0 and < 1, got {self.pose_threshold}")
+        if not 0.0 <= self.pose_smoothing <= 1.0:
+            bad(f"--pose-smoothing must be between 0 (off) and 1, got {self.pose_smoothing}")
+        if self.pose_json is not None and not Path(self.pose_json).expanduser().is_file():
+            bad(f"--pose-json file '{self.pose_json}' does not exist: check the path")
         if not 0 <= self.crf <= 51:
             bad(f"--crf must be between 0 and 51, got {self.crf}")
         return self
@@ -154,7 +194,7 @@ class RestyleOptions:
             if f.name == "extra":
                 continue
             v = getattr(self, f.name)
-            d[f.name] = str(v) if isinstance(v, (Path, Fraction)) else v
+            d[f.name] = str(v) if isinstance(v, (Path, Fraction)) else list(v) if isinstance(v, tuple) else v
         d["lightning_steps"] = self.lightning_steps
         d["short_side"] = self.short_side
         return d

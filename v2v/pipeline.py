@@ -3,8 +3,9 @@
     1. options      validate every option (before any weights load)
     2. probe        VideoInfo; bad input fails here
     3. paths        the output path (never the input), its folder writable, a temp file beside it
-    4. models       load (or reuse) the pose detector and the diffusion models
-    5. pose         decode frames (streamed) -> keypoints per frame; frames are dropped once posed
+    4. pose         decode frames (streamed) -> keypoints per frame (detected, cached or from --pose-json; the
+                    pose models load only when detection runs); parts kept, smoothed; frames dropped once posed
+    5. models       load (or reuse) the diffusion models
     6. generate     AnimateDiff-Lightning + ControlNet over fused windows; control maps rendered on demand
     7. encode       VAE decode in chunks -> H.264 with each frame's source timestamp, audio of the kept span
     8. rename       temp file -> output path
@@ -26,8 +27,8 @@ import numpy as np
 
 from . import video
 from .errors import Interrupted, InvalidOptions, OutOfMemory, OutputError
-from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, RestyleOptions,
-                      option_names)
+from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE,
+                      RestyleOptions, option_names)
 
 log = logging.getLogger("v2v")
 
@@ -43,7 +44,7 @@ class RestyleResult:
     frames: int  # frames written
     fps: float  # average frame rate of the output
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
-    frames_without_people: int = 0  # frames where the pose detector found nobody (their maps are empty)
+    frames_without_people: int = 0  # frames whose pose map is empty (nobody found, or no point above the threshold)
     width: int = 0
     height: int = 0
     pose_output: Path | None = None  # the pose-map video, when asked for
@@ -172,10 +173,10 @@ class Restyler:
 
             t = tiny_model_paths()
             d = {"base": str(t["base"]), "motion": str(t["motion"]), "controlnet": str(t["controlnet"]),
-                 "pose_model": str(t["dwpose"])}
+                 "pose_model": str(t["openpose" if o.pose == "openpose" else "dwpose"])}
         else:
             d = {"base": DEFAULT_BASE, "motion": DEFAULT_MOTION, "controlnet": DEFAULT_CONTROLNET,
-                 "pose_model": DEFAULT_DWPOSE}
+                 "pose_model": DEFAULT_OPENPOSE if o.pose == "openpose" else DEFAULT_DWPOSE}
         for k in d:
             if getattr(o, k):
                 d[k] = getattr(o, k)
@@ -195,14 +196,35 @@ class Restyler:
                 device=device, dtype=dtype)
         return self._diffusion[key]
 
-    def pose_detector(self, o: RestyleOptions, device: str):
+    def _pose_class(self, o: RestyleOptions):
+        if o.pose == "openpose":
+            from .pose.openpose import OpenPose
+
+            return OpenPose
         from .pose.dwpose import DWPose
 
+        return DWPose
+
+    def pose_detector(self, o: RestyleOptions, device: str):
+        """The pose detector for ``o`` (kept loaded across calls); ``.detect(images) -> list[FramePose]``."""
         spec = self._model_specs(o)["pose_model"]
-        key = (spec, device)
+        cls = self._pose_class(o)
+        kwargs = {"parts": o.pose_parts} if o.pose == "openpose" else {}
+        key = (o.pose, spec, device, tuple(sorted(kwargs.items())))
         if key not in self._pose:
-            self._pose[key] = DWPose.from_spec(spec, device=device)
+            self._pose.clear()  # one pose detector at a time
+            log.info("loading the pose detector: %s %s", o.pose, spec)
+            self._pose[key] = cls.from_spec(spec, device=device, **kwargs)
         return self._pose[key]
+
+    def _cache_key(self, o: RestyleOptions, in_path: Path, width: int, height: int) -> str:
+        from .pose import cache
+
+        files = self._pose_class(o).model_files(self._model_specs(o)["pose_model"])
+        settings = {"size": [width, height], "start": o.start, "end": o.end, "every_nth": o.every_nth,
+                    "max_frames": o.max_frames, "fps": str(o.fps) if o.fps is not None else None,
+                    "parts": list(o.pose_parts) if o.pose == "openpose" else None}
+        return cache.cache_key(in_path, o.pose, files, settings)
 
     # ------------------------------------------------------------------ shared steps
     def _options(self, prompt: str | None, options: dict, need_prompt: bool = True) -> RestyleOptions:
@@ -226,17 +248,71 @@ class Restyler:
     def _show(self) -> bool:
         return self.show_progress if self.show_progress is not None else log.isEnabledFor(logging.INFO)
 
-    def _poses(self, o: RestyleOptions, info, width: int, height: int, detector, progress):
-        """Decode (streamed) and detect: keypoints per kept frame, their times, and the kept span."""
-        decoder = video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
-                                max_frames=o.max_frames, fps=o.fps)
-        poses, times = self._pose_stage(decoder, detector, progress, self._show(), info)
+    def _poses(self, o: RestyleOptions, info, width: int, height: int, device: str, progress):
+        """Keypoints per kept frame (at the processing size), their times, the kept span, the empty-map count.
+
+        The frames are always decoded (their timestamps are the truth); the keypoints come from ``--pose-json``,
+        the cache, or the detector (loaded only then), in that order. Then parts are kept and smoothing applied.
+        """
+        from .pose import cache
+        from .pose.keypoints import has_visible_person, keep_parts
+        from .pose.smooth import smooth_poses
+
+        def decoder():
+            return video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
+                                 max_frames=o.max_frames, fps=o.fps)
+
+        show = self._show()
+        if o.pose_json is not None:
+            dec = decoder()
+            poses, times = self._json_stage(o, dec, info, width, height, progress, show)
+        else:
+            key = self._cache_key(o, info.path, width, height) if o.pose_cache else None
+            poses = cache.load(key, width, height) if key else None
+            if poses is not None:
+                dec = decoder()
+                times = self._times_stage(dec, len(poses), progress, show)
+                if len(times) != len(poses):
+                    log.warning("pose cache entry has %d frames, the video %d: detecting again",
+                                len(poses), len(times))
+                    poses = None
+            if poses is None:
+                dec = decoder()
+                poses, times = self._pose_stage(dec, self.pose_detector(o, device), progress, show, info)
+                if key and poses:
+                    cache.save(key, poses)
         if not poses:
             raise InvalidOptions("no frames are left to process: check --start/--end/--max-frames")
-        empty = sum(1 for p in poses if not p.people)
+        poses = [keep_parts(p, o.pose_parts) for p in poses]
+        if o.pose_smoothing > 0:
+            poses = smooth_poses(poses, [float(t) for t in times], strength=o.pose_smoothing,
+                                 threshold=o.pose_threshold)
+        empty = sum(1 for p in poses if not has_visible_person(p, o.pose_threshold))
         if empty:
             log.info("%d of %d frames have no person: their pose maps are empty", empty, len(poses))
-        return poses, times, decoder.span, empty
+        return poses, times, dec.span, empty
+
+    def _times_stage(self, decoder, total: int, progress, show) -> list[Fraction]:
+        stage = _Stage("pose", total, progress, show)
+        times = []
+        for frame in decoder:
+            times.append(frame.time)
+            stage.update()
+        stage.close()
+        return times
+
+    def _json_stage(self, o: RestyleOptions, decoder, info, width, height, progress, show):
+        """Keypoints from ``--pose-json`` (source pixels) scaled to the processing size; one per kept frame."""
+        from .pose.keypoints import load_pose_json
+
+        given = load_pose_json(Path(o.pose_json).expanduser(), info.display_width, info.display_height)
+        times = self._times_stage(decoder, len(given), progress, show)
+        if len(given) != len(times):
+            raise InvalidOptions(
+                f"--pose-json '{Path(o.pose_json).name}' has {len(given)} frames but the video has {len(times)} "
+                f"kept frames: use a JSON made from this clip with the same --start/--end/--max-frames/"
+                f"--every-nth/--fps")
+        return [p.scaled(width, height) for p in given], times
 
     @staticmethod
     def _timing(o: RestyleOptions, info, span, times) -> _Timing:
@@ -251,12 +327,12 @@ class Restyler:
         return video.VideoWriter(path, width, height, fps=timing.fps, time_base=timing.time_base,
                                  audio=timing.audio, crf=crf, metadata=metadata, end=timing.end)
 
-    def _write_pose_video(self, path: Path, poses, timing: _Timing, width, height, crf):
+    def _write_pose_video(self, path: Path, poses, timing: _Timing, width, height, o: RestyleOptions):
         from .pose.render import render_pose
 
-        with atomic_output(path) as tmp, self._writer(tmp, width, height, timing, crf) as w:
+        with atomic_output(path) as tmp, self._writer(tmp, width, height, timing, o.crf) as w:
             for fp, tt in zip(poses, timing.times):
-                w.write(render_pose(fp, width, height), tt)
+                w.write(render_pose(fp, width, height, o.pose_parts, o.pose_threshold), tt)
 
     @staticmethod
     def _guard(device: str):
@@ -298,19 +374,19 @@ class Restyler:
 
         device = _resolve_device(o.device)
         with self._guard(device):
-            # 4. models
+            # 4. pose (decode streamed; frames dropped after pose detection; the pose models load only when
+            #    detection runs: not with --pose-json, not on a cache hit)
             t = time.perf_counter()
-            detector = self.pose_detector(o, device)
-            models = self.diffusion_models(o, device, _resolve_dtype(o.dtype, device))
-            seconds["load"] = time.perf_counter() - t
-
-            # 5. pose (decode streamed; frames dropped after pose detection)
-            t = time.perf_counter()
-            poses, times, span, empty = self._poses(o, info, width, height, detector, progress)
+            poses, times, span, empty = self._poses(o, info, width, height, device, progress)
             timing = self._timing(o, info, span, times)
             if pose_path is not None:
-                self._write_pose_video(pose_path, poses, timing, width, height, o.crf)
+                self._write_pose_video(pose_path, poses, timing, width, height, o)
             seconds["pose"] = time.perf_counter() - t
+
+            # 5. models
+            t = time.perf_counter()
+            models = self.diffusion_models(o, device, _resolve_dtype(o.dtype, device))
+            seconds["load"] = time.perf_counter() - t
 
             # 6. generate
             t = time.perf_counter()
@@ -331,7 +407,8 @@ class Restyler:
             stage.close()
             seconds["encode"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - t_all
-        log.info("wrote %s: %d frames in %.1f s", out_path, len(poses), seconds["total"])
+        log.info("wrote %s: %d frames (%d without people) in %.1f s", out_path, len(poses), empty,
+                 seconds["total"])
         return RestyleResult(output=out_path, frames=len(poses), fps=float(timing.fps), seconds=seconds,
                              frames_without_people=empty, width=width, height=height, pose_output=pose_path,
                              settings=o.settings())
@@ -360,11 +437,10 @@ class Restyler:
         png_out = Path(png_dir).expanduser() if png_dir is not None else None
         device = _resolve_device(o.device)
         with self._guard(device):
-            detector = self.pose_detector(o, device)
-            poses, times, span, empty = self._poses(o, info, width, height, detector, progress)
+            poses, times, span, empty = self._poses(o, info, width, height, device, progress)
             timing = self._timing(o, info, span, times)
             if out_path is not None:
-                self._write_pose_video(out_path, poses, timing, width, height, o.crf)
+                self._write_pose_video(out_path, poses, timing, width, height, o)
             if json_out is not None:
                 source = [p.scaled(info.display_width, info.display_height) for p in poses]
                 with atomic_output(json_out) as tmp:
@@ -372,7 +448,8 @@ class Restyler:
             if png_out is not None:
                 png_out.mkdir(parents=True, exist_ok=True)
                 for i, p in enumerate(poses):
-                    cv2.imwrite(str(png_out / f"pose_{i:06d}.png"), render_pose(p, width, height)[:, :, ::-1])
+                    img = render_pose(p, width, height, o.pose_parts, o.pose_threshold)
+                    cv2.imwrite(str(png_out / f"pose_{i:06d}.png"), img[:, :, ::-1])
         return PoseResult(output=out_path, json=json_out, png_dir=png_out, frames=len(poses), fps=float(timing.fps),
                           frames_without_people=empty, seconds={"total": time.perf_counter() - t_all})
 
@@ -409,7 +486,7 @@ class Restyler:
         stage = _Stage("generate", o.steps * len(windows), progress, self._show())
 
         def control(indices: list[int]) -> torch.Tensor:
-            maps = np.stack([render_pose(poses[i], width, height) for i in indices])
+            maps = np.stack([render_pose(poses[i], width, height, o.pose_parts, o.pose_threshold) for i in indices])
             return torch.from_numpy(maps).permute(0, 3, 1, 2).float() / 255.0
 
         def on_progress(done: int, total: int) -> None:

@@ -277,6 +277,12 @@ class DWPose:
         self._pose_batch = _static(pi.shape[0])
         self.pose_size = (_static(pi.shape[3]) or POSE_SIZE[0], _static(pi.shape[2]) or POSE_SIZE[1])  # (w, h)
 
+    @staticmethod
+    def model_files(spec: str = DEFAULT_REPO) -> list[Path]:
+        """The two ONNX files of ``spec`` (hub id or folder), resolved without loading them."""
+        return [hub.resolve_file(spec, DET_FILE, what="DWPose person detector"),
+                hub.resolve_file(spec, POSE_FILE, what="DWPose model")]
+
     @classmethod
     def from_spec(cls, spec: str = DEFAULT_REPO, device="cpu", *, det_file: str = DET_FILE,
                   pose_file: str = POSE_FILE, **kwargs) -> "DWPose":

@@ -239,3 +239,26 @@ def load_pose_json(path, width: int | None = None, height: int | None = None) ->
         raise InvalidOptions(f"pose JSON file '{path}' is not valid JSON ({str(e).splitlines()[0]}): "
                              f"fix or re-export it") from None
     return poses_from_json(obj, width, height)
+
+
+# ------------------------------------------------------------------------------------------------ selection
+
+def keep_parts(frame: FramePose, parts) -> FramePose:
+    """A copy keeping only ``parts`` (any of "body", "hands", "face"); a dropped body becomes all-missing points."""
+    parts = set(parts)
+    people = []
+    for p in frame.people:
+        people.append(Person(p.body.copy() if "body" in parts else np.zeros((N_BODY, 3), np.float32),
+                             p.hand_left if "hands" in parts else None,
+                             p.hand_right if "hands" in parts else None,
+                             p.face if "face" in parts else None))
+    return FramePose(people, frame.width, frame.height)
+
+
+def has_visible_person(frame: FramePose, threshold: float = 0.3) -> bool:
+    """True when some point of some person has confidence above ``threshold`` (its map is not empty)."""
+    for p in frame.people:
+        for a in p.parts().values():
+            if a is not None and np.any(a[:, 2] > threshold):
+                return True
+    return False
