@@ -483,6 +483,43 @@ def test_writer_metadata_custom_keys(tmp_path):
     assert tags["comment"] == "hello" and tags["v2v_settings"] == "{\"steps\": 4}"
 
 
+def _churn_heap(seed: int) -> None:
+    """Allocate and free buffers of random bytes, as earlier torch work or an earlier encode does."""
+    rng = np.random.default_rng(seed)
+    junk = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (64, 256, 1024, 4096, 32768)]
+    del junk
+
+
+def _video_bitstream(path) -> bytes:
+    import av
+
+    with av.open(str(path)) as c:
+        return b"".join(bytes(p) for p in c.demux(c.streams.video[0]))
+
+
+def test_writer_same_frames_same_bitstream(tmp_path):
+    """Identical frames give an identical H.264 stream, whatever the process's heap held before.
+
+    200x144 is 13 macroblocks wide (not a multiple of 8): with its AVX-512 kernels x264's mbtree
+    read stale heap bytes past its row arrays there and the stream changed from run to run (on
+    AVX-512 CPUs; elsewhere this passed anyway).
+    """
+    import av
+
+    rng = np.random.default_rng(0)
+    frames = [av.VideoFrame.from_ndarray(rng.integers(60, 200, (18, 25, 3), dtype=np.uint8), format="rgb24")
+              .reformat(width=200, height=144, interpolation="BICUBIC").to_ndarray() for _ in range(6)]
+    streams = []
+    for k in range(12):
+        out = tmp_path / f"same{k}.mp4"
+        with video.VideoWriter(out, 200, 144, fps=24, time_base=Fraction(1, 12288)) as wr:
+            for i, img in enumerate(frames):
+                _churn_heap(100 * k + i)
+                wr.write(img, Fraction(i, 24))
+        streams.append(_video_bitstream(out))
+    assert all(s == streams[0] for s in streams), f"{len(set(streams))} different bitstreams from the same frames"
+
+
 def test_writer_unwritable_folder(tmp_path):
     with pytest.raises(OutputError) as e:
         video.VideoWriter(tmp_path / "no such dir" / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25))

@@ -711,6 +711,30 @@ class _AudioSource:
         self.container.close()
 
 
+def _x264_params() -> dict[str, str]:
+    """libx264 options that keep its output a function of its input alone.
+
+    x264's AVX-512 ``mbtree_propagate_list`` works 8 macroblocks at a time and does not mask the end
+    of a row: where the width in macroblocks is not a multiple of 8, the last row's extra lanes read
+    past the end of x264's lowres motion-vector and cost arrays (uninitialised heap) and can add
+    those stale values to in-frame macroblock-tree costs. The bitstream then depends on what the
+    process's heap held before (earlier torch work, an earlier encode), so identical frames encode
+    differently, threads or not. Its SSE/AVX2 versions finish each row in C and are exact, so on a
+    CPU with AVX-512 x264 is held to AVX2 (about 8 % slower encoding at 512x512); elsewhere nothing
+    changes. Every AVX-512 CPU has the AVX2/FMA3/BMI2 set that ``asm=AVX2`` turns on.
+    """
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as cpu
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as cpu  # numpy < 2
+        except ImportError:
+            return {}
+    if cpu.get("AVX512F") and cpu.get("AVX2") and cpu.get("FMA3"):
+        return {"x264-params": "asm=AVX2"}
+    return {}
+
+
 class VideoWriter:
     """H.264 yuv420p mp4 (crf 18), each frame stamped with the time it is given, plus the audio cut.
 
@@ -769,7 +793,7 @@ class VideoWriter:
         cc.time_base = self.time_base
         cc.framerate = self.fps
         cc.thread_type = "AUTO"
-        cc.options = {"crf": str(crf)}
+        cc.options = {"crf": str(crf), **_x264_params()}
         cc.colorspace = 1  # BT.709, matching the conversion below
         cc.color_primaries = 1
         cc.color_trc = 1
