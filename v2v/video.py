@@ -294,10 +294,28 @@ def processing_size(display_w, display_h, size=512, width=None, height=None) -> 
         return _round8(height * aspect), height
     if not isinstance(size, (int, Fraction)) or isinstance(size, bool) or size < 8:
         raise InvalidOptions(f"size must be an integer of at least 8, got {size!r}; try 512")
-    short = _round8(Fraction(size))
+    short = _short_side_for_aspect(_round8(Fraction(size)), max(aspect, 1 / aspect))
     if display_w <= display_h:
         return short, _round8(short / aspect)
     return _round8(short * aspect), short
+
+
+ASPECT_TOLERANCE = Fraction(15, 1000)  # what processing_size keeps the aspect ratio within (players allow 2%)
+
+
+def _short_side_for_aspect(short: int, ratio: Fraction) -> int:
+    """The requested short side, or the nearest one (within 3 steps of 8) whose multiple-of-8 long side keeps
+    ``ratio`` (long / short, >= 1) within ASPECT_TOLERANCE. Small sizes need it: at a short side of 128 a
+    long side rounded to 8 can be 3% off."""
+    candidates = [short] + [s for k in (8, 16, 24) for s in (short - k, short + k) if s >= 8]
+
+    def error(s: int) -> Fraction:
+        return abs(Fraction(_round8(s * ratio), s) / ratio - 1)
+
+    for s in candidates:
+        if error(s) <= ASPECT_TOLERANCE:
+            return s
+    return min(candidates, key=error)
 
 
 # --------------------------------------------------------------------------------------------
