@@ -485,11 +485,15 @@ class Decoder:
             if last is not None:
                 end = last + self._tail
                 state["end"] = min(end, self.abs_end) if self.abs_end is not None else end
-            if prev is not None and info.duration and "error" not in state:
+            if prev is not None and info.duration:
                 expected = info.start + info.duration
                 if prev + self._tail < expected - 2 * self._tail - Fraction(1, 10):
-                    state["error"] = (f"the video stops at {float(prev + self._tail):.2f} s but the file "
-                                      f"says {float(expected):.2f} s; it may be truncated")
+                    msg = (f"the video stops at {float(prev + self._tail - info.start):.2f} s but the file says "
+                           f"{float(info.duration):.2f} s")
+                    if stream.duration:  # the video stream's own length: the data is missing, a truncated file
+                        state["truncated"] = (msg, prev + self._tail - info.start)
+                    elif "error" not in state:  # only the container's length (may be the audio's): a warning
+                        state["error"] = msg + "; it may be truncated"
         finally:
             container.close()
             state["decoded"] = decoded
@@ -560,6 +564,10 @@ class Decoder:
                 f"no frames between start {float(self.start or 0):.3f} s and end "
                 f"{'the end' if self.end is None else f'{float(self.end):.3f} s'}; check --start/--end"
             )
+        if "truncated" in state:
+            msg, upto = state["truncated"]
+            raise VideoDecodeError(f"{self.info.path.name} is truncated ({msg}): re-export or re-download it, or "
+                                   f"pass --end {float(upto) - 0.05:.2f} to use the part before the damage")
         if "error" in state:
             log.warning("%s: decoding stopped early (%s); kept the %d frames decoded so far",
                         self.info.path.name, state["error"], count)
