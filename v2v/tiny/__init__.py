@@ -12,7 +12,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from ..options import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, LIGHTNING_STEPS
+from ..options import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE, LIGHTNING_STEPS
 
 log = logging.getLogger("v2v")
 
@@ -62,7 +62,27 @@ def tiny_model_paths() -> dict[str, Path]:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return {"base": root / "base", "controlnet": root / "controlnet", "motion": root / "motion",
-            "dwpose": root / "dwpose"}
+            "dwpose": root / "dwpose", "openpose": _tiny_openpose(root)}
+
+
+def _tiny_openpose(root: Path) -> Path:
+    """The tiny OpenPose .pth files, built on first use (a few seconds: it instantiates the full networks)."""
+    from .pose import OPENPOSE_FILES, write_tiny_openpose
+
+    folder = root / "openpose"
+    if not all((folder / f).is_file() for f in OPENPOSE_FILES):
+        tmp = root / f".openpose.{uuid.uuid4().hex[:8]}"
+        try:
+            write_tiny_openpose(tmp)
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another process finished first, or an incomplete copy is in the way
+                if not all((folder / f).is_file() for f in OPENPOSE_FILES):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    os.rename(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def build_fake_hub_cache(cache_dir: Path) -> Path:
@@ -71,6 +91,7 @@ def build_fake_hub_cache(cache_dir: Path) -> Path:
 
     t = tiny_model_paths()
     for repo, folder in ((DEFAULT_BASE, t["base"]), (DEFAULT_CONTROLNET, t["controlnet"]),
-                         (DEFAULT_MOTION, t["motion"]), (DEFAULT_DWPOSE, t["dwpose"])):
+                         (DEFAULT_MOTION, t["motion"]), (DEFAULT_DWPOSE, t["dwpose"]),
+                         (DEFAULT_OPENPOSE, t["openpose"])):
         lay_out_hub_repo(cache_dir, repo, {"": folder})
     return Path(cache_dir)

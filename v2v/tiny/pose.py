@@ -140,3 +140,45 @@ def write_tiny_dwpose(folder) -> None:
     rng = np.random.default_rng(SEED)
     _save(_tiny_detector(rng), folder / DET_NAME)
     _save(_tiny_pose(rng), folder / POSE_NAME)
+
+
+# ------------------------------------------------------------------------------------------ OpenPose (.pth)
+
+OPENPOSE_FILES = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
+
+
+def _tiny_state(net, rng: np.random.Generator, strip_prefix: bool) -> dict:
+    """A state dict with the network's keys and shapes whose tensors are small random per-output-channel values
+    broadcast (stride 0) over the other dimensions: torch.save stores only the small base, so a file is a few
+    KB instead of 50-200 MB, and it loads through the real loader (load_state_dict copies the broadcast)."""
+    import torch
+
+    sd = {}
+    for k, v in net.state_dict().items():
+        out = v.shape[0] if v.ndim else 1
+        fan_in = int(np.prod(v.shape[1:])) if v.ndim > 1 else 1
+        base = rng.standard_normal(out).astype(np.float32) * (1.0 / np.sqrt(fan_in) if v.ndim > 1 else 0.1)
+        t = torch.from_numpy(base).reshape((out,) + (1,) * (v.ndim - 1)) if v.ndim else torch.tensor(base[0])
+        sd[(".".join(k.split(".")[1:]) if strip_prefix else k)] = t.expand(v.shape) if v.ndim else t
+    return sd
+
+
+def write_tiny_openpose(folder) -> None:
+    """Write ``body_pose_model.pth``, ``hand_pose_model.pth``, ``facenet.pth`` (tiny files, deterministic, the
+    real keys and shapes of controlnet_aux's networks, in lllyasviel/Annotators' layout: body/hand keys without
+    the block prefix, as controlnet_aux's ``util.transfer`` expects; face keys as ``FaceNet.state_dict()``)."""
+    import torch
+
+    from ..pose.openpose import controlnet_aux_open_pose
+
+    m = controlnet_aux_open_pose()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED + 1)
+    for name, net, strip in ((OPENPOSE_FILES[0], m.model.bodypose_model(), True),
+                             (OPENPOSE_FILES[1], m.model.handpose_model(), True),
+                             (OPENPOSE_FILES[2], m.face.FaceNet(), False)):
+        path = folder / name
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(_tiny_state(net, rng, strip), str(tmp))
+        tmp.replace(path)
