@@ -202,3 +202,25 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, tiny_models):
     assert p.returncode == 130, rest
     assert "interrupted" in rest and "Traceback" not in rest
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- watch
+
+
+@needs_ffprobe
+def test_watch_once_restyles_good_and_files_bad(tmp_path, tiny_models):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    shutil.copy(SAMPLE, drop / "good.mp4")
+    (drop / "good.txt").write_text("anime girl in a red kimono\n")  # the sidecar prompt wins over -p
+    (drop / "broken.mp4").write_bytes(os.urandom(20_000))
+    r = run_v2v("watch", drop, "--once", "--settle", "0.2", "--poll", "0.1", "-p", "claymation", "--models", "tiny",
+                "--size", "64", "--max-frames", "6")
+    assert r.returncode == 3, r.stderr  # some videos failed
+    assert "1 done, 1 failed" in r.stdout
+    out = drop / "restyled" / "good.restyled.mp4"
+    assert len(frame_times(out)) == 6
+    assert (drop / "done" / "good.mp4").is_file() and (drop / "done" / "good.txt").is_file()
+    assert (drop / "failed" / "broken.mp4").is_file()
+    assert "broken.mp4" in (drop / "failed" / "broken.error.txt").read_text()
+    assert not (drop / "good.mp4").exists() and not (drop / "broken.mp4").exists()

@@ -24,7 +24,34 @@ def _add_restyle(sub) -> None:
     p.add_argument("input", type=Path, help="the video to restyle (never modified)")
     p.add_argument("-p", "--prompt", required=True, help="the style, e.g. 'claymation astronaut'")
     p.add_argument("-o", "--output", type=Path, help="output .mp4 (default: NAME.restyled.mp4 beside the input)")
+    o = _add_restyle_options(p)
+    o.add_argument("--keep-pose", type=Path, metavar="PATH", help="also write the pose-map video here")
+    _add_common(p)
 
+
+def _add_watch(sub) -> None:
+    p = sub.add_parser(
+        "watch", help="restyle every video dropped into a folder",
+        description="Watch IN_DIR: each video that has stopped growing is restyled (models loaded once) into "
+                    "OUT_DIR as NAME.restyled.mp4, then moved to IN_DIR/done (or IN_DIR/failed with "
+                    "NAME.error.txt). A sidecar beside a video sets its own options: clip.json (any option, "
+                    "e.g. {\"prompt\": \"...\", \"seed\": 3}) or clip.txt (the prompt). A video in progress when "
+                    "the watcher is killed is taken again on the next start.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("in_dir", type=Path, metavar="IN_DIR", help="the folder to watch")
+    p.add_argument("--out", type=Path, metavar="OUT_DIR", help="where results go (default IN_DIR/restyled)")
+    p.add_argument("-p", "--prompt", help="the style for videos without a sidecar prompt")
+    p.add_argument("--once", action="store_true", help="process what is there, then exit")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between scans of the folder (default 1)")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds a file must stay unchanged before it is taken (default 2)")
+    o = _add_restyle_options(p)
+    o.add_argument("--keep-pose", action="store_true", help="also write OUT_DIR/NAME.pose.mp4")
+    _add_common(p)
+
+
+def _add_restyle_options(p):
+    """The generation, frame, model, pose and output options of restyle and watch; returns the output group."""
     g = p.add_argument_group("generation")
     g.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
     g.add_argument("--lightning", type=int, choices=LIGHTNING_STEPS,
@@ -60,9 +87,16 @@ def _add_restyle(sub) -> None:
     _add_pose_options(p.add_argument_group("pose"), restyle=True)
 
     o = p.add_argument_group("output")
-    o.add_argument("--keep-pose", type=Path, metavar="PATH", help="also write the pose-map video here")
     o.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
-    _add_common(p)
+    return o
+
+
+def _restyle_opts(a: argparse.Namespace) -> dict:
+    return dict(negative_prompt=a.negative_prompt, steps=a.steps, lightning=a.lightning, seed=a.seed,
+                guidance=a.guidance, pose_strength=a.pose_strength, context=a.context, overlap=a.overlap,
+                size=a.size, width=a.width, height=a.height, start=a.start, end=a.end, max_frames=a.max_frames,
+                every_nth=a.every_nth, fps=parse_fps(a.fps), models=a.models, base=a.base, motion=a.motion,
+                controlnet=a.controlnet, device=a.device, dtype=a.dtype, crf=a.crf, **_pose_opts(a))
 
 
 def _add_pose(sub) -> None:
@@ -127,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_restyle(sub)
     _add_pose(sub)
+    _add_watch(sub)
     return ap
 
 
@@ -153,12 +188,7 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
 def _restyle(a: argparse.Namespace) -> int:
     from .pipeline import Restyler
 
-    opts = dict(negative_prompt=a.negative_prompt, steps=a.steps, lightning=a.lightning, seed=a.seed,
-                guidance=a.guidance, pose_strength=a.pose_strength, context=a.context, overlap=a.overlap,
-                size=a.size, width=a.width, height=a.height, start=a.start, end=a.end, max_frames=a.max_frames,
-                every_nth=a.every_nth, fps=parse_fps(a.fps), models=a.models, base=a.base, motion=a.motion,
-                controlnet=a.controlnet, device=a.device, dtype=a.dtype, keep_pose=a.keep_pose, crf=a.crf,
-                **_pose_opts(a))
+    opts = dict(_restyle_opts(a), keep_pose=a.keep_pose)
     r = Restyler(show_progress=not a.quiet and sys.stderr.isatty()).restyle(a.input, a.output, prompt=a.prompt,
                                                                           **opts)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items() if k != "total")
@@ -183,12 +213,38 @@ def _pose(a: argparse.Namespace) -> int:
     return 0
 
 
+def _watch(a: argparse.Namespace) -> int:
+    from .errors import Interrupted
+    from .watch import watch
+
+    opts = _restyle_opts(a)
+    if a.prompt is not None:
+        opts["prompt"] = a.prompt
+    try:
+        summary = watch(a.in_dir, a.out, once=a.once, poll=a.poll, settle=a.settle, keep_pose=a.keep_pose, **opts)
+    except Interrupted as e:
+        s = getattr(e, "summary", None)
+        if s is not None and not a.quiet:
+            print(f"stopped: {len(s.done)} done, {len(s.failed)} failed", file=sys.stderr)
+        raise
+    if not a.quiet:
+        print(f"{len(summary.done)} done, {len(summary.failed)} failed")
+    return 0 if not summary.failed else 3
+
+
+def _sigterm(signum, frame):  # `kill` gets the same clean stop as Ctrl-C (temp files removed, claims released)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     _setup_logging(a.quiet, a.debug)
     try:
-        return {"restyle": _restyle, "pose": _pose}[a.command](a)
+        import signal
+
+        signal.signal(signal.SIGTERM, _sigterm)
+        return {"restyle": _restyle, "pose": _pose, "watch": _watch}[a.command](a)
     except V2VError as e:
         if a.debug:
             log.exception("failed")
