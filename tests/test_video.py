@@ -394,9 +394,9 @@ def test_processing_size_keeps_aspect(seed):
                                     (1280, 1024), (1440, 1080), (2560, 1080), (900, 1000)])
 @pytest.mark.parametrize("size", [128, 256, 512])
 def test_processing_size_aspect_within_two_percent(dw, dh, size):
-    """Small sizes move the short side a step of 8 when the plain rounding would be more than 1.5% off."""
+    """Small sizes move the short side a step of 8 when the plain rounding would be more than 1.75% off."""
     w, h = video.processing_size(dw, dh, size=size)
-    assert abs((w / h) / (dw / dh) - 1) <= 0.015
+    assert abs((w / h) / (dw / dh) - 1) <= 0.0175
     assert abs(min(w, h) - size) <= 24
 
 
@@ -556,3 +556,113 @@ def test_writer_rejects_non_increasing_times(tmp_path):
         wr.write(np.zeros((16, 16, 3), np.uint8), Fraction(1, 25))
     wr.close()
     assert media.ffprobe_frame_times(tmp_path / "o.mp4") == [Fraction(1, 25)]
+
+
+# ---------------------------------------------------------------------------------------------
+# threaded writer: same file, errors surface in the caller, no thread left behind
+
+
+def _encoder_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("v2v-encode-")]
+
+
+def test_writer_threaded_same_bitstream_as_unthreaded(tmp_path):
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(30)]
+    streams = []
+    for threaded, q in ((False, 16), (True, 16), (True, 1)):
+        out = tmp_path / f"t{int(threaded)}{q}.mp4"
+        with video.VideoWriter(out, 64, 48, fps=24, time_base=Fraction(1, 12288), threaded=threaded,
+                               queue_frames=q) as wr:
+            for i, img in enumerate(frames):
+                buf = img.copy()
+                wr.write(buf, Fraction(i, 24))
+                buf[:] = 0  # the writer copied it: changing the caller's buffer afterwards changes nothing
+        streams.append(_video_bitstream(out))
+        assert media.ffprobe_frame_times(out) == [Fraction(i, 24) for i in range(30)]
+    assert streams[0] == streams[1] == streams[2]
+    assert _encoder_threads() == []
+
+
+def test_writer_threaded_audio_matches_unthreaded(clip, tmp_path):
+    outs = []
+    for threaded in (False, True):
+        out = tmp_path / f"a{int(threaded)}.mp4"
+        info = video.probe(clip)
+        dec = video.Decoder(info, 48, 48)
+        for _ in dec:  # the span is known once decoded
+            pass
+        cut = video.AudioCut(info.path, info.audio.index, *dec.span) if info.audio else None
+        with video.VideoWriter(out, 48, 48, fps=info.fps, time_base=info.time_base, audio=cut,
+                               threaded=threaded) as wr:
+            t0 = None
+            for fr in video.Decoder(info, 48, 48):
+                t0 = fr.time if t0 is None else t0
+                wr.write(fr.image, fr.time - t0)
+        outs.append(out)
+    with_av = [media.ffprobe_streams(o) for o in outs]
+    assert with_av[0]["audio"] is not None
+    assert media.stream_duration(with_av[0], "audio") == media.stream_duration(with_av[1], "audio")
+    assert media.ffprobe_frame_times(outs[0]) == media.ffprobe_frame_times(outs[1])
+
+
+def test_writer_threaded_error_surfaces_as_output_error(tmp_path, monkeypatch):
+    """An encoder error on the worker comes back as the same OutputError on the next write (or close)."""
+    import av.error
+
+    real_encode = video.VideoWriter._encode
+    calls = []
+
+    def failing(self, frame, t):
+        calls.append(t)
+        if len(calls) == 3:
+            raise av.error.FFmpegError(28, "No space left on device")
+        return real_encode(self, frame, t)
+
+    monkeypatch.setattr(video.VideoWriter, "_encode", failing)
+    img = np.zeros((16, 16, 3), np.uint8)
+    # on the next write
+    wr = video.VideoWriter(tmp_path / "w.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True,
+                           queue_frames=1)
+    with pytest.raises(OutputError) as e:
+        for i in range(100):
+            wr.write(img, Fraction(i, 25))
+    assert "writing w.mp4 failed" in str(e.value) and "\n" not in str(e.value) and e.value.exit_code == 4
+    assert len(calls) == 3  # the worker stopped encoding at the error
+    with pytest.raises(OutputError, match="already closed"):
+        wr.write(img, Fraction(200, 25))
+    wr.close()  # closed already: nothing to do
+    assert _encoder_threads() == []
+    # on close, when the error comes after the last write
+    calls.clear()
+    with pytest.raises(OutputError) as e2:
+        with video.VideoWriter(tmp_path / "c.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True) as wr:
+            for i in range(3):
+                wr.write(img, Fraction(i, 25))
+    assert "writing c.mp4 failed" in str(e2.value)
+    assert _encoder_threads() == []
+
+
+def test_writer_threaded_abort_leaves_no_thread(tmp_path):
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(KeyboardInterrupt):
+        with video.VideoWriter(tmp_path / "k.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True,
+                               queue_frames=2) as wr:
+            for i in range(10):
+                wr.write(img, Fraction(i, 25))
+            raise KeyboardInterrupt
+    assert _encoder_threads() == []
+    # shape and time errors are raised at once by write (the writer stays usable), as unthreaded
+    wr = video.VideoWriter(tmp_path / "v.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True)
+    with pytest.raises(ValueError):
+        wr.write(np.zeros((8, 16, 3), np.uint8), Fraction(0))
+    wr.write(img, Fraction(0))
+    with pytest.raises(ValueError):
+        wr.write(img, Fraction(0))
+    wr.close()
+    assert media.ffprobe_frame_times(tmp_path / "v.mp4") == [Fraction(0)]
+    assert _encoder_threads() == []
+    with pytest.raises(InvalidOptions):
+        video.VideoWriter(tmp_path / "q.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), queue_frames=0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -300,7 +302,7 @@ def processing_size(display_w, display_h, size=512, width=None, height=None) -> 
     return _round8(short * aspect), short
 
 
-ASPECT_TOLERANCE = Fraction(15, 1000)  # what processing_size keeps the aspect ratio within (players allow 2%)
+ASPECT_TOLERANCE = Fraction(175, 10000)  # processing_size keeps the aspect within this (the promise is 2%)
 
 
 def _short_side_for_aspect(short: int, ratio: Fraction) -> int:
@@ -767,10 +769,21 @@ class VideoWriter:
     ``write(image, time)``: ``time`` is Fraction seconds relative to the output start. The stream
     time base is ``time_base`` (the source's), so VFR times stay exact. ``end``: output time where
     the video ends (sets the last frame's duration); default: the audio cut's length, else last + 1/fps.
+
+    ``threaded``: the colour conversion, x264 and the muxing (audio too) run on one background thread fed by
+    a queue of at most ``queue_frames`` frames, so the caller (rendering, a decode) works while x264 encodes;
+    PyAV releases the GIL there. Off by default: with ``decode_latents`` queuing the next chunk on the GPU
+    before handing frames over, the GPU already decodes while x264 encodes (H200, 240 frames 512x512:
+    3.96 s either way; it took 6.5 s -> 5.7 s before that prefetch), and on 2 CPU cores both share the cores. ``write`` copies the image, checks
+    its shape and time at once (ValueError, as unthreaded), and returns; an encoding error raised on the thread
+    comes back as the same OutputError from the next ``write`` or from ``close``. ``close`` waits for the
+    queue to drain; leaving the ``with`` block on an exception stops the thread and discards what is queued.
+    The file is the same byte for byte either way.
     """
 
     def __init__(self, path, width: int, height: int, *, fps, time_base, audio: AudioCut | None = None,
-                 crf: int = 18, metadata: dict | None = None, end=None):
+                 crf: int = 18, metadata: dict | None = None, end=None, threaded: bool = False,
+                 queue_frames: int = 16):
         if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0 \
                 or width % 2 or height % 2:
             raise InvalidOptions(f"output size must be positive even integers, got {width}x{height}")
@@ -790,6 +803,12 @@ class VideoWriter:
         self._held = None  # the last video packet, held back so close() can set its duration
         self._first_dts: int | None = None
         self._first_pts: int | None = None
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue | None = None
+        self._error: BaseException | None = None  # raised on the worker, re-raised to the caller
+        self._discard = False  # the worker drops what is queued (after an error, or on abort)
+        if not isinstance(queue_frames, int) or queue_frames < 1:
+            raise InvalidOptions(f"queue_frames must be a positive integer, not {queue_frames!r}")
         if not self.path.parent.is_dir():
             raise OutputError(f"output folder does not exist: {self.path.parent}; create it first")
         try:
@@ -807,6 +826,10 @@ class VideoWriter:
         except _AV_ERRORS as e:
             self._abort()
             raise OutputError(f"cannot set up the encoder for {self.path.name} ({_one_line(e)})") from None
+        if threaded:
+            self._queue = queue.Queue(maxsize=queue_frames)
+            self._thread = threading.Thread(target=self._work, name=f"v2v-encode-{self.path.name}", daemon=True)
+            self._thread.start()
 
     def _setup(self, crf, metadata):
         out = self._out
@@ -847,6 +870,7 @@ class VideoWriter:
         """Encode one RGB uint8 (H, W, 3) image shown from ``time`` (output seconds)."""
         if self._closed:
             raise OutputError(f"{self.path.name} is already closed; create a new VideoWriter")
+        self._raise_worker_error()
         if image.shape != (self.height, self.width, 3) or image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 image of shape {(self.height, self.width, 3)}, "
                              f"got {image.dtype} {image.shape}")
@@ -855,19 +879,78 @@ class VideoWriter:
         if self._last_pts is not None and pts <= self._last_pts:
             raise ValueError(f"frame times must increase: {float(t)} s after {float(self._last_time)} s")
         try:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")  # a copy
             frame.pts = pts
             frame.time_base = self.time_base
-            if self._audio is not None:
-                self._audio.pump(t)
-            self._mux(self._vs.encode(frame))
+            if self._thread is None:
+                self._encode(frame, t)
         except _AV_ERRORS as e:
             self._abort()
-            raise OutputError(f"writing {self.path.name} failed ({_one_line(e)}); check free disk space") from None
+            raise OutputError(self._write_failed(e)) from None
+        if self._thread is not None:
+            self._put((frame, t))
         self._last_time = t
         self._last_pts = pts
         self._frames += 1
+
+    def _write_failed(self, e: BaseException) -> str:
+        return f"writing {self.path.name} failed ({_one_line(e)}); check free disk space"
+
+    def _encode(self, frame, t: Fraction) -> None:
+        """Convert, encode and mux one frame (and the audio before it). Runs on the worker when threaded."""
+        frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709")
+        if self._audio is not None:
+            self._audio.pump(t)
+        self._mux(self._vs.encode(frame))
+
+    # --- the encoding thread: it alone touches the container while it runs
+    def _work(self) -> None:
+        q = self._queue
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if self._discard:
+                continue  # keep draining so that a caller blocked on put() never waits forever
+            try:
+                self._encode(*item)
+            except _AV_ERRORS as e:
+                self._error = OutputError(self._write_failed(e))
+                self._discard = True
+            except BaseException as e:  # noqa: BLE001 - handed to the caller as it is
+                self._error = e
+                self._discard = True
+
+    def _put(self, item) -> None:
+        while True:
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():  # cannot happen (the worker drains until told to stop)
+                    self._error = self._error or OutputError(f"the encoder thread for {self.path.name} stopped")
+                    self._raise_worker_error()
+
+    def _stop_worker(self) -> None:
+        """Tell the worker to finish what is queued (or drop it, if ``_discard``) and wait for it to end."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        while thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        thread.join()
+
+    def _raise_worker_error(self) -> None:
+        err = self._error
+        if err is not None:
+            self._abort()
+            if isinstance(err, OutputError):
+                raise OutputError(str(err)) from None
+            raise err
 
     def _mux(self, packets) -> None:
         for p in packets:
@@ -892,6 +975,8 @@ class VideoWriter:
         """Flush the encoder and the rest of the audio, and finish the file."""
         if self._closed:
             return
+        self._stop_worker()  # everything queued is encoded first
+        self._raise_worker_error()
         try:
             end = self._end_time()
             if end is None:
@@ -923,6 +1008,9 @@ class VideoWriter:
     def _abort(self) -> None:
         """Close everything after an error, ignoring secondary errors."""
         self._closed = True
+        self._discard = True
+        if getattr(self, "_thread", None) is not None:
+            self._stop_worker()
         for closer in (getattr(self._audio, "close", None), getattr(getattr(self, "_out", None), "close", None)):
             if closer is None:
                 continue
