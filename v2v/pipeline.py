@@ -29,6 +29,7 @@ from . import video
 from .errors import Interrupted, InvalidOptions, OutOfMemory, OutputError
 from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE,
                       RestyleOptions, option_names)
+from .streams import prefetch
 
 log = logging.getLogger("v2v")
 
@@ -465,7 +466,7 @@ class Restyler:
             stage.update(len(batch))
             batch.clear()
 
-        for frame in decoder:
+        for frame in prefetch(decoder, depth=2 * POSE_BATCH):  # decoding runs ahead while the detector works
             batch.append(frame)
             if len(batch) == POSE_BATCH:
                 flush()

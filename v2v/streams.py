@@ -1,0 +1,71 @@
+"""Running a stage ahead of the next one: a bounded queue fed by a background thread.
+
+PyAV (decode, encode) and onnxruntime release the GIL, so a decoder prefetched this way decodes the next
+frames while the pose model works on the current ones. Memory stays bounded by ``depth`` items.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+class _Raised:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def prefetch(iterable: Iterable[T], depth: int = 8) -> Iterator[T]:
+    """Yield ``iterable``'s items, produced on a background thread up to ``depth`` items ahead.
+
+    An exception in the producer is raised in the consumer at the same position. Leaving the loop early
+    (break, an exception, Ctrl-C) stops the producer and closes its iterator (so files are closed) before
+    this generator finishes.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        it = iter(iterable)
+        try:
+            for item in it:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as e:  # handed to the consumer, raised there
+            put(_Raised(e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="v2v-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        worker.join()
