@@ -63,15 +63,7 @@ def _add_restyle_options(p):
     g.add_argument("--context", type=int, default=16, help="frames per window (default 16, at most 32)")
     g.add_argument("--overlap", type=int, default=4, help="frames shared by neighbouring windows (default 4)")
 
-    f = p.add_argument_group("frames")
-    f.add_argument("--size", type=int, help="short side of the processing size (default 512; 128 with --models tiny)")
-    f.add_argument("--width", type=int, help="processing width, multiple of 8 (height follows unless given)")
-    f.add_argument("--height", type=int, help="processing height, multiple of 8")
-    f.add_argument("--start", type=float, help="start at this second")
-    f.add_argument("--end", type=float, help="end at this second")
-    f.add_argument("--max-frames", type=int, help="keep at most this many frames")
-    f.add_argument("--every-nth", type=int, default=1, help="keep every n-th frame (timing kept)")
-    f.add_argument("--fps", help="output frame rate, e.g. 12 or 30000/1001 (duration kept); default: the source's")
+    _add_frame_options(p.add_argument_group("frames"))
 
     m = p.add_argument_group("models")
     m.add_argument("--models", choices=MODEL_SETS, default="default",
@@ -91,12 +83,28 @@ def _add_restyle_options(p):
     return o
 
 
+def _add_frame_options(f) -> None:
+    """Which frames, at what size: shared by restyle, watch and pose."""
+    f.add_argument("--size", type=int, help="short side of the processing size (default 512; 128 with --models tiny)")
+    f.add_argument("--width", type=int, help="processing width, multiple of 8 (height follows unless given)")
+    f.add_argument("--height", type=int, help="processing height, multiple of 8")
+    f.add_argument("--start", type=float, help="start at this second")
+    f.add_argument("--end", type=float, help="end at this second")
+    f.add_argument("--max-frames", type=int, help="keep at most this many frames")
+    f.add_argument("--every-nth", type=int, default=1, help="keep every n-th frame (timing kept)")
+    f.add_argument("--fps", help="output frame rate, e.g. 12 or 30000/1001 (duration kept); default: the source's")
+
+
+def _frame_opts(a: argparse.Namespace) -> dict:
+    return dict(size=a.size, width=a.width, height=a.height, start=a.start, end=a.end, max_frames=a.max_frames,
+                every_nth=a.every_nth, fps=parse_fps(a.fps))
+
+
 def _restyle_opts(a: argparse.Namespace) -> dict:
     return dict(negative_prompt=a.negative_prompt, steps=a.steps, lightning=a.lightning, seed=a.seed,
                 guidance=a.guidance, pose_strength=a.pose_strength, context=a.context, overlap=a.overlap,
-                size=a.size, width=a.width, height=a.height, start=a.start, end=a.end, max_frames=a.max_frames,
-                every_nth=a.every_nth, fps=parse_fps(a.fps), models=a.models, base=a.base, motion=a.motion,
-                controlnet=a.controlnet, device=a.device, dtype=a.dtype, crf=a.crf, **_pose_opts(a))
+                models=a.models, base=a.base, motion=a.motion, controlnet=a.controlnet, device=a.device,
+                dtype=a.dtype, crf=a.crf, **_frame_opts(a), **_pose_opts(a))
 
 
 def _add_pose(sub) -> None:
@@ -110,14 +118,7 @@ def _add_pose(sub) -> None:
     p.add_argument("-o", "--output", type=Path, help="pose-map video .mp4")
     p.add_argument("--json", type=Path, help="write the keypoints as OpenPose JSON here")
     p.add_argument("--png", type=Path, metavar="DIR", help="write one lossless PNG pose map per frame here")
-    p.add_argument("--size", type=int, help="short side of the processing size (default 512; 128 with --models tiny)")
-    p.add_argument("--width", type=int, help="processing width, multiple of 8")
-    p.add_argument("--height", type=int, help="processing height, multiple of 8")
-    p.add_argument("--start", type=float, help="start at this second")
-    p.add_argument("--end", type=float, help="end at this second")
-    p.add_argument("--max-frames", type=int, help="keep at most this many frames")
-    p.add_argument("--every-nth", type=int, default=1, help="keep every n-th frame (timing kept)")
-    p.add_argument("--fps", help="output frame rate (duration kept); default: the source's")
+    _add_frame_options(p.add_argument_group("frames"))
     p.add_argument("--models", choices=MODEL_SETS, default="default", help="'tiny': random pose models (smoke test)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality of the pose video (default 18)")
@@ -201,9 +202,7 @@ def _restyle(a: argparse.Namespace) -> int:
 def _pose(a: argparse.Namespace) -> int:
     from .pipeline import Restyler
 
-    opts = dict(size=a.size, width=a.width, height=a.height, start=a.start, end=a.end, max_frames=a.max_frames,
-                every_nth=a.every_nth, fps=parse_fps(a.fps), models=a.models, device=a.device, crf=a.crf,
-                **_pose_opts(a))
+    opts = dict(models=a.models, device=a.device, crf=a.crf, **_frame_opts(a), **_pose_opts(a))
     r = Restyler(show_progress=not a.quiet and sys.stderr.isatty()).pose(a.input, a.output, json_path=a.json,
                                                                          png_dir=a.png, **opts)
     if not a.quiet:
