@@ -55,8 +55,10 @@ def test_invalid_options_name_the_fix(changes, needle):
 
 
 def test_valid_combinations_pass():
-    RestyleOptions(prompt="x", negative_prompt="blurry", guidance=1.5, width=512, start=1, end=2,
-                   fps=Fraction(30000, 1001), context=32, overlap=8, device="cuda:1", dtype="bfloat16").validate()
+    o = RestyleOptions(prompt="x", negative_prompt="blurry", guidance=1.5, width=512, start=1, end=2,
+                       fps=Fraction(30000, 1001), context=32, overlap=8, device="cuda:1", dtype="bfloat16")
+    assert o.validate() is o  # no error, and validate() hands back the same options to chain
+    assert (o.lightning_steps, o.short_side) == (4, 512)
 
 
 @pytest.mark.parametrize("text,value", [("24", Fraction(24)), ("29.97", Fraction(2997, 100)),
