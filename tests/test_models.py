@@ -167,7 +167,7 @@ def test_missing_local_paths(tiny, tmp_path):
         load_diffusion_models(tiny["base"], tmp_path, tiny["controlnet"])
 
 
-def one_line_load_error(match, **kw):
+def assert_one_line_load_error(match, **kw):
     with pytest.raises(ModelLoadError, match=match) as e:
         load_diffusion_models(**kw)
     assert "\n" not in str(e.value)
@@ -177,22 +177,22 @@ def one_line_load_error(match, **kw):
 def test_wrong_motion_files(tiny, tmp_path):
     kw = dict(base=tiny["base"], controlnet=tiny["controlnet"])
     # the ControlNet's weights are a safetensors file, but not a motion module
-    one_line_load_error("not an AnimateDiff motion module",
+    assert_one_line_load_error("not an AnimateDiff motion module",
                         motion=tiny["controlnet"] / "diffusion_pytorch_model.safetensors", **kw)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"this is not a safetensors file at all" * 10)
-    one_line_load_error("cannot be read", motion=junk, **kw)
+    assert_one_line_load_error("cannot be read", motion=junk, **kw)
     # an SDXL-like motion module (other channels) does not fit an SD1.5 UNet
     from diffusers import MotionAdapter
 
     xl = MotionAdapter(**{**MOTION_CONFIG, "block_out_channels": (64, 128)})
     save_file({k: v.contiguous() for k, v in xl.state_dict().items()}, str(tmp_path / "xl.safetensors"))
-    one_line_load_error("channels", motion=tmp_path / "xl.safetensors", **kw)
+    assert_one_line_load_error("channels", motion=tmp_path / "xl.safetensors", **kw)
     # missing weights in a motion file
     sd = load_file(str(tiny["motion"]))
     sd = {k: v for k, v in sd.items() if "proj_out" not in k}
     save_file(sd, str(tmp_path / "cut.safetensors"))
-    one_line_load_error("missing", motion=tmp_path / "cut.safetensors", **kw)
+    assert_one_line_load_error("missing", motion=tmp_path / "cut.safetensors", **kw)
 
 
 def test_wrong_base_and_controlnet(tiny, tmp_path):
@@ -205,17 +205,17 @@ def test_wrong_base_and_controlnet(tiny, tmp_path):
     UNet2DConditionModel(**{**tiny_mod.UNET_CONFIG, "addition_embed_type": "text_time",
                             "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 80}
                          ).save_pretrained(xl / "unet")
-    one_line_load_error("not Stable Diffusion 1.5", base=xl, motion=tiny["motion"], controlnet=tiny["controlnet"])
+    assert_one_line_load_error("not Stable Diffusion 1.5", base=xl, motion=tiny["motion"], controlnet=tiny["controlnet"])
     # a folder that is not a diffusers pipeline
-    one_line_load_error("not a diffusers SD1.5 folder", base=tiny["controlnet"], motion=tiny["motion"],
+    assert_one_line_load_error("not a diffusers SD1.5 folder", base=tiny["controlnet"], motion=tiny["motion"],
                         controlnet=tiny["controlnet"])
     # the VAE folder passed as ControlNet
-    one_line_load_error("ControlNet", base=tiny["base"], motion=tiny["motion"], controlnet=tiny["base"] / "vae")
+    assert_one_line_load_error("ControlNet", base=tiny["base"], motion=tiny["motion"], controlnet=tiny["base"] / "vae")
     # a corrupt UNet weights file
     bad = tmp_path / "bad"
     shutil.copytree(tiny["base"], bad)
     (bad / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 100)
-    one_line_load_error("unet", base=bad, motion=tiny["motion"], controlnet=tiny["controlnet"])
+    assert_one_line_load_error("unet", base=bad, motion=tiny["motion"], controlnet=tiny["controlnet"])
 
 
 def test_vae_override(tiny, models):
