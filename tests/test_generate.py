@@ -8,7 +8,8 @@ from v2v.errors import InvalidOptions
 from v2v.generate import decode_latents, decode_to_float, generate, initial_noise
 from v2v.models import load_diffusion_models
 from v2v.tiny.diffusion import write_tiny_diffusion_set
-from v2v.windows import plan_windows
+from v2v.motion import MotionPlan, WindowedMotionModule, count_motion_modules
+from v2v.windows import fusion_weights, plan_loop_windows, plan_segments, plan_windows, spatial_passes
 
 
 @pytest.fixture(scope="module")
@@ -94,34 +95,6 @@ def test_control_and_prompt_matter(models):
     assert not torch.allclose(base, no_pose, atol=1e-5)
 
 
-def test_multi_window_run(models):
-    n, h, w = 40, 32, 32
-    _, control, calls = make_control(n, h, w)
-    seen = []
-    kw = dict(prompt="a person", num_frames=n, height=h, width=w, control=control, steps=2, seed=3,
-              context=16, overlap=4)
-    a = generate(models, progress=lambda d, t: seen.append((d, t)), **kw)
-    wins = plan_windows(n, 16, 4)
-    assert a.shape == (n, 4, h // 8, w // 8) and a.dtype == torch.float32
-    assert torch.isfinite(a).all()
-    assert calls == [list(r) for r in wins] * 2  # every window, every step, one at a time
-    total = 2 * len(wins)
-    assert seen == [(i, total) for i in range(1, total + 1)]
-
-    calls.clear()
-    assert torch.equal(a, generate(models, **kw)), "reproducible from the seed"
-    assert not torch.allclose(a, generate(models, **{**kw, "seed": 4}))
-    flat = generate(models, fusion="flat", **kw)
-    assert torch.isfinite(flat).all() and not torch.equal(a, flat)
-    # after one step, frames that only the first window sees do not depend on the fusion weights, the others do
-    one = {**kw, "steps": 1}
-    a1, flat1 = generate(models, **one), generate(models, fusion="flat", **one)
-    assert torch.allclose(a1[:12], flat1[:12], rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(a1[12:16], flat1[12:16], rtol=1e-3, atol=1e-3)
-    images = list(decode_latents(models, a, chunk=16))
-    assert len(images) == n and all(im.shape == (h, w, 3) for im in images)
-
-
 def test_initial_noise():
     g = lambda: torch.Generator("cpu").manual_seed(5)  # noqa: E731
     plain = torch.randn((1, 4, 12, 4, 6), generator=g())[0].permute(1, 0, 2, 3)
@@ -153,59 +126,199 @@ def test_control_shape_checked(models):
                  control=lambda idx: torch.zeros(len(idx), 3, 16, 16))
 
 
-@pytest.mark.parametrize("guidance", [1.0, 2.0])
-def test_window_batch_equals_one_at_a_time(models, guidance):
-    """Windows stacked along the batch give what one window at a time gives; the last group may be shorter."""
-    n, h, w = 52, 32, 32  # 4 windows of 16 (stride 12; the last aligned to the end)
-    _, control, calls = make_control(n, h, w)
-    kw = dict(prompt="a person", negative_prompt="blurry", num_frames=n, height=h, width=w, control=control,
-              steps=2, seed=3, context=16, overlap=4, guidance=guidance, pose_strength=0.9)
-    wins = plan_windows(n, 16, 4)
-    assert len(wins) == 4
-    ref = generate(models, window_batch=1, **kw)
-    for wb in (2, 3, 4, 8):
-        calls.clear()
-        seen = []
-        got = generate(models, window_batch=wb, progress=lambda d, t: seen.append((d, t)), **kw)
-        assert got.shape == ref.shape and got.dtype == torch.float32
-        # float32 rounding only (other GEMM blockings at another batch size): the noise predictions (|x| ~ 1)
-        # differ by ~2e-6 (below); the latents (|x| up to ~60 after sigma 14.6 scaling) by 1e-5 of their scale
-        assert (got - ref).abs().max().item() <= 1e-5 * ref.abs().max().item(), wb
-        assert calls == [list(r) for r in wins] * 2  # control still asked window by window, in order
-        assert seen == [(i, 8) for i in range(1, 9)]  # progress per window, as before
-    # the predictions themselves, 4 windows in one call against one at a time, within 1e-5
-    from v2v.generate import _predict_windows, encode_prompt
+
+
+def reference_windows(models, *, prompt, num_frames, height, width, control, steps, seed, context, overlap,
+                      fusion="pyramid", pose_strength=1.0):
+    """Whole-UNet context windows written out plainly (the classic method): every window through the ControlNet
+    and the unmodified UNet, predictions fused with the fusion weights every step."""
+    from v2v.generate import encode_prompt
 
     sch = type(models.scheduler).from_config(models.scheduler.config)
-    sch.set_timesteps(2, device="cpu")
-    t = sch.timesteps[0]
-    emb = encode_prompt(models, "a person")
-    if guidance > 1:
-        emb = torch.cat([encode_prompt(models, "blurry"), emb])
-    lat = initial_noise(n, h, w, torch.Generator("cpu").manual_seed(0)) * sch.init_noise_sigma
+    sch.set_timesteps(steps, device="cpu")
+    emb = encode_prompt(models, prompt)
+    lat = initial_noise(num_frames, height, width, torch.Generator("cpu").manual_seed(seed), context=context,
+                        overlap=overlap) * sch.init_noise_sigma
+    wins = plan_windows(num_frames, context, overlap)
+    for t in sch.timesteps:
+        acc, wsum = torch.zeros_like(lat), torch.zeros(num_frames)
+        for r in wins:
+            x = sch.scale_model_input(lat[r.start:r.stop], t)
+            e = emb.expand(len(r), -1, -1)
+            down, mid = models.controlnet(x, t, encoder_hidden_states=e, controlnet_cond=control(list(r)),
+                                          conditioning_scale=pose_strength, return_dict=False)
+            pred = models.unet(x.permute(1, 0, 2, 3)[None], t, encoder_hidden_states=e,
+                               down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+            w = torch.from_numpy(fusion_weights(len(r), fusion))
+            acc[r.start:r.stop] += pred[0].permute(1, 0, 2, 3) * w[:, None, None, None]
+            wsum[r.start:r.stop] += w
+        lat = sch.step(acc / wsum[:, None, None, None], t, lat).prev_sample
+    return lat
 
-    def predict(group):
-        return _predict_windows(models, sch, [lat[r.start:r.stop] for r in group], t, t, emb, control,
-                                [list(r) for r in group], h, w, guidance > 1, guidance, 0.9)
 
-    one = [predict([r])[0] for r in wins]
-    four = predict(wins)
-    for a, b in zip(one, four):
-        assert (a - b).abs().max().item() <= 1e-5
-    # one window: batching changes nothing
-    one = dict(kw, num_frames=12, control=make_control(12, h, w)[1])
-    assert torch.equal(generate(models, window_batch=4, **one), generate(models, window_batch=1, **one))
+class FrameCounter:
+    """Counts the frames that go through a module's spatial layers (forward hook on its first conv)."""
+
+    def __init__(self, module, halves=1):
+        self.frames, self.largest, self.halves = 0, 0, halves
+        self.handle = module.conv_in.register_forward_hook(self.hook)
+
+    def hook(self, mod, args, out):
+        n = out.shape[0] // self.halves
+        self.frames += n
+        self.largest = max(self.largest, n)
+
+    def remove(self):
+        self.handle.remove()
 
 
-def test_window_batch_groups_and_validation(models):
-    from v2v.generate import _groups
+@pytest.mark.parametrize("fusion", ["pyramid", "flat"])
+def test_budget_of_one_window_is_whole_unet_context_windows(models, fusion):
+    n, h, w = 40, 32, 32
+    _, control, calls = make_control(n, h, w)
+    kw = dict(prompt="a person", num_frames=n, height=h, width=w, control=control, steps=2, seed=3,
+              context=16, overlap=4, fusion=fusion)
+    ref = reference_windows(models, **kw)
+    calls.clear()
+    seen, stats = [], {}
+    got = generate(models, frame_budget=16, progress=lambda d, t: seen.append((d, t)), stats=stats, **kw)
+    wins = plan_windows(n, 16, 4)
+    assert (got - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+    assert calls == [list(r) for r in wins] * 2  # every window, every step, in order
+    assert seen == [(i, 2 * len(wins)) for i in range(1, 2 * len(wins) + 1)]
+    assert stats["segments"] == len(wins) and stats["spatial_passes"] == pytest.approx(48 / 40)
 
-    wins = [range(0, 16), range(12, 28), range(24, 40), range(0, 8), range(8, 16)]
-    assert [[(r.start, r.stop) for r in g] for g in _groups(wins, 2)] == [
-        [(0, 16), (12, 28)], [(24, 40)], [(0, 8), (8, 16)]]  # equal lengths only, at most 2
-    assert list(_groups(wins, 1)) == [[r] for r in wins]
-    _, control, _ = make_control(4, 32, 32)
-    for bad in (0, -1, 1.5, True, "2"):
-        with pytest.raises(InvalidOptions):
-            generate(models, prompt="x", num_frames=4, height=32, width=32, control=control, steps=1,
-                     window_batch=bad)
+
+def test_segments_do_spatial_work_once_within_the_budget(models):
+    n, h, w = 160, 16, 16
+    _, control, calls = make_control(n, h, w)
+    kw = dict(prompt="a person", num_frames=n, height=h, width=w, control=control, steps=2, seed=3)
+    unet_count, cn_count = FrameCounter(models.unet), FrameCounter(models.controlnet)
+    try:
+        stats = {}
+        out = generate(models, frame_budget=64, stats=stats, **kw)
+    finally:
+        unet_count.remove(), cn_count.remove()
+    segs = plan_segments(plan_windows(n, 16, 4), 64)
+    assert [len(s.frames) for s in segs] == [64, 64, 40]
+    passes = spatial_passes(segs, n)
+    assert passes <= 1.15 and stats["spatial_passes"] == pytest.approx(passes)
+    # measured, not computed: the frames that went through the UNet's and the ControlNet's first conv
+    assert unet_count.frames == cn_count.frames == round(passes * n) * 2
+    assert unet_count.largest <= 64 and cn_count.largest <= 64  # the budget bounds every call
+    assert calls == [list(s.frames) for s in segs] * 2
+    assert torch.isfinite(out).all() and out.shape == (n, 4, h // 8, w // 8)
+    assert torch.equal(out, generate(models, frame_budget=64, **kw)), "reproducible from the seed"
+    # whole-UNet windows (budget = one window) compute each frame ~1.33 times; the results differ
+    unet_count = FrameCounter(models.unet)
+    try:
+        classic = generate(models, frame_budget=16, **kw)
+    finally:
+        unet_count.remove()
+    assert unet_count.frames / (n * 2) == pytest.approx(spatial_passes(plan_segments(plan_windows(n, 16, 4), 16), n))
+    assert unet_count.frames / (n * 2) >= 1.3  # 13 windows of 16 for 160 frames
+    assert not torch.allclose(out, classic, atol=1e-4)
+
+
+def test_auto_budget_and_bad_budget(models):
+    n = 20
+    _, control, _ = make_control(n, 16, 16)
+    kw = dict(prompt="a person", num_frames=n, height=16, width=16, control=control, steps=1)
+    stats = {}
+    generate(models, stats=stats, **kw)
+    assert stats["frame_budget"] >= 16 and stats["segments"] == 1  # 20 frames fit in the automatic budget
+    with pytest.raises(InvalidOptions, match="frame budget"):
+        generate(models, frame_budget=8, **kw)
+
+
+def test_windowed_motion_module_fuses_its_windows(models):
+    """A wrapped motion module equals its windows run alone, fused with the shares; one full window is the
+    module itself, bit for bit."""
+    from v2v.windows import Segment, segment_weights
+
+    inner = models.unet.down_blocks[0].motion_modules[0]
+    plan = MotionPlan()
+    wrapped = WindowedMotionModule(inner, plan)
+    torch.manual_seed(0)
+    b, n, c, hh, ww = 2, 10, inner.proj_in.in_features, 3, 2
+    x = torch.randn(b * n, c, hh, ww)
+    seg = Segment(tuple(range(n)), ((0, 1, 2, 3, 4, 5), (4, 5, 6, 7, 8, 9), (8, 9, 0, 1)))  # the last wraps
+    _, shares = segment_weights(seg)
+    plan.set(n, seg.windows, shares, "cpu", torch.float32)
+    got = wrapped(x, num_frames=n).view(b, n, c, hh, ww)
+    xs = x.view(b, n, c, hh, ww)
+    want = torch.zeros_like(xs)
+    for win, share in zip(seg.windows, shares):
+        y = inner(xs[:, list(win)].reshape(-1, c, hh, ww), num_frames=len(win)).view(b, len(win), c, hh, ww)
+        want[:, list(win)] += y * torch.from_numpy(share)[None, :, None, None, None]
+    assert torch.allclose(got, want, atol=1e-5)
+    assert plan.calls == 3
+    plan.set(n, [tuple(range(n))], [np.ones(n, np.float32)], "cpu", torch.float32)
+    assert torch.equal(wrapped(x, num_frames=n), inner(x, num_frames=n))
+    with pytest.raises(RuntimeError, match="motion plan"):
+        plan.set(4, [(0, 1), (2, 3)], [np.ones(2, np.float32)] * 2, "cpu", torch.float32)
+        wrapped(x, num_frames=n)
+
+
+def test_motion_modules_unwrapped_after_generate(models):
+    before = [type(m) for m in models.unet.down_blocks[0].motion_modules]
+    n = count_motion_modules(models.unet)
+    assert n > 0
+    _, control, _ = make_control(30, 16, 16)
+    generate(models, prompt="x", num_frames=30, height=16, width=16, control=control, steps=1, frame_budget=30)
+    assert [type(m) for m in models.unet.down_blocks[0].motion_modules] == before
+    assert not any(isinstance(m, WindowedMotionModule) for m in models.unet.modules())
+
+
+def test_loop_wraps_the_windows(models):
+    n, h, w = 30, 16, 16
+    _, control, calls = make_control(n, h, w)
+    kw = dict(prompt="a person", num_frames=n, height=h, width=w, control=control, steps=2, seed=3)
+    plain = generate(models, **kw)
+    calls.clear()
+    looped = generate(models, loop=True, frame_budget=16, **kw)
+    wins = plan_loop_windows(n, 16, 4)
+    assert wins[-1][-1] < wins[-1][0]  # the last window runs past the end into the start
+    assert calls == [list(wn) for wn in wins] * 2
+    assert torch.isfinite(looped).all() and not torch.allclose(plain, looped, atol=1e-4)
+    # the first frames now also hear from the wrapping window; the middle ones only differ by the fused context
+    assert not torch.allclose(plain[:4], looped[:4], atol=1e-4)
+    short = dict(kw, num_frames=12, control=make_control(12, h, w)[1])
+    assert torch.equal(generate(models, loop=True, **short), generate(models, **short))  # one window: no wrap
+
+
+def test_prompt_travel(models):
+    from v2v.generate import _TextEmbeddings, encode_prompt
+
+    n = 8
+    _, control, _ = make_control(n, 16, 16)
+    kw = dict(num_frames=n, height=16, width=16, control=control, steps=2, seed=1)
+    one = generate(models, prompt="a cat", **kw)
+    assert torch.equal(generate(models, prompt="ignored", prompt_travel=[(0, "a cat")], **kw), one)
+    travel = generate(models, prompt="ignored", prompt_travel=[(0, "a cat"), (6, "a dog")], **kw)
+    assert not torch.allclose(travel, one, atol=1e-5)
+    text = _TextEmbeddings(models, "", None, [(0, "a cat"), (4, "a dog")], n)
+    cat, dog = encode_prompt(models, "a cat")[0], encode_prompt(models, "a dog")[0]
+    e = text.for_frames(list(range(n)))
+    assert torch.allclose(e[0], cat) and torch.allclose(e[4], dog) and torch.allclose(e[7], dog)
+    assert torch.allclose(e[1], 0.75 * cat + 0.25 * dog, atol=1e-6)
+    with pytest.raises(InvalidOptions, match="prompt-at"):
+        generate(models, prompt="x", prompt_travel=[(2, "a"), (1, "b")], **kw)
+
+
+def test_control_start_end(models):
+    n = 8
+    _, control, calls = make_control(n, 16, 16)
+    kw = dict(prompt="a person", num_frames=n, height=16, width=16, control=control, steps=4, seed=1)
+    full = generate(models, **kw)
+    calls.clear()
+    assert torch.equal(generate(models, control_start=0.0, control_end=1.0, **kw), full)
+    calls.clear()
+    half = generate(models, control_end=0.5, **kw)
+    assert len(calls) == 2  # the ControlNet acts in the first two of four steps only
+    assert not torch.allclose(half, full, atol=1e-5)
+    calls.clear()
+    generate(models, control_start=0.25, **kw)
+    assert len(calls) == 3
+    with pytest.raises(InvalidOptions):
+        generate(models, control_start=0.6, control_end=0.5, **kw)

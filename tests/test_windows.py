@@ -71,3 +71,151 @@ def test_fusion_weights():
 def test_fusion_invalid(args):
     with pytest.raises(ValueError):
         fusion_weights(*args)
+
+
+# ---------------------------------------------------------------- loops, segments and the rest of the plan
+from v2v.windows import (Segment, auto_frame_budget, control_scales, plan_loop_windows, plan_segments,  # noqa: E402
+                         prompt_schedule, segment_weights, spatial_passes)
+
+
+@pytest.mark.parametrize("n", list(range(1, 70)) + [97, 480])
+@pytest.mark.parametrize("context,overlap", [(16, 4), (16, 0), (8, 3), (16, 15), (4, 1)])
+def test_loop_windows(n, context, overlap):
+    wins = plan_loop_windows(n, context, overlap)
+    if n <= context:
+        assert wins == [tuple(range(n))]
+        return
+    covered = np.zeros(n, int)
+    for w in wins:
+        assert len(w) == context
+        assert all((b - a) % n == 1 for a, b in zip(w, w[1:])), "consecutive frames, wrapping at the end"
+        covered[list(w)] += 1
+    assert (covered >= 1).all()
+    for a, b in zip(wins, wins[1:] + wins[:1]):  # neighbours, the last and the first too
+        assert len(set(a) & set(b)) >= overlap
+    assert wins[0][0] == 0 and len(wins) == -(-n // (context - overlap))
+
+
+def check_segments(wins, budget):
+    segs = plan_segments(wins, budget)
+    assert [tuple(tuple(s.frames[p] for p in w) for w in s.windows) for s in segs] == \
+        [tuple(w) for w in _chunks(wins, segs)], "the windows, in order, each in exactly one segment"
+    for s in segs:
+        assert len(s.frames) <= budget and len(set(s.frames)) == len(s.frames)
+        assert set(s.frames) == set().union(*[set(s.frames[p] for p in w) for w in s.windows])
+    if len(wins) <= 10:  # the fewest frames of all groupings (brute force over every way to cut the windows)
+        import itertools
+
+        best = min(sum(len(set().union(*map(set, wins[i:j]))) for i, j in zip((0,) + cuts, cuts + (len(wins),)))
+                   for k in range(len(wins)) for cuts in itertools.combinations(range(1, len(wins)), k)
+                   if all(len(set().union(*map(set, wins[i:j]))) <= budget
+                          for i, j in zip((0,) + cuts, cuts + (len(wins),))))
+        assert sum(len(s.frames) for s in segs) == best
+    return segs
+
+
+def _chunks(wins, segs):
+    out, i = [], 0
+    for s in segs:
+        out.append(tuple(tuple(w) for w in wins[i:i + len(s.windows)]))
+        i += len(s.windows)
+    assert i == len(wins)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 40, 48, 100, 160, 257, 480])
+@pytest.mark.parametrize("budget", [16, 20, 28, 40, 64, 100, 1000])
+def test_segments(n, budget):
+    wins = plan_windows(n, 16, 4)
+    segs = check_segments(wins, budget)
+    for s in segs:
+        assert list(s.frames) == list(range(s.frames[0], s.frames[-1] + 1)), "contiguous, in time order"
+    assert sum(len(s.windows) for s in segs) == len(wins)
+    passes = spatial_passes(segs, n)
+    assert 1.0 <= passes <= spatial_passes(plan_segments(wins, 16), n) + 1e-9, "never worse than one per window"
+    if budget >= n:
+        assert len(segs) == 1 and passes == 1.0
+    if budget >= 64:
+        assert passes <= 1.15  # the target at the default budget
+    if budget == 16:
+        assert len(segs) == len(wins)
+
+
+@pytest.mark.parametrize("n", range(17, 600, 7))
+def test_default_budget_meets_the_target(n):
+    assert spatial_passes(plan_segments(plan_windows(n, 16, 4), 64), n) <= 1.15
+
+
+@pytest.mark.parametrize("n", [17, 40, 100])
+def test_loop_segments(n):
+    wins = plan_loop_windows(n, 16, 4)
+    for budget in (16, 30, 64, 1000):
+        segs = check_segments(wins, budget)
+        total, shares = segment_weights(segs[-1])
+        assert (total > 0).all()
+
+
+def test_segment_weights():
+    seg = Segment((5, 6, 7, 8, 9, 10), ((0, 1, 2, 3), (2, 3, 4, 5)))
+    total, shares = segment_weights(seg)
+    np.testing.assert_allclose(total, [1, 2, 2 + 1, 1 + 2, 2, 1])
+    np.testing.assert_allclose(shares[0], [1, 1, 2 / 3, 1 / 3])
+    np.testing.assert_allclose(shares[1], [1 / 3, 2 / 3, 1, 1])
+    cover = np.zeros(6)
+    for w, s in zip(seg.windows, shares):
+        cover[list(w)] += s
+    np.testing.assert_allclose(cover, 1, rtol=1e-6)  # shares of the windows covering a frame sum to 1
+    total, shares = segment_weights(seg, "flat")
+    np.testing.assert_allclose(total, [1, 1, 2, 2, 1, 1])
+    with pytest.raises(ValueError):
+        segment_weights(Segment((0, 1, 2), ((0, 1),)))  # frame 2 in no window
+
+
+def test_segment_args():
+    with pytest.raises(ValueError, match="budget"):
+        plan_segments([range(0, 16)], 15)
+    for bad in ([], [()], ):
+        with pytest.raises(ValueError):
+            plan_segments(bad, 16)
+    with pytest.raises(ValueError):
+        plan_segments([range(0, 4)], 4.0)
+
+
+def test_auto_frame_budget():
+    gib = 2**30
+    assert auto_frame_budget(80 * gib, 512, 512) == 64  # capped: memory stays flat with the video's length
+    assert auto_frame_budget(80 * gib, 512, 512, cap=1000) > 500
+    small = auto_frame_budget(4 * gib, 512, 512)
+    assert 16 <= small < 64
+    assert auto_frame_budget(4 * gib, 512, 512, cfg=True) <= small  # CFG doubles the batch
+    assert auto_frame_budget(4 * gib, 256, 256) >= small  # smaller frames, more of them
+    assert auto_frame_budget(4 * gib, 512, 512, dtype_bytes=4) <= small
+    assert auto_frame_budget(0, 512, 512) == 16 and auto_frame_budget(0, 512, 512, context=8) == 8
+
+
+def test_prompt_schedule():
+    prompts, lo, hi, blend = prompt_schedule([(0, "a"), (4, "b"), (6, "a")], 9)
+    assert prompts == ["a", "b"]
+    assert [prompts[i] for i in lo] == list("aaaabbaaa")
+    assert [prompts[i] for i in hi] == list("bbbbaaaaa")
+    np.testing.assert_allclose(blend, [0, .25, .5, .75, 0, .5, 0, 0, 0])
+    assert prompt_schedule([(0, "x")], 3)[0] == ["x"]
+    for bad in ([], [(1, "a")], [(0, "a"), (0, "b")], [(0, "a"), (5, "b"), (3, "c")]):
+        with pytest.raises(ValueError):
+            prompt_schedule(bad, 10)
+
+
+def test_control_scales():
+    assert control_scales(4) == [1, 1, 1, 1]
+    assert control_scales(4, 0.0, 0.5) == [1, 1, 0, 0]
+    assert control_scales(4, 0.25, 1.0) == [0, 1, 1, 1]
+    assert control_scales(1, 0.0, 1.0) == [1]
+    for steps in range(1, 9):
+        for start in np.linspace(0, 0.9, 10):
+            for end in np.linspace(start + 0.1, 1, 5):
+                s = control_scales(steps, float(start), float(end))
+                acting = [i for i, v in enumerate(s) if v]
+                assert acting == list(range(acting[0], acting[-1] + 1)) if acting else True  # one run
+    for bad in ((4, -0.1, 1), (4, 0.5, 0.5), (4, 0, 1.1)):
+        with pytest.raises(ValueError):
+            control_scales(*bad)

@@ -1,21 +1,26 @@
 """The sampler: AnimateDiff (motion UNet) + ControlNet over overlapping windows, fused every denoising step.
 
 Written against the components rather than a diffusers pipeline so that the whole video's latents stay on the
-CPU and the device only ever holds one window. With a single window (``num_frames <= context``) the result equals
+CPU and the device only ever holds one segment (a run of windows within the frame budget). Inside a segment the
+windows are views inside the motion modules (v2v/motion.py), so each frame's spatial work is done once per step;
+segments meet on a few frames, fused. With a single window (``num_frames <= context``) the result equals
 diffusers' ``AnimateDiffControlNetPipeline`` run on the same components, prompt, seed and control frames.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .errors import InvalidOptions
 from .models import DiffusionModels
-from .windows import plan_windows, fusion_weights
+from .motion import motion_windows
+from .windows import (auto_frame_budget, control_scales, fusion_weights, plan_loop_windows, plan_segments,
+                      plan_windows, prompt_schedule, segment_weights, spatial_passes)
 
 log = logging.getLogger("v2v")
 
@@ -81,137 +86,214 @@ def _check(num_frames, height, width, steps, guidance, context, overlap, scale_f
         raise InvalidOptions(str(e)) from e
 
 
+def strength_steps(steps: int, strength: float) -> int:
+    """How many of ``steps`` denoising steps run from the source latents at ``strength`` (as diffusers' img2img:
+    the last ``steps * strength`` of the schedule). Only strengths on the step grid are accepted: the distilled
+    models know only their own timesteps."""
+    if not 0.0 < strength <= 1.0:
+        raise InvalidOptions(f"strength must be in (0, 1], not {strength}")
+    run = round(steps * strength)
+    if abs(run - steps * strength) > 1e-6 or run < 1:
+        grid = ", ".join(f"{k / steps:g}" for k in range(1, steps + 1))
+        raise InvalidOptions(f"--strength {strength:g} is not on the {steps}-step grid: use one of {grid}")
+    return run
+
+
+def pick_frame_budget(models: DiffusionModels, height: int, width: int, cfg: bool, context: int) -> int:
+    """The automatic frame budget: what fits in 70 % of the device's free memory, at most DEFAULT_FRAME_BUDGET."""
+    device = torch.device(models.device)
+    dtype_bytes = torch.finfo(models.dtype).bits // 8
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            free = 8 * 2**30
+    return auto_frame_budget(free, height, width, dtype_bytes=dtype_bytes, cfg=cfg, context=context)
+
+
 @torch.no_grad()
 def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "", num_frames: int, height: int,
              width: int, control: Callable[[list[int]], torch.Tensor], steps: int = 4, guidance: float = 1.0,
              seed: int = 0, context: int = 16, overlap: int = 4, pose_strength: float = 1.0,
-             fusion: str = "pyramid", noise: str = "freenoise", window_batch: int = 1,
-             progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+             fusion: str = "pyramid", noise: str = "freenoise", frame_budget: int | None = None,
+             loop: bool = False, prompt_travel: Sequence[tuple[int, str]] | None = None,
+             control_start: float = 0.0, control_end: float = 1.0, init_latents: torch.Tensor | None = None,
+             strength: float = 1.0, progress: Callable[[int, int], None] | None = None,
+             stats: dict | None = None) -> torch.Tensor:
     """Denoise a whole video's latents; returns (num_frames, 4, height/8, width/8) float32 on the CPU.
 
-    ``window_batch``: how many windows go through the ControlNet and the motion UNet in one call (windows of
-    equal length stack along the batch; the result equals one at a time within float rounding; activation
-    memory grows with it). Default 1: on an H200 at 512x512 one 16-frame window already fills the GPU
-    (2 windows: 4 % faster, 4: 5 % slower, +1.3 GiB per window); it can pay at small sizes or on small windows.
+    Windows of ``context`` frames overlapping by ``overlap`` (the last aligned to the end, or wrapping around
+    with ``loop``) are the motion modules' views; consecutive windows are grouped into segments of at most
+    ``frame_budget`` frames (None: what fits in free memory, at most 64) that go through the ControlNet and
+    the UNet in one call. So each frame's spatial work is done about once per step (1.0 inside a segment; the
+    frames where segments meet twice) and device memory is bounded by the budget, not the video's length. The
+    motion modules fuse their windows inside a segment, and the predictions of neighbouring segments are fused
+    where they meet, with the same ``fusion`` weights (pyramid or flat). With ``frame_budget == context`` this is
+    classic whole-UNet context windows; a single window equals diffusers' ``AnimateDiffControlNetPipeline``.
 
     ``control(indices)`` gives the control maps of those frames, (n, 3, height, width) float in [0, 1]; it is
-    called once per window per step (maps are rendered on demand, never held for the whole video).
-    ``guidance`` 1 runs no negative pass; above 1 it runs classifier-free guidance with ``negative_prompt``.
-    ``progress(done, total)`` is called after every window of every step.
+    called once per segment per step where the ControlNet acts (``control_start``..``control_end``, fractions of
+    the steps run, as diffusers' ``control_guidance_start/end``). ``guidance`` 1 runs no negative pass; above 1,
+    classifier-free guidance with ``negative_prompt``. ``prompt_travel``: (frame, prompt) keyframes from frame 0
+    whose CLIP embeddings are blended linearly between keyframes (``prompt`` is then unused).
+    ``init_latents`` (num_frames, 4, h, w), the source frames' VAE latents (already scaled), with ``strength`` < 1:
+    start from them noised to the matching timestep of the schedule and run the last ``steps * strength`` steps.
+    ``progress(done, total)`` is called after every segment of every step. ``stats``, when given, receives the
+    plan's figures (segments, windows, spatial passes, frame budget).
     """
     sf = models.vae_scale_factor
     _check(num_frames, height, width, steps, guidance, context, overlap, sf)
     fusion_weights(1, fusion)  # validates the kind
+    if noise not in NOISE_KINDS:
+        raise InvalidOptions(f"noise must be one of {', '.join(NOISE_KINDS)}, not {noise!r}")
     max_seq = models.unet.config.get("motion_max_seq_length") or 32
     if min(context, num_frames) > max_seq:
         raise InvalidOptions(f"context {context} is longer than the motion module's {max_seq} frames: "
                              f"use --context {min(16, max_seq)}")
     device, dtype = models.device, models.dtype
     cfg = guidance > 1.0
+    run_steps = strength_steps(steps, strength) if init_latents is not None else steps
+    try:
+        scales = control_scales(run_steps, control_start, control_end)
+    except ValueError as e:
+        raise InvalidOptions(str(e)) from e
+    shape = (num_frames, models.unet.config.in_channels, height // sf, width // sf)
+    if init_latents is not None and tuple(init_latents.shape) != shape:
+        raise InvalidOptions(f"init_latents have shape {tuple(init_latents.shape)}, expected {shape}")
 
-    embeds = encode_prompt(models, prompt)
-    if cfg:
-        embeds = torch.cat([encode_prompt(models, negative_prompt or ""), embeds])
+    # 1. plan: motion windows, grouped into segments within the frame budget
+    ctx = min(context, num_frames)
+    windows = plan_loop_windows(num_frames, ctx, min(overlap, ctx - 1)) if loop else \
+        [tuple(w) for w in plan_windows(num_frames, ctx, min(overlap, ctx - 1))]
+    budget = frame_budget if frame_budget is not None else pick_frame_budget(models, height, width, cfg, ctx)
+    try:
+        segments = plan_segments(windows, budget)
+    except ValueError as e:
+        raise InvalidOptions(f"--frame-budget: {e}") from e
+    plans = [(seg, *segment_weights(seg, fusion)) for seg in segments]
+    if stats is not None:
+        stats.update(segments=len(segments), windows=len(windows), frame_budget=budget,
+                     spatial_passes=spatial_passes(segments, num_frames))
+    log.debug("sampling %d frames %dx%d: %d windows in %d segments (budget %d, %.3f spatial passes) x %d steps",
+              num_frames, width, height, len(windows), len(segments), budget, spatial_passes(segments, num_frames),
+              run_steps)
 
+    # 2. text: one embedding per prompt; with prompt travel, blended per frame
+    text = _TextEmbeddings(models, prompt, negative_prompt if cfg else None, prompt_travel, num_frames)
+
+    # 3. schedule and initial latents (the noise is drawn for the whole video: the same whatever the budget)
     scheduler = type(models.scheduler).from_config(models.scheduler.config)  # fresh state for every run
     scheduler.set_timesteps(steps, device="cpu")
-    timesteps = scheduler.timesteps
-
+    first = steps - run_steps
+    timesteps = scheduler.timesteps[first:]
     generator = torch.Generator("cpu").manual_seed(int(seed))
-    channels = models.unet.config.in_channels
-    latents = initial_noise(num_frames, height, width, generator, context=context, overlap=overlap, kind=noise,
-                            channels=channels, scale_factor=sf)
-    latents = latents * scheduler.init_noise_sigma
+    latents = initial_noise(num_frames, height, width, generator, context=ctx, overlap=min(overlap, ctx - 1),
+                            kind=noise, channels=shape[1], scale_factor=sf)
+    if init_latents is not None and run_steps < steps:
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first)
+        latents = scheduler.add_noise(init_latents.float().cpu(), latents, timesteps[:1])
+    else:
+        latents = latents * scheduler.init_noise_sigma
 
-    windows = plan_windows(num_frames, context, overlap)
-    weights = {len(w): torch.from_numpy(fusion_weights(len(w), fusion)) for w in windows}
-    total, done = len(timesteps) * len(windows), 0
-    wb = _check_window_batch(window_batch)
-    log.debug("sampling %d frames %dx%d: %d windows x %d steps", num_frames, width, height, len(windows), steps)
-
-    for t in timesteps:
-        t_dev = t.to(device)
-        fused = None
-        if len(windows) > 1:
-            acc = torch.zeros_like(latents)
-            wsum = torch.zeros(num_frames, dtype=torch.float32)
-        for group in _groups(windows, wb):
-            preds = _predict_windows(models, scheduler, [latents[w.start:w.stop] for w in group], t, t_dev, embeds,
-                                     control, [list(w) for w in group], height, width, cfg, guidance, pose_strength)
-            for win, pred in zip(group, preds):
-                if len(windows) == 1:
+    # 4. denoise: every step, each segment through ControlNet + UNet once, predictions fused where they meet
+    total, done = len(timesteps) * len(segments), 0
+    with motion_windows(models.unet) as plan:
+        for step, t in enumerate(timesteps):
+            t_dev = t.to(device)
+            scaled = scheduler.scale_model_input(latents, t)
+            if len(segments) > 1:
+                acc = torch.zeros_like(latents)
+                wsum = torch.zeros(num_frames, dtype=torch.float32)
+            for seg, seg_w, shares in plans:
+                plan.set(len(seg.frames), seg.windows, shares, device, dtype)
+                pred = _predict_segment(models, scaled, seg.frames, t_dev, text, control, height, width, cfg,
+                                        guidance, pose_strength * scales[step])
+                if len(segments) == 1:
                     fused = pred
                 else:
-                    w = weights[len(win)]
-                    acc[win.start:win.stop] += pred * w[:, None, None, None]
-                    wsum[win.start:win.stop] += w
+                    idx = torch.tensor(seg.frames)
+                    w = torch.from_numpy(seg_w)
+                    acc.index_add_(0, idx, pred * w[:, None, None, None])
+                    wsum.index_add_(0, idx, w)
                 done += 1
                 if progress is not None:
                     progress(done, total)
-        if fused is None:
-            fused = acc / wsum[:, None, None, None]
-        latents = scheduler.step(fused, t, latents, generator=generator).prev_sample
+            if len(segments) > 1:
+                fused = acc / wsum[:, None, None, None]
+            latents = scheduler.step(fused, t, latents, generator=generator).prev_sample
     return latents.float()
 
 
-def _check_window_batch(window_batch) -> int:
-    if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
-        raise InvalidOptions(f"window_batch must be a positive integer, not {window_batch!r}")
-    return window_batch
+class _TextEmbeddings:
+    """CLIP embeddings per frame: one prompt, or keyframe prompts blended linearly (prompt travel)."""
+
+    def __init__(self, models: DiffusionModels, prompt: str, negative: str | None,
+                 travel: Sequence[tuple[int, str]] | None, num_frames: int):
+        self.negative = encode_prompt(models, negative) if negative is not None else None
+        if travel:
+            try:
+                prompts, self.lo, self.hi, blend = prompt_schedule(travel, num_frames)
+            except ValueError as e:
+                raise InvalidOptions(f"--prompt-at: {e}") from e
+            self.keys = torch.cat([encode_prompt(models, p) for p in prompts])  # (P, 77, D)
+            self.blend = torch.from_numpy(blend).to(device=self.keys.device, dtype=self.keys.dtype)
+        else:
+            self.keys = encode_prompt(models, prompt)
+            self.lo = None
+
+    def for_frames(self, frames: Sequence[int]) -> torch.Tensor:
+        """(halves * n, 77, D): the negative embedding n times (with CFG), then each frame's own."""
+        n = len(frames)
+        if self.lo is None:
+            pos = self.keys.expand(n, -1, -1)
+        else:
+            idx = list(frames)
+            b = self.blend[idx][:, None, None]
+            pos = self.keys[self.lo[idx]] * (1 - b) + self.keys[self.hi[idx]] * b
+        if self.negative is None:
+            return pos
+        return torch.cat([self.negative.expand(n, -1, -1), pos])
 
 
-def _groups(windows: list[range], size: int) -> Iterator[list[range]]:
-    """Consecutive windows, ``size`` at a time, only windows of the same length together."""
-    group: list[range] = []
-    for w in windows:
-        if group and (len(group) == size or len(w) != len(group[0])):
-            yield group
-            group = []
-        group.append(w)
-    if group:
-        yield group
+def _predict_segment(models: DiffusionModels, scaled: torch.Tensor, frames: tuple[int, ...], t_dev,
+                     text: _TextEmbeddings, control, height: int, width: int, cfg: bool, guidance: float,
+                     pose_scale: float) -> torch.Tensor:
+    """The (guided) noise prediction for one segment's frames, (n, 4, h, w) float32 on the CPU.
 
-
-def _predict_windows(models: DiffusionModels, scheduler, window_latents: list[torch.Tensor], t, t_dev, embeds,
-                     control, indices: list[list[int]], height: int, width: int, cfg: bool, guidance: float,
-                     pose_strength: float) -> list[torch.Tensor]:
-    """The (guided) noise predictions for windows of equal length, each (n, 4, h, w) float32 on the CPU.
-
-    Batch layout (k windows, CFG halves outermost as in diffusers): [uncond w1..wk, text w1..wk], each a
-    window's n frames; the ControlNet sees them flattened to (2k * n, ...), the motion UNet as (2k, 4, n, h, w).
+    Batch layout (CFG halves outermost, as in diffusers): [uncond f1..fn, text f1..fn]; the ControlNet sees the
+    frames flattened to (halves * n, ...), the motion UNet (halves, 4, n, h, w) with the motion plan set.
     """
     device, dtype = models.device, models.dtype
-    k, n = len(indices), len(indices[0])
-    x = torch.cat([scheduler.scale_model_input(wl, t) for wl in window_latents]) if k > 1 else \
-        scheduler.scale_model_input(window_latents[0], t)
-    x = x.to(device=device, dtype=dtype)  # (k * n, 4, h, w)
+    n = len(frames)
+    contiguous = list(frames) == list(range(frames[0], frames[0] + n))
+    x = scaled[frames[0]:frames[0] + n] if contiguous else scaled[list(frames)]
+    x = x.to(device=device, dtype=dtype)
     halves = 2 if cfg else 1
-    x = torch.cat([x] * halves) if cfg else x  # (halves * k * n, 4, h, w): frames flattened into the batch
-    emb = embeds.repeat_interleave(k * n, dim=0)  # (halves * k * n, 77, D)
+    x = torch.cat([x] * halves) if cfg else x  # (halves * n, 4, h, w)
+    emb = text.for_frames(frames)  # (halves * n, 77, D)
 
     down = mid = None
-    if pose_strength != 0:
-        conds = []
-        for idx in indices:
-            c = control(idx)
-            if tuple(c.shape) != (n, 3, height, width):
-                raise ValueError(f"control({idx[0]}..{idx[-1]}) returned shape {tuple(c.shape)}, "
-                                 f"expected {(n, 3, height, width)}")
-            conds.append(c)
-        cond = (torch.cat(conds) if k > 1 else conds[0]).to(device=device, dtype=dtype)
+    if pose_scale != 0:
+        cond = control(list(frames))
+        if tuple(cond.shape) != (n, 3, height, width):
+            raise ValueError(f"control({frames[0]}..{frames[-1]}) returned shape {tuple(cond.shape)}, "
+                             f"expected {(n, 3, height, width)}")
+        cond = cond.to(device=device, dtype=dtype)
         if cfg:
             cond = torch.cat([cond] * 2)
         down, mid = models.controlnet(x, t_dev, encoder_hidden_states=emb, controlnet_cond=cond,
-                                      conditioning_scale=float(pose_strength), guess_mode=False, return_dict=False)
+                                      conditioning_scale=float(pose_scale), guess_mode=False, return_dict=False)
 
-    sample = x.reshape(halves * k, n, *x.shape[1:]).permute(0, 2, 1, 3, 4)  # (halves * k, 4, n, h, w)
+    sample = x.reshape(halves, n, *x.shape[1:]).permute(0, 2, 1, 3, 4)  # (halves, 4, n, h, w)
     pred = models.unet(sample, t_dev, encoder_hidden_states=emb, down_block_additional_residuals=down,
                        mid_block_additional_residual=mid).sample
     if cfg:
-        uncond, text = pred.chunk(2)
-        pred = uncond + guidance * (text - uncond)
-    pred = pred.permute(0, 2, 1, 3, 4).float().cpu()  # (k, n, 4, h, w): one copy to the CPU for all k
-    return list(pred.unbind(0))
+        uncond, txt = pred.chunk(2)
+        pred = uncond + guidance * (txt - uncond)
+    return pred[0].permute(1, 0, 2, 3).float().cpu()
 
 
 @torch.no_grad()
