@@ -322,3 +322,71 @@ def test_control_start_end(models):
     assert len(calls) == 3
     with pytest.raises(InvalidOptions):
         generate(models, control_start=0.6, control_end=0.5, **kw)
+
+
+@pytest.mark.parametrize("strength,steps", [(0.5, 4), (0.75, 4), (0.5, 2)])
+def test_strength_equals_diffusers_video_to_video(models, strength, steps):
+    """--strength < 1 on one window equals diffusers' AnimateDiffVideoToVideoControlNetPipeline given the same
+    noised source latents: the same last steps of the schedule, the same updates."""
+    from diffusers import AnimateDiffVideoToVideoControlNetPipeline
+    from PIL import Image
+
+    from v2v.generate import strength_steps
+
+    n, h, w = 8, 32, 32
+    frames, control, calls = make_control(n, h, w)
+    torch.manual_seed(0)
+    init = torch.randn(n, 4, h // 8, w // 8)  # stand-in source latents
+    got = generate(models, prompt="a dancer", num_frames=n, height=h, width=w, control=control, steps=steps,
+                   seed=5, init_latents=init, strength=strength, pose_strength=0.7)
+    run = strength_steps(steps, strength)
+    assert len(calls) == run  # only the last steps of the schedule run
+
+    sch = type(models.scheduler).from_config(models.scheduler.config)
+    sch.set_timesteps(steps)
+    t0 = sch.timesteps[steps - run]
+    noise = initial_noise(n, h, w, torch.Generator("cpu").manual_seed(5))
+    noised = sch.add_noise(init, noise, t0[None])  # what v2v starts from
+    pipe = AnimateDiffVideoToVideoControlNetPipeline(
+        vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=models.unet,
+        motion_adapter=None, controlnet=models.controlnet,
+        scheduler=type(models.scheduler).from_config(models.scheduler.config))
+    pipe.set_progress_bar_config(disable=True)
+    final = {}
+    pipe(prompt="a dancer", latents=noised.permute(1, 0, 2, 3)[None], height=h, width=w,
+         conditioning_frames=[Image.fromarray(f) for f in frames], num_inference_steps=steps, strength=strength,
+         guidance_scale=1.0, controlnet_conditioning_scale=0.7, output_type="latent",
+         generator=torch.Generator("cpu").manual_seed(5),
+         callback_on_step_end=lambda p, i, t, kw: final.update(latents=kw["latents"].clone()) or {},
+         callback_on_step_end_tensor_inputs=["latents"])
+    ref = final["latents"][0].permute(1, 0, 2, 3)
+    assert (got - ref).abs().max().item() <= 1e-4
+    # and the source shows through: closer to it than a run from pure noise
+    from_noise = generate(models, prompt="a dancer", num_frames=n, height=h, width=w, control=control,
+                          steps=steps, seed=5, pose_strength=0.7)
+    assert (got - init).abs().mean() < (from_noise - init).abs().mean()
+
+
+def test_strength_off_grid_and_shape(models):
+    from v2v.generate import strength_steps
+
+    assert [strength_steps(4, s) for s in (0.25, 0.5, 0.75, 1.0)] == [1, 2, 3, 4]
+    for bad in (0.6, 0.1, 0.0, 1.5):
+        with pytest.raises(InvalidOptions):
+            strength_steps(4, bad)
+    _, control, _ = make_control(4, 16, 16)
+    with pytest.raises(InvalidOptions, match="init_latents"):
+        generate(models, prompt="x", num_frames=4, height=16, width=16, control=control, steps=2,
+                 init_latents=torch.zeros(3, 4, 2, 2), strength=0.5)
+
+
+def test_encode_frames_is_the_vae_posterior_mean(models):
+    from v2v.generate import encode_frames
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    z = encode_frames(models, iter(frames), chunk=2)
+    assert z.shape == (5, 4, 4, 4) and z.dtype == torch.float32
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+    ref = models.vae.encode(x).latent_dist.mean * models.vae.config.scaling_factor
+    assert torch.allclose(z, ref, atol=1e-5)

@@ -62,6 +62,23 @@ def _add_restyle_options(p):
     g.add_argument("--pose-strength", type=float, default=1.0, help="ControlNet scale (default 1.0)")
     g.add_argument("--context", type=int, default=16, help="frames per window (default 16, at most 32)")
     g.add_argument("--overlap", type=int, default=4, help="frames shared by neighbouring windows (default 4)")
+    g.add_argument("--frame-budget", type=int, metavar="N",
+                   help="most frames in the UNet at once; bounds GPU memory (default: what fits, at most 64)")
+    g.add_argument("--loop", action="store_true", help="closed loop: the end flows into the start")
+    g.add_argument("--fusion", choices=("pyramid", "flat"), default="pyramid",
+                   help="blending of overlapping windows (default pyramid)")
+    g.add_argument("--noise", choices=("freenoise", "random"), default="freenoise",
+                   help="initial noise: freenoise (shuffled per window, default) or random")
+    g.add_argument("--control-start", type=float, default=0.0, metavar="F",
+                   help="fraction of the steps before the pose starts steering (default 0)")
+    g.add_argument("--control-end", type=float, default=1.0, metavar="F",
+                   help="fraction of the steps after which the pose stops steering (default 1)")
+    g.add_argument("--prompt-at", metavar="SPEC",
+                   help="prompt travel: '0:a cat;48:a dog' (frame:prompt; -p holds until the first) or a .json "
+                        "file; blended between keyframes")
+    g.add_argument("--strength", type=float, default=1.0,
+                   help="below 1: start from the source frames to keep colours; on the step grid, e.g. 0.5 or "
+                        "0.75 with 4 steps (default 1: from noise)")
 
     _add_frame_options(p.add_argument_group("frames"))
 
@@ -75,6 +92,9 @@ def _add_restyle_options(p):
     m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     m.add_argument("--dtype", default="auto", choices=("auto", "float16", "bfloat16", "float32"),
                    help="auto: float16 on CUDA, float32 on CPU")
+    m.add_argument("--compile", action="store_true", help="torch.compile the networks (faster, slow first run)")
+    m.add_argument("--offload", action="store_true",
+                   help="keep the text encoder and VAE in CPU RAM until used (GPUs with little memory)")
 
     _add_pose_options(p.add_argument_group("pose"), restyle=True)
 
@@ -103,6 +123,9 @@ def _frame_opts(a: argparse.Namespace) -> dict:
 def _restyle_opts(a: argparse.Namespace) -> dict:
     return dict(negative_prompt=a.negative_prompt, steps=a.steps, lightning=a.lightning, seed=a.seed,
                 guidance=a.guidance, pose_strength=a.pose_strength, context=a.context, overlap=a.overlap,
+                frame_budget=a.frame_budget, loop=a.loop, fusion=a.fusion, noise=a.noise,
+                control_start=a.control_start, control_end=a.control_end, prompt_at=a.prompt_at or (),
+                strength=a.strength, compile=a.compile, offload=a.offload,
                 models=a.models, base=a.base, motion=a.motion, controlnet=a.controlnet, device=a.device,
                 dtype=a.dtype, crf=a.crf, **_frame_opts(a), **_pose_opts(a))
 

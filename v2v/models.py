@@ -55,6 +55,7 @@ class DiffusionModels:
     scheduler: Any  # a template: the sampler makes a fresh copy per run
     device: torch.device
     dtype: torch.dtype
+    offload: bool = False  # text encoder and VAE kept in CPU RAM, moved to the device only while used
 
     @property
     def vae_scale_factor(self) -> int:

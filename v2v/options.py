@@ -22,6 +22,8 @@ DTYPES = ("auto", "float16", "bfloat16", "float32")
 DEFAULT_SIZE = {"default": 512, "tiny": 128}  # short side of the processing size
 MAX_CONTEXT = 32  # the motion module's positional embedding stops at 32 frames
 POSE_DETECTORS = ("dwpose", "openpose")
+NOISE_KINDS = ("freenoise", "random")
+FUSION_KINDS = ("pyramid", "flat")
 POSE_PARTS = ("body", "hands", "face")
 
 
@@ -35,6 +37,49 @@ def parse_pose_parts(value) -> tuple[str, ...]:
     items = [v for v in items if v]
     known = [p for p in POSE_PARTS if p in items]
     return tuple(known + sorted(set(items) - set(POSE_PARTS)))
+
+
+def parse_prompt_at(value) -> tuple[tuple[int, str], ...]:
+    """Prompt travel keyframes: "0:a cat;48:a dog", a JSON file ({"0": "a cat", "48": "a dog"} or
+    [[0, "a cat"], [48, "a dog"]]), or pairs -> ((0, 'a cat'), (48, 'a dog')) sorted by frame."""
+    import json
+
+    if value is None or value == "" or value == ():
+        return ()
+    if isinstance(value, (str, Path)) and str(value).lower().endswith(".json"):
+        path = Path(value).expanduser()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise InvalidOptions(f"--prompt-at file '{value}' cannot be read ({e.strerror}): check the path") from None
+        except ValueError as e:
+            raise InvalidOptions(f"--prompt-at file '{value}' is not valid JSON ({e})") from None
+        value = list(data.items()) if isinstance(data, dict) else data
+    if isinstance(value, str):
+        pairs = []
+        for part in value.split(";"):
+            if not part.strip():
+                continue
+            frame, sep, text = part.partition(":")
+            if not sep:
+                raise InvalidOptions(f"--prompt-at part {part.strip()!r} needs FRAME:PROMPT, e.g. '0:a cat;48:a dog'")
+            pairs.append((frame.strip(), text.strip()))
+        value = pairs
+    out = []
+    try:
+        for frame, text in value:
+            if isinstance(frame, bool) or not str(frame).strip().isdigit():
+                raise InvalidOptions(f"--prompt-at frame {frame!r} is not a frame number (0, 1, 2, ...)")
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidOptions(f"--prompt-at frame {frame} has no prompt")
+            out.append((int(str(frame).strip()), text.strip()))
+    except (TypeError, ValueError):
+        raise InvalidOptions("--prompt-at must be 'FRAME:PROMPT;FRAME:PROMPT' or a JSON file of frame -> prompt") \
+            from None
+    frames = [f for f, _ in out]
+    if len(set(frames)) != len(frames):
+        raise InvalidOptions(f"--prompt-at gives frame {max(frames, key=frames.count)} twice")
+    return tuple(sorted(out))
 
 
 def lightning_for_steps(steps: int) -> int:
@@ -68,6 +113,10 @@ class RestyleOptions:
     seed: int = 0  # the same seed and options give the same video
     guidance: float = 1.0  # classifier-free guidance; 1 = no negative pass (Lightning's default)
     pose_strength: float = 1.0  # ControlNet conditioning scale
+    control_start: float = 0.0  # fraction of the steps after which the ControlNet starts acting
+    control_end: float = 1.0  # fraction of the steps after which it stops (diffusers' control_guidance_end)
+    prompt_at: tuple[tuple[int, str], ...] = ()  # prompt travel: (frame, prompt) keyframes, blended in between
+    strength: float = 1.0  # < 1: start from the source frames (keeps colours); on the step grid (0.5 of 4 steps)
     # --- frames ---
     size: int | None = None  # short side of the processing size; None: 512 (128 with models="tiny")
     width: int | None = None  # processing width (multiple of 8); the height follows the aspect unless given
@@ -80,6 +129,10 @@ class RestyleOptions:
     # --- windows ---
     context: int = 16  # frames the motion module sees at once
     overlap: int = 4  # frames shared by neighbouring windows
+    frame_budget: int | None = None  # most frames in the UNet at once (bounds memory); None: from free memory, <= 64
+    loop: bool = False  # closed loop: the last windows wrap around to the first frames (seamless loops)
+    fusion: str = "pyramid"  # how overlapping windows are blended: "pyramid" (default) or "flat"
+    noise: str = "freenoise"  # initial noise: "freenoise" (shuffled repeats per window) or "random"
     # --- models ---
     models: str = "default"  # "default" (real models, downloaded once) or "tiny" (random, offline smoke test)
     base: str | None = None  # SD 1.5 base: hub id or local diffusers folder; None: the model set's
@@ -88,6 +141,8 @@ class RestyleOptions:
     pose_model: str | None = None  # pose weights: hub id or folder (DWPose's 2 ONNX / OpenPose's 3 .pth); None: default
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
     dtype: str = "auto"  # "auto" (float16 on CUDA, float32 on CPU), "float16", "bfloat16", "float32"
+    compile: bool = False  # torch.compile the UNet blocks, ControlNet and VAE decoder (slow first run)
+    offload: bool = False  # keep the text encoder and VAE in CPU RAM, on the GPU only while used (small GPUs)
     # --- pose ---
     pose: str = "dwpose"  # pose detector: "dwpose" (ONNX, whole body) or "openpose" (controlnet_aux networks)
     pose_parts: tuple[str, ...] = POSE_PARTS  # which parts are kept and drawn: any of body, hands, face
@@ -105,6 +160,8 @@ class RestyleOptions:
             object.__setattr__(self, "pose_parts", parse_pose_parts(self.pose_parts))
         if isinstance(self.pose_json, str):
             object.__setattr__(self, "pose_json", Path(self.pose_json))
+        if not (isinstance(self.prompt_at, tuple) and all(isinstance(k, tuple) for k in self.prompt_at)):
+            object.__setattr__(self, "prompt_at", parse_prompt_at(self.prompt_at))
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -136,6 +193,19 @@ class RestyleOptions:
             bad("--negative-prompt only acts with --guidance above 1: add e.g. --guidance 1.5, or drop it")
         if not 0.0 <= self.pose_strength <= 2.0:
             bad(f"--pose-strength must be between 0 and 2, got {self.pose_strength}")
+        if not 0.0 <= self.control_start < self.control_end <= 1.0:
+            bad(f"--control-start/--control-end must satisfy 0 <= start < end <= 1, got {self.control_start} and "
+                f"{self.control_end}")
+        if not 0.0 < self.strength <= 1.0:
+            bad(f"--strength must be above 0 and at most 1, got {self.strength}")
+        if abs(round(self.steps * self.strength) - self.steps * self.strength) > 1e-6:
+            grid = ", ".join(f"{k / self.steps:g}" for k in range(1, self.steps + 1))
+            bad(f"--strength {self.strength:g} is not on the {self.steps}-step grid (the distilled models know only "
+                f"their own timesteps): use one of {grid}")
+        if self.prompt_at:
+            frames = [f for f, _ in self.prompt_at]
+            if frames != sorted(set(frames)) or frames[0] < 0:
+                bad(f"--prompt-at frames must be distinct and >= 0, got {frames}")
         if self.size is not None and (self.width is not None or self.height is not None):
             bad("give either --size or --width/--height, not both")
         if self.size is not None and not 64 <= self.size <= 4096:
@@ -162,6 +232,13 @@ class RestyleOptions:
             bad(f"--context must be between 1 and {MAX_CONTEXT} (the motion module's limit), got {self.context}")
         if not 0 <= self.overlap < self.context:
             bad(f"--overlap must be >= 0 and smaller than --context ({self.context}), got {self.overlap}")
+        if self.frame_budget is not None and not self.context <= self.frame_budget <= 4096:
+            bad(f"--frame-budget must hold at least one window (--context {self.context}) and be at most 4096, "
+                f"got {self.frame_budget}")
+        if self.fusion not in FUSION_KINDS:
+            bad(f"--fusion must be one of {', '.join(FUSION_KINDS)}, got {self.fusion!r}")
+        if self.noise not in NOISE_KINDS:
+            bad(f"--noise must be one of {', '.join(NOISE_KINDS)}, got {self.noise!r}")
         if self.models not in MODEL_SETS:
             bad(f"--models must be one of {', '.join(MODEL_SETS)}, got {self.models!r}")
         if self.dtype not in DTYPES:
@@ -171,6 +248,8 @@ class RestyleOptions:
             bad(f"--device must be auto, cpu, cuda or cuda:N, got {dev!r}")
         if self.dtype == "float16" and dev == "cpu":
             bad("--dtype float16 is not supported on the CPU: use float32 (the default there) or bfloat16")
+        if self.offload and dev == "cpu":
+            bad("--offload moves models between the GPU and CPU RAM: it does nothing with --device cpu; drop it")
         if self.pose not in POSE_DETECTORS:
             bad(f"--pose must be one of {', '.join(POSE_DETECTORS)}, got {self.pose!r}")
         parts = self.pose_parts
@@ -194,10 +273,14 @@ class RestyleOptions:
             if f.name == "extra":
                 continue
             v = getattr(self, f.name)
-            d[f.name] = str(v) if isinstance(v, (Path, Fraction)) else list(v) if isinstance(v, tuple) else v
+            d[f.name] = str(v) if isinstance(v, (Path, Fraction)) else _plain(v) if isinstance(v, tuple) else v
         d["lightning_steps"] = self.lightning_steps
         d["short_side"] = self.short_side
         return d
+
+
+def _plain(v):
+    return [_plain(x) for x in v] if isinstance(v, tuple) else v
 
 
 def option_names() -> set[str]:

@@ -186,15 +186,24 @@ class Restyler:
     def diffusion_models(self, o: RestyleOptions, device: str, dtype):
         from .models import load_diffusion_models
 
+        from .generate import compile_models, enable_offload
+
         s = self._model_specs(o)
-        key = (s["base"], s["motion"], s["controlnet"], o.lightning_steps, device, str(dtype))
+        key = (s["base"], s["motion"], s["controlnet"], o.lightning_steps, device, str(dtype), o.compile,
+               o.offload)
         if key not in self._diffusion:
             self._diffusion.clear()  # one set on the device at a time
             log.info("loading models: base %s, motion %s (%d-step), controlnet %s",
                      s["base"], s["motion"], o.lightning_steps, s["controlnet"])
-            self._diffusion[key] = load_diffusion_models(
+            models = load_diffusion_models(
                 s["base"], s["motion"], s["controlnet"], lightning_steps=o.lightning_steps,
                 device=device, dtype=dtype)
+            if o.offload:
+                enable_offload(models)
+            if o.compile:
+                log.info("compiling %d modules with torch.compile (the first frames take longer)",
+                         compile_models(models))
+            self._diffusion[key] = models
         return self._diffusion[key]
 
     def _pose_class(self, o: RestyleOptions):
@@ -346,8 +355,8 @@ class Restyler:
                 raise Interrupted("interrupted: no output was written") from None
             except Exception as e:
                 if type(e).__name__ == "OutOfMemoryError":
-                    raise OutOfMemory(f"the {device} ran out of memory: lower --size or --context, or use "
-                                      "--dtype float16") from e
+                    raise OutOfMemory(f"the {device} ran out of memory: lower --frame-budget (e.g. 32; it bounds "
+                                      "the frames on the GPU at once) or --size, or add --offload") from e
                 raise
         return guard()
 
@@ -389,9 +398,10 @@ class Restyler:
             models = self.diffusion_models(o, device, _resolve_dtype(o.dtype, device))
             seconds["load"] = time.perf_counter() - t
 
-            # 6. generate
+            # 6. generate (with --strength < 1, from the source frames' latents)
             t = time.perf_counter()
-            latents = self._generate(models, o, poses, width, height, progress)
+            init = self._source_latents(models, o, info, width, height) if o.strength < 1 else None
+            latents = self._generate(models, o, poses, width, height, progress, init)
             seconds["generate"] = time.perf_counter() - t
 
             # 7. encode (VAE decode streams into the encoder) + 8. rename
@@ -475,32 +485,74 @@ class Restyler:
         stage.close()
         return poses, times
 
-    def _generate(self, models, o: RestyleOptions, poses, width, height, progress):
-        import torch
+    def _source_latents(self, models, o: RestyleOptions, info, width: int, height: int):
+        """The kept source frames, decoded again and VAE-encoded (for --strength < 1)."""
+        from .generate import encode_frames
 
+        dec = video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
+                            max_frames=o.max_frames, fps=o.fps)
+        return encode_frames(models, (f.image for f in prefetch(dec, depth=16)))
+
+    def _generate(self, models, o: RestyleOptions, poses, width, height, progress, init_latents=None):
         from .generate import generate
-        from .pose.render import render_pose
-        from .windows import plan_windows
 
         n = len(poses)
-        windows = plan_windows(n, min(o.context, n), min(o.overlap, max(0, min(o.context, n) - 1)))
-        stage = _Stage("generate", o.steps * len(windows), progress, self._show())
-
-        def control(indices: list[int]) -> torch.Tensor:
-            maps = np.stack([render_pose(poses[i], width, height, o.pose_parts, o.pose_threshold) for i in indices])
-            return torch.from_numpy(maps).permute(0, 3, 1, 2).float() / 255.0
+        travel = list(o.prompt_at)
+        if travel and travel[0][0] != 0:
+            travel.insert(0, (0, o.prompt))  # -p holds until the first keyframe
+        if travel and travel[-1][0] >= n:
+            raise InvalidOptions(f"--prompt-at keyframe {travel[-1][0]} is past the last frame ({n - 1}): frames "
+                                 "count from 0 among the kept frames")
+        stage = _Stage("generate", o.steps, progress, self._show())
+        control = _ControlMaps(poses, width, height, o.pose_parts, o.pose_threshold)
 
         def on_progress(done: int, total: int) -> None:
             stage.total = stage.bar.total = total
             stage.update(done - stage.done)
 
+        stats: dict = {}
         try:
-            return generate(models, prompt=o.prompt, negative_prompt=o.negative_prompt, num_frames=n,
-                            height=height, width=width, control=control, steps=o.steps, guidance=o.guidance,
-                            seed=o.seed, context=o.context, overlap=o.overlap, pose_strength=o.pose_strength,
-                            progress=on_progress)
+            latents = generate(models, prompt=o.prompt, negative_prompt=o.negative_prompt, num_frames=n,
+                               height=height, width=width, control=control, steps=o.steps, guidance=o.guidance,
+                               seed=o.seed, context=o.context, overlap=o.overlap, pose_strength=o.pose_strength,
+                               fusion=o.fusion, noise=o.noise, frame_budget=o.frame_budget, loop=o.loop,
+                               prompt_travel=travel or None, control_start=o.control_start,
+                               control_end=o.control_end, init_latents=init_latents, strength=o.strength,
+                               progress=on_progress, stats=stats)
         finally:
             stage.close()
+        log.info("generated %d frames: %d windows in %d segments of at most %d frames (%.2f spatial passes per "
+                 "frame)", n, stats.get("windows", 0), stats.get("segments", 0), stats.get("frame_budget", 0),
+                 stats.get("spatial_passes", 0.0))
+        return latents
+
+
+class _ControlMaps:
+    """The sampler's control(indices): pose maps rendered on first use and kept as uint8 (up to ``cap`` bytes),
+    so the steps after the first reuse them instead of drawing again."""
+
+    def __init__(self, poses, width: int, height: int, parts, threshold: float, cap: int = 2 * 2**30):
+        self.poses, self.width, self.height, self.parts, self.threshold = poses, width, height, parts, threshold
+        self.keep = max(0, cap // (width * height * 3))
+        self.maps: dict[int, np.ndarray] = {}
+        self.renders = 0
+
+    def _map(self, i: int) -> np.ndarray:
+        m = self.maps.get(i)
+        if m is None:
+            from .pose.render import render_pose
+
+            m = render_pose(self.poses[i], self.width, self.height, self.parts, self.threshold)
+            self.renders += 1
+            if len(self.maps) < self.keep:
+                self.maps[i] = m
+        return m
+
+    def __call__(self, indices):
+        import torch
+
+        maps = np.stack([self._map(i) for i in indices])
+        return torch.from_numpy(maps).permute(0, 3, 1, 2).float() / 255.0
 
 
 def restyle(input: str | os.PathLike, output: str | os.PathLike | None = None, *, prompt: str,
