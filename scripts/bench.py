@@ -9,6 +9,10 @@ video I/O path against the ffmpeg command line doing the same decode/resize/enco
 `sd15-random` builds the real SD 1.5-sized UNet, motion adapter, ControlNet, VAE and CLIP text encoder with
 random weights (the same compute as the real ones, no downloads). The pose detector is always the tiny DWPose
 (the real weights cannot be downloaded here), so pose figures are not those of the real DWPose.
+Also measured: spatial frame-passes per output frame per step (frames through the UNet's first conv, so the
+figure is counted, not planned; target <= 1.15), and with --classic, v2v's generate stage with whole-UNet windows
+(frame budget = one window) in the same run, as a ratio. On the CPU the peak is resident memory above the level
+before the run (sampled every 20 ms); on CUDA, torch's peak allocated memory.
 Prints a table and writes the figures as JSON (--json).
 """
 
@@ -113,6 +117,45 @@ class GpuBusy:
         return (sum(s > 0 for s in self.samples) / len(self.samples)) if self.samples else None
 
 
+class RssPeak:
+    """On the CPU: the process's resident memory sampled every 20 ms; peak above the level at the start (MB)."""
+
+    def __init__(self):
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.02)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join()
+        return (max(self.peak, self._rss()) - self.start) / 2**20
+
+
+class FrameCounter:
+    """Frames through a module's first conv: the spatial frame-passes actually run (measured, not planned)."""
+
+    def __init__(self, module):
+        self.frames = 0
+        self.handle = module.conv_in.register_forward_hook(self._hook)
+
+    def _hook(self, mod, args, out):
+        self.frames += out.shape[0]
+
+    def remove(self):
+        self.handle.remove()
+
+
 def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
@@ -128,15 +171,28 @@ def reset_peak(device: str) -> None:
 # ------------------------------------------------------------------------- runs
 
 
-def run_v2v(restyler, video: Path, out: Path, device: str) -> dict:
+def run_v2v(restyler, video: Path, out: Path, device: str, steps: int, **options) -> dict:
+    """One restyle; also the spatial frame-passes per output frame per step, counted at the UNet's first conv
+    (CFG 1: one pass per frame), and on the CPU the peak resident memory above the level at the start."""
+    import v2v.pipeline as P
+
+    o = restyler._options("x", options)
+    models = restyler.diffusion_models(o, P._resolve_device(o.device), P._resolve_dtype(o.dtype, o.device))
+    counter = FrameCounter(models.unet)
     reset_peak(device)
-    with GpuBusy(device) as busy:
-        t = time.perf_counter()
-        r = restyler.restyle(video, out, prompt="claymation astronaut")
-        wall = time.perf_counter() - t
+    rss = RssPeak() if not device.startswith("cuda") else None
+    try:
+        with GpuBusy(device) as busy:
+            t = time.perf_counter()
+            r = restyler.restyle(video, out, prompt="claymation astronaut", **options)
+            wall = time.perf_counter() - t
+    finally:
+        counter.remove()
+        rss_mb = rss.stop() if rss is not None else None
     work = wall - r.seconds.get("load", 0.0)
     return {"frames": r.frames, "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
-            "fps": r.frames / work, "peak_mb": peak_memory_mb(device), "gpu_busy": busy.fraction}
+            "fps": r.frames / work, "peak_mb": rss_mb if rss_mb is not None else peak_memory_mb(device),
+            "gpu_busy": busy.fraction, "spatial_passes": round(counter.frames / (r.frames * steps), 4)}
 
 
 def run_diffusers(models, poses, width, height, device: str, steps: int, context: int, overlap: int) -> dict:
@@ -206,6 +262,10 @@ def main() -> None:
     ap.add_argument("--no-baseline", action="store_true", help="skip diffusers' pipeline")
     ap.add_argument("--baseline-max-frames", type=int, default=480)
     ap.add_argument("--json", type=Path, default=Path("bench.json"))
+    ap.add_argument("--frame-budget", type=int, default=None, help="v2v's frame budget (default: automatic)")
+    ap.add_argument("--classic", action="store_true",
+                    help="also time v2v with whole-UNet windows (frame budget = one window) in the same run")
+    ap.add_argument("--compile", action="store_true", help="v2v with --compile")
     a = ap.parse_args()
 
     import logging
@@ -230,7 +290,7 @@ def main() -> None:
     dtype = "float16" if a.device.startswith("cuda") else "float32"
     restyler = v2v.Restyler(base=str(paths["base"]), motion=str(paths["motion"]), controlnet=str(paths["controlnet"]),
                             pose_model=str(paths["dwpose"]), device=a.device, dtype=dtype, size=size, steps=a.steps,
-                            show_progress=False)
+                            frame_budget=a.frame_budget, compile=a.compile, show_progress=False)
     env = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
            "cpus": os.cpu_count(), "device": a.device,
            "gpu": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else None,
@@ -246,7 +306,12 @@ def main() -> None:
         video = work / f"in{n}.mp4"
         make(work / f"s{n}", seconds=n / 24, fps=24, width=size, height=size)
         shutil.move(work / f"s{n}" / "dance.mp4", video)
-        row = {"frames": n, "v2v": run_v2v(restyler, video, work / f"out{n}.mp4", a.device)}
+        row = {"frames": n, "v2v": run_v2v(restyler, video, work / f"out{n}.mp4", a.device, a.steps)}
+        if a.classic:
+            row["v2v_classic"] = run_v2v(restyler, video, work / f"cl{n}.mp4", a.device, a.steps, frame_budget=16)
+            # the generate stage alone: the classic run reuses the first run's cached keypoints
+            row["spatial_once_speedup"] = round(row["v2v_classic"]["seconds"]["generate"]
+                                                / row["v2v"]["seconds"]["generate"], 3)
         models = next(iter(restyler._diffusion.values()))
         if not a.no_baseline and n <= a.baseline_max_frames:
             det = next(iter(restyler._pose.values()))
@@ -267,12 +332,14 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     print(f"\n{env}\n")
-    print(f"{'frames':>6} | {'v2v f/s':>8} | {'peak MB':>8} | {'busy':>5} | {'diffusers f/s':>13} | {'peak MB':>8} | "
-          f"{'speed-up':>8} | {'io/ffmpeg':>9} | stages (s)")
+    print(f"{'frames':>6} | {'v2v f/s':>8} | {'peak MB':>8} | {'busy':>5} | {'passes':>6} | {'gen x classic':>13} | "
+          f"{'diffusers f/s':>13} | {'peak MB':>8} | {'speed-up':>8} | {'io/ffmpeg':>9} | stages (s)")
     for r in results:
         v, d = r["v2v"], r.get("diffusers", {})
         busy = f"{v['gpu_busy']:.2f}" if v.get("gpu_busy") is not None else "-"
-        print(f"{r['frames']:>6} | {v['fps']:>8.2f} | {v['peak_mb']:>8.0f} | {busy:>5} | "
+        classic = r.get("spatial_once_speedup", float("nan"))
+        print(f"{r['frames']:>6} | {v['fps']:>8.2f} | {v['peak_mb']:>8.0f} | {busy:>5} | {v['spatial_passes']:>6.3f} | "
+              f"{classic:>13.2f} | "
               f"{d.get('fps', float('nan')):>13.2f} | {d.get('peak_mb', float('nan')):>8.0f} | "
               f"{r.get('speedup', float('nan')):>8.2f} | {r['io'].get('ratio_v2v_over_ffmpeg', float('nan')):>9.2f} | "
               f"{v['seconds']}")
