@@ -390,3 +390,40 @@ def test_encode_frames_is_the_vae_posterior_mean(models):
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
     ref = models.vae.encode(x).latent_dist.mean * models.vae.config.scaling_factor
     assert torch.allclose(z, ref, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_frames(tmp_path_factory):
+    """--compile (per-block torch.compile) changes speed, not results (float rounding only). Slow: compiles."""
+    from v2v.generate import compile_models
+
+    tiny = write_tiny_diffusion_set(tmp_path_factory.mktemp("tiny-compile"))
+    m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"])
+    n = 20
+    _, control, _ = make_control(n, 32, 32)
+    kw = dict(prompt="a person", num_frames=n, height=32, width=32, control=control, steps=2, seed=3,
+              frame_budget=20)
+    eager = generate(m, **kw)
+    assert compile_models(m) > 10
+    compiled = generate(m, **kw)
+    assert (compiled - eager).abs().max().item() <= 1e-4 * eager.abs().max().item()
+    images = np.stack(list(decode_latents(m, compiled, chunk=8)))
+    assert images.shape == (n, 32, 32, 3)
+
+
+@pytest.mark.gpu
+def test_offload_on_gpu(tmp_path_factory):
+    """--offload: the text encoder and VAE sit in CPU RAM between uses; results equal the resident run."""
+    from v2v.generate import enable_offload
+
+    tiny = write_tiny_diffusion_set(tmp_path_factory.mktemp("tiny-offload"))
+    m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"], device="cuda")
+    _, control, _ = make_control(8, 32, 32)
+    kw = dict(prompt="a person", num_frames=8, height=32, width=32, control=control, steps=2, seed=3)
+    resident = generate(m, **kw)
+    enable_offload(m)
+    assert next(m.text_encoder.parameters()).device.type == "cpu"
+    off = generate(m, **kw)
+    assert next(m.text_encoder.parameters()).device.type == "cpu" and next(m.vae.parameters()).device.type == "cpu"
+    assert torch.allclose(off, resident, atol=1e-5)
+    assert len(list(decode_latents(m, off))) == 8 and next(m.vae.parameters()).device.type == "cpu"
