@@ -181,20 +181,46 @@ class Restyler:
         for k in d:
             if getattr(o, k):
                 d[k] = getattr(o, k)
+        # single-file checkpoints take their configs from the model set's own base and ControlNet repos
+        from .models import DEFAULT_TAESD
+        from .tiny import tiny_model_paths
+
+        t = tiny_model_paths() if o.models == "tiny" else None
+        d["base_config"] = str(t["base"]) if t else DEFAULT_BASE
+        d["controlnet_config"] = str(t["controlnet"]) if t else DEFAULT_CONTROLNET
+        d["decoder"] = (str(t["taesd"]) if t else DEFAULT_TAESD) if o.fast_decode else None
+        d["vae"] = o.vae
         return d
+
+    def _diffusion_args(self, o: RestyleOptions) -> dict:
+        """load_diffusion_models' / check_models' arguments for ``o`` (also the loaded models' cache key)."""
+        from .options import parse_motion_lora
+
+        s = self._model_specs(o)
+        return dict(base=s["base"], motion=s["motion"], controlnet=s["controlnet"],
+                    lightning_steps=o.lightning_steps, vae=s["vae"], decoder=s["decoder"],
+                    motion_loras=tuple(parse_motion_lora(v) for v in o.motion_loras),
+                    base_config=s["base_config"], controlnet_config=s["controlnet_config"])
+
+    def check_models(self, o: RestyleOptions) -> None:
+        """The models' cheap preflight (headers and configs only): a wrong model fails before any frame is
+        decoded. Skipped when these models are already loaded."""
+        from .models import check_models
+
+        args = self._diffusion_args(o)
+        if not any(k[0] == tuple(sorted(args.items())) for k in self._diffusion):
+            check_models(**args)
 
     def diffusion_models(self, o: RestyleOptions, device: str, dtype):
         from .models import load_diffusion_models
 
-        s = self._model_specs(o)
-        key = (s["base"], s["motion"], s["controlnet"], o.lightning_steps, device, str(dtype))
+        args = self._diffusion_args(o)
+        key = (tuple(sorted(args.items())), device, str(dtype))  # LoRAs and strengths included: merged weights
         if key not in self._diffusion:
             self._diffusion.clear()  # one set on the device at a time
             log.info("loading models: base %s, motion %s (%d-step), controlnet %s",
-                     s["base"], s["motion"], o.lightning_steps, s["controlnet"])
-            self._diffusion[key] = load_diffusion_models(
-                s["base"], s["motion"], s["controlnet"], lightning_steps=o.lightning_steps,
-                device=device, dtype=dtype)
+                     args["base"], args["motion"], o.lightning_steps, args["controlnet"])
+            self._diffusion[key] = load_diffusion_models(**args, device=device, dtype=dtype)
         return self._diffusion[key]
 
     def _pose_class(self, o: RestyleOptions):
@@ -372,6 +398,7 @@ class Restyler:
         pose_path = check_output_path(in_path, Path(o.keep_pose)) if o.keep_pose else None
         if pose_path is not None and pose_path == out_path:
             raise OutputError("--keep-pose must differ from the output path")
+        self.check_models(o)  # a wrong or missing model fails here, before any frame is decoded
 
         device = _resolve_device(o.device)
         with self._guard(device):
