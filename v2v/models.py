@@ -508,15 +508,16 @@ def lora_deltas(lora: Mapping[str, torch.Tensor], path: Path | str = "LoRA") -> 
 
 def merge_motion_loras(sd: Mapping[str, torch.Tensor],
                        loras: Sequence[tuple[Mapping[str, torch.Tensor], float]]) -> dict[str, torch.Tensor]:
-    """A new motion state dict with each LoRA merged in: W + strength * delta, in float32 (then the weight's own
-    dtype). Strength 0 leaves the weights untouched. Unchecked: run ``check_motion_lora`` first."""
+    """A new motion state dict with each LoRA merged in: W + strength * delta, in float32 (merged weights stay
+    float32; the loader casts them to the run's dtype). Strength 0 leaves the weights untouched. Unchecked: run
+    ``check_motion_lora`` first."""
     out = dict(sd)
     for lora, strength in loras:
         if strength == 0:
             continue
         for target, delta in lora_deltas(lora).items():
             w = out[target]
-            out[target] = (w.float() + strength * delta.reshape(w.shape)).to(w.dtype)
+            out[target] = w.float() + strength * delta.reshape(w.shape)
     return out
 
 

@@ -472,6 +472,8 @@ def write_tiny_taesd(folder, seed: int = SEED) -> Path:
         _seeded(seed + 5)
         taesd = AutoencoderTiny(**TAESD_CONFIG)
         _randomize_zeros(taesd)
+        with torch.no_grad():  # mid-grey plus noise rather than clipped black: its decodes carry information
+            taesd.decoder.layers[-1].bias.add_(0.5)
     taesd.eval().half().save_pretrained(Path(folder), safe_serialization=True)
     return Path(folder)
 
