@@ -16,8 +16,8 @@ from v2v.models import (check_models, lora_deltas, load_diffusion_models, merge_
 from v2v.options import RestyleOptions, parse_motion_lora
 from v2v.tiny import diffusion as tiny_mod
 from v2v.tiny.diffusion import (lay_out_diffusion_hub, lay_out_hub_repo, tiny_motion_lora, write_tiny_checkpoint,
-                                write_tiny_controlnet_file, write_tiny_diffusion_set, write_tiny_motion_lora,
-                                write_tiny_taesd, write_tiny_vae_file)
+                                write_tiny_controlnet_file, write_tiny_diffusion_set, write_tiny_motion,
+                                write_tiny_motion_lora, write_tiny_taesd, write_tiny_vae_file)
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
 ZOOM = "guoyww/animatediff-motion-lora-zoom-in"
@@ -402,3 +402,15 @@ def test_missing_lora_offline_names_repo_and_file(fake_hub, tmp_path):
     assert "guoyww/animatediff-motion-lora-pan-left/diffusion_pytorch_model.safetensors" in r.stderr
     assert "online" in r.stderr and "Traceback" not in r.stderr and not out.exists()
     assert "loading the pose detector" not in r.stderr  # failed before the pose stage started
+
+
+def test_original_motion_module_ckpt(tiny, folder_models, tmp_path):
+    """An original AnimateDiff v2 module as a .ckpt pickle (as mm_sd_v15_v2.ckpt) loads to the same weights."""
+    sd = load_file(str(write_tiny_motion(tmp_path / "c.safetensors", fmt="comfyui")))
+    ckpt = tmp_path / "mm_sd_v15_v2.ckpt"
+    torch.save({"state_dict": sd}, ckpt)
+    assert model_kind(read_header(ckpt)) == "motion"
+    m = load_diffusion_models(tiny["base"], str(ckpt), tiny["controlnet"])
+    a, b = _motion_weights(m), _motion_weights(folder_models)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.endswith("pos_embed.pe"))
