@@ -901,6 +901,8 @@ def load_diffusion_models(base: str, motion: str, controlnet: str, *, lightning_
     taesd = None
     if decoder:
         log.info("loading TAESD %s for --fast-decode", decoder)
+        if vae:
+            log.warning("with --fast-decode TAESD decodes the frames: the VAE '%s' only encodes", vae)
         dec_dir = hub.resolve_folder(str(decoder), what="TAESD (--fast-decode)", allow_patterns=_SINGLE_MODEL_PATTERNS)
         try:
             taesd = AutoencoderTiny.from_pretrained(dec_dir, torch_dtype=dtype, **_fast_load())
