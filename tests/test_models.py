@@ -235,3 +235,126 @@ def test_max_seq_length_read_from_file(tiny, tmp_path):
               str(tmp_path / "v1_orig.safetensors"))
     for name in ("v1.safetensors", "v1_orig.safetensors"):
         assert load_motion_adapter(tmp_path / name, unet.config).config.motion_max_seq_length == 24
+
+
+# ---------------------------------------------------------------- the preflight: wrong models, one line, early
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny, tmp_path_factory):
+    """The tiny base as one original-layout checkpoint (civitai style)."""
+    return tiny_mod.write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", tiny["base"])
+
+
+def _edit_config(src, dst, rel="config.json", **changes):
+    import json
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / rel).read_text())
+    cfg.update(changes)
+    (dst / rel).write_text(json.dumps(cfg))
+    return dst
+
+
+def test_wrong_single_file_base(tiny, ckpt, tmp_path):
+    kw = dict(motion=tiny["motion"], controlnet=tiny["controlnet"], base_config=str(tiny["base"]))
+    sd = load_file(str(ckpt))
+
+    def variant(name, changes=None, drop=()):
+        d = {k: v for k, v in sd.items() if not k.startswith(tuple(drop))}
+        d.update(changes or {})
+        save_file(d, str(tmp_path / name))
+        return str(tmp_path / name)
+
+    z = torch.zeros(1)
+    assert_one_line_load_error("is an SDXL checkpoint, not a Stable Diffusion 1.5 base model", **kw,
+                               base=variant("xl.safetensors", {"conditioner.embedders.1.model.positional_embedding": z}))
+    assert_one_line_load_error("is a Stable Diffusion 2.x checkpoint", **kw, base=variant(
+        "sd2.safetensors", {"cond_stage_model.model.token_embedding.weight": z}, drop=["cond_stage_model."]))
+    conv = sd["model.diffusion_model.input_blocks.0.0.weight"]
+    assert_one_line_load_error("inpainting", **kw, base=variant(
+        "inpaint.safetensors", {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(conv.shape[0], 9, 3, 3)}))
+    assert_one_line_load_error("no CLIP text encoder", **kw, base=variant("note.safetensors", drop=["cond_stage_model."]))
+    # a motion module, a ControlNet given as the base: say where they go
+    assert_one_line_load_error("is an AnimateDiff motion module, not a Stable Diffusion 1.5 base model: pass it "
+                               "with --motion", **kw, base=str(tiny["comfyui"]))
+    cn_file = tiny_mod.write_tiny_controlnet_file(tmp_path / "cn.pth", tiny["controlnet"])
+    assert_one_line_load_error("pass it with --controlnet", **kw, base=str(cn_file))
+
+
+def test_wrong_folders_by_config(tiny, tmp_path):
+    kw = dict(motion=tiny["motion"], controlnet=tiny["controlnet"])
+    sd2 = tmp_path / "sd2"
+    shutil.copytree(tiny["base"], sd2)
+    _edit_config(tiny["base"] / "unet", tmp_path / "u", cross_attention_dim=1024)
+    shutil.rmtree(sd2 / "unet")
+    shutil.move(tmp_path / "u", sd2 / "unet")
+    assert_one_line_load_error(r"not Stable Diffusion 1.5 \(a Stable Diffusion 2.x UNet\)", base=sd2, **kw)
+    # ControlNets: SD2 (text width 1024), SDXL, 1-channel conditions, named for another condition, not a ControlNet
+    kw = dict(base=tiny["base"], motion=tiny["motion"])
+    assert_one_line_load_error("does not fit the base model", **kw, controlnet=_edit_config(
+        tiny["controlnet"], tmp_path / "cn_sd2", cross_attention_dim=1024))
+    assert_one_line_load_error("is an SDXL ControlNet", **kw, controlnet=_edit_config(
+        tiny["controlnet"], tmp_path / "cn_xl", addition_embed_type="text_time"))
+    assert_one_line_load_error("1-channel conditions", **kw, controlnet=_edit_config(
+        tiny["controlnet"], tmp_path / "cn_gray", conditioning_channels=1))
+    canny = tmp_path / "control_v11p_sd15_canny"
+    shutil.copytree(tiny["controlnet"], canny)
+    assert_one_line_load_error("is a canny ControlNet", **kw, controlnet=canny)
+    assert_one_line_load_error("is a depth ControlNet", **kw, controlnet="lllyasviel/control_v11f1p_sd15_depth")
+    assert_one_line_load_error("is a Stable Diffusion 1.x checkpoint, not a ControlNet", **kw,
+                               controlnet=str(tiny_mod.write_tiny_checkpoint(tmp_path / "sd.safetensors", tiny["base"])))
+    # VAEs: 16 latent channels (SD3/Flux style), or not a VAE at all
+    assert_one_line_load_error("16 latent channels", **kw, controlnet=tiny["controlnet"],
+                               vae=_edit_config(tiny["base"] / "vae", tmp_path / "vae16", latent_channels=16))
+    assert_one_line_load_error("not a diffusers AutoencoderKL", **kw, controlnet=tiny["controlnet"],
+                               vae=tiny["controlnet"])
+    assert_one_line_load_error("not an SD1.5 TAESD", **kw, controlnet=tiny["controlnet"], decoder=tiny["base"] / "vae")
+
+
+def test_wrong_motion_kinds(tiny, ckpt, tmp_path):
+    kw = dict(base=tiny["base"], controlnet=tiny["controlnet"])
+    assert_one_line_load_error("is a Stable Diffusion 1.x checkpoint, not an AnimateDiff motion module",
+                               motion=ckpt, **kw)
+    lora = tiny_mod.write_tiny_motion_lora(tmp_path / "v2_lora_PanLeft.ckpt", fmt="original")
+    assert_one_line_load_error("is a motion LoRA, not an AnimateDiff motion module: pass it with --motion-lora",
+                               motion=lora, **kw)
+
+
+def test_preflight_reads_no_weights(tiny, ckpt, tmp_path, monkeypatch):
+    """check_models passes a good set (single-file base and ControlNet, both LoRA formats, a VAE file) from
+    headers and configs alone: loading any tensor data fails the test."""
+    import safetensors.torch
+
+    from v2v import models as models_mod
+
+    lora_ckpt = tiny_mod.write_tiny_motion_lora(tmp_path / "v2_lora_ZoomIn.ckpt", fmt="original")
+    lora_dir = tiny_mod.write_tiny_motion_lora(tmp_path / "zoom", fmt="diffusers").parent
+    cn = tiny_mod.write_tiny_controlnet_file(tmp_path / "control_v11p_sd15_openpose.pth", tiny["controlnet"])
+    vae = tiny_mod.write_tiny_vae_file(tmp_path / "vae.safetensors", tiny["base"])
+    real_load = torch.load
+
+    def meta_only(*a, **k):
+        assert k.get("map_location") == "meta", "the preflight read weights"
+        return real_load(*a, **k)
+
+    def no(*a, **k):
+        raise AssertionError("the preflight read weights")
+
+    monkeypatch.setattr(safetensors.torch, "load_file", no)
+    monkeypatch.setattr(torch, "load", meta_only)
+    models_mod.check_models(str(ckpt), tiny["motion"], str(cn), vae=str(vae), base_config=str(tiny["base"]),
+                            controlnet_config=str(tiny["controlnet"]),
+                            motion_loras=[(str(lora_ckpt), 0.8), (str(lora_dir), 1.0)])
+    with pytest.raises(ModelLoadError, match="SDXL"):  # and it does catch what it should
+        models_mod.check_models(str(ckpt), tiny["motion"], tiny["controlnet"], base_config=str(xl_unet_folder(
+            tiny, tmp_path)))
+
+
+def xl_unet_folder(tiny, tmp_path):
+    """The tiny base's configs with an SDXL UNet config (as a wrong base_config)."""
+    folder = tmp_path / "xl_configs"
+    shutil.copytree(tiny["base"], folder)
+    shutil.rmtree(folder / "unet")
+    _edit_config(tiny["base"] / "unet", folder / "unet", addition_embed_type="text_time")
+    return folder

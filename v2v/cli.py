@@ -86,9 +86,17 @@ def _add_restyle_options(p):
     m.add_argument("--models", choices=MODEL_SETS, default="default",
                    help="'default': the real models (downloaded once); 'tiny': random weights, an offline "
                         "smoke test whose output is noise")
-    m.add_argument("--base", help="SD 1.5 base model: hub id or local diffusers folder")
+    m.add_argument("--base", help="SD 1.5 base model: hub id, local diffusers folder, or one .safetensors "
+                                  "checkpoint (civitai/A1111 layout)")
     m.add_argument("--motion", help="motion module: hub repo or .safetensors file")
-    m.add_argument("--controlnet", help="ControlNet OpenPose: hub id or folder")
+    m.add_argument("--controlnet", help="ControlNet OpenPose: hub id, folder, or one .pth/.safetensors file")
+    m.add_argument("--motion-lora", action="append", default=[], metavar="PATH_OR_REPO[:STRENGTH]",
+                   help="motion LoRA merged into the motion module, repeatable: a diffusers repo such as "
+                        "guoyww/animatediff-motion-lora-zoom-in, or a v2_lora_*.ckpt file; strength default 1.0 "
+                        "(0.7-0.8 suggested), e.g. guoyww/animatediff-motion-lora-zoom-in:0.8")
+    m.add_argument("--vae", help="VAE replacing the base's: hub id, folder or file, e.g. stabilityai/sd-vae-ft-mse")
+    m.add_argument("--fast-decode", action="store_true",
+                   help="decode with TAESD (madebyollin/taesd) instead of the VAE: much faster, a little softer")
     m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     m.add_argument("--dtype", default="auto", choices=("auto", "float16", "bfloat16", "float32"),
                    help="auto: float16 on CUDA, float32 on CPU")
@@ -127,6 +135,7 @@ def _restyle_opts(a: argparse.Namespace) -> dict:
                 control_start=a.control_start, control_end=a.control_end, prompt_at=a.prompt_at or (),
                 strength=a.strength, compile=a.compile, offload=a.offload,
                 models=a.models, base=a.base, motion=a.motion, controlnet=a.controlnet, device=a.device,
+                motion_loras=tuple(a.motion_lora), vae=a.vae, fast_decode=a.fast_decode,
                 dtype=a.dtype, crf=a.crf, **_frame_opts(a), **_pose_opts(a))
 
 

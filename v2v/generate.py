@@ -302,8 +302,7 @@ def _predict_segment(models: DiffusionModels, scaled: torch.Tensor, frames: tupl
 def decode_to_float(models: DiffusionModels, latents: torch.Tensor) -> torch.Tensor:
     """VAE-decode a few frames' latents: (n, 3, H, W) float32 in [0, 1] on the CPU."""
     with on_device(models, "vae"):
-        z = latents.to(device=models.device, dtype=models.vae.dtype) / models.vae.config.scaling_factor
-        images = models.vae.decode(z).sample
+        images = models.decode(latents)  # the VAE, or TAESD with --fast-decode (DiffusionModels.decode)
         return (images * 0.5 + 0.5).clamp(0, 1).float().cpu()
 
 
@@ -331,8 +330,7 @@ def decode_latents(models: DiffusionModels, latents: torch.Tensor, chunk: int = 
 @torch.no_grad()
 def _decode_uint8(models: DiffusionModels, latents: torch.Tensor):
     """Start decoding a chunk: ((n, H, W, 3) uint8 CPU tensor, CUDA event to wait for or None)."""
-    z = latents.to(device=models.device, dtype=models.vae.dtype) / models.vae.config.scaling_factor
-    images = models.vae.decode(z).sample
+    images = models.decode(latents)  # the VAE, or TAESD with --fast-decode (DiffusionModels.decode)
     images = (images * 0.5 + 0.5).clamp(0, 1).float()  # as decode_to_float
     frames = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     if frames.device.type != "cuda":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -73,6 +74,8 @@ def parse_prompt_at(value) -> tuple[tuple[int, str], ...]:
             if not isinstance(text, str) or not text.strip():
                 raise InvalidOptions(f"--prompt-at frame {frame} has no prompt")
             out.append((int(str(frame).strip()), text.strip()))
+    except InvalidOptions:
+        raise
     except (TypeError, ValueError):
         raise InvalidOptions("--prompt-at must be 'FRAME:PROMPT;FRAME:PROMPT' or a JSON file of frame -> prompt") \
             from None
@@ -80,6 +83,21 @@ def parse_prompt_at(value) -> tuple[tuple[int, str], ...]:
     if len(set(frames)) != len(frames):
         raise InvalidOptions(f"--prompt-at gives frame {max(frames, key=frames.count)} twice")
     return tuple(sorted(out))
+
+
+def parse_motion_lora(value: str) -> tuple[str, float]:
+    """'guoyww/animatediff-motion-lora-zoom-in:0.8' -> (spec, 0.8); without ':NUMBER' the strength is 1.0.
+
+    Only a number after the last ':' is a strength, so a Windows path stays whole: 'C:\\loras\\zoom.ckpt' ->
+    ('C:\\loras\\zoom.ckpt', 1.0), 'C:\\loras\\zoom.ckpt:0.7' -> ('C:\\loras\\zoom.ckpt', 0.7).
+    """
+    spec, sep, tail = str(value).rpartition(":")
+    if sep:
+        try:
+            return spec, float(tail)
+        except ValueError:
+            pass
+    return str(value), 1.0
 
 
 def lightning_for_steps(steps: int) -> int:
@@ -135,9 +153,12 @@ class RestyleOptions:
     noise: str = "freenoise"  # initial noise: "freenoise" (shuffled repeats per window) or "random"
     # --- models ---
     models: str = "default"  # "default" (real models, downloaded once) or "tiny" (random, offline smoke test)
-    base: str | None = None  # SD 1.5 base: hub id or local diffusers folder; None: the model set's
+    base: str | None = None  # SD 1.5 base: hub id, local diffusers folder or single checkpoint file; None: the model set's
     motion: str | None = None  # motion module: hub repo or .safetensors file; None: AnimateDiff-Lightning
-    controlnet: str | None = None  # ControlNet OpenPose: hub id or folder; None: the model set's
+    controlnet: str | None = None  # ControlNet OpenPose: hub id, folder or single file; None: the model set's
+    motion_loras: tuple[str, ...] = ()  # motion LoRAs "PATH_OR_REPO[:STRENGTH]" (strength 1.0 if none), merged in
+    vae: str | None = None  # VAE replacing the base's: hub id, diffusers folder or single file; None: the base's
+    fast_decode: bool = False  # decode with TAESD (madebyollin/taesd) instead of the VAE: faster, a little softer
     pose_model: str | None = None  # pose weights: hub id or folder (DWPose's 2 ONNX / OpenPose's 3 .pth); None: default
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
     dtype: str = "auto"  # "auto" (float16 on CUDA, float32 on CPU), "float16", "bfloat16", "float32"
@@ -162,6 +183,12 @@ class RestyleOptions:
             object.__setattr__(self, "pose_json", Path(self.pose_json))
         if not (isinstance(self.prompt_at, tuple) and all(isinstance(k, tuple) for k in self.prompt_at)):
             object.__setattr__(self, "prompt_at", parse_prompt_at(self.prompt_at))
+
+
+        if isinstance(self.motion_loras, (str, Path)):  # one LoRA as a plain string; lists stored as a tuple
+            object.__setattr__(self, "motion_loras", (str(self.motion_loras),))
+        elif isinstance(self.motion_loras, list):
+            object.__setattr__(self, "motion_loras", tuple(str(v) for v in self.motion_loras))
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -241,6 +268,19 @@ class RestyleOptions:
             bad(f"--noise must be one of {', '.join(NOISE_KINDS)}, got {self.noise!r}")
         if self.models not in MODEL_SETS:
             bad(f"--models must be one of {', '.join(MODEL_SETS)}, got {self.models!r}")
+        if not isinstance(self.motion_loras, tuple):
+            bad(f"motion_loras must be a list of 'PATH_OR_REPO[:STRENGTH]' strings, got {self.motion_loras!r}")
+        for item in self.motion_loras:
+            spec, strength = parse_motion_lora(item)
+            if not spec.strip():
+                bad(f"--motion-lora {item!r} names no LoRA: give a path or hub repo, e.g. "
+                    f"guoyww/animatediff-motion-lora-zoom-in:0.8")
+            if not math.isfinite(strength) or not -2.0 <= strength <= 2.0:
+                bad(f"--motion-lora strength must be between -2 and 2 (0.7-0.8 is a good start), got {item!r}")
+        if self.vae is not None and not str(self.vae).strip():
+            bad("--vae is empty: give a hub id, folder or file, e.g. stabilityai/sd-vae-ft-mse")
+        if not isinstance(self.fast_decode, bool):
+            bad(f"fast_decode must be true or false, got {self.fast_decode!r}")
         if self.dtype not in DTYPES:
             bad(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         dev = self.device

@@ -181,23 +181,49 @@ class Restyler:
         for k in d:
             if getattr(o, k):
                 d[k] = getattr(o, k)
+        # single-file checkpoints take their configs from the model set's own base and ControlNet repos
+        from .models import DEFAULT_TAESD
+        from .tiny import tiny_model_paths
+
+        t = tiny_model_paths() if o.models == "tiny" else None
+        d["base_config"] = str(t["base"]) if t else DEFAULT_BASE
+        d["controlnet_config"] = str(t["controlnet"]) if t else DEFAULT_CONTROLNET
+        d["decoder"] = (str(t["taesd"]) if t else DEFAULT_TAESD) if o.fast_decode else None
+        d["vae"] = o.vae
         return d
+
+    def _diffusion_args(self, o: RestyleOptions) -> dict:
+        """load_diffusion_models' / check_models' arguments for ``o`` (also the loaded models' cache key)."""
+        from .options import parse_motion_lora
+
+        s = self._model_specs(o)
+        return dict(base=s["base"], motion=s["motion"], controlnet=s["controlnet"],
+                    lightning_steps=o.lightning_steps, vae=s["vae"], decoder=s["decoder"],
+                    motion_loras=tuple(parse_motion_lora(v) for v in o.motion_loras),
+                    base_config=s["base_config"], controlnet_config=s["controlnet_config"])
+
+    def check_models(self, o: RestyleOptions) -> None:
+        """The models' cheap preflight (headers and configs only): a wrong model fails before any frame is
+        decoded. Skipped when these models are already loaded."""
+        from .models import check_models
+
+        args = self._diffusion_args(o)
+        if not any(k[0] == tuple(sorted(args.items())) for k in self._diffusion):
+            check_models(**args)
 
     def diffusion_models(self, o: RestyleOptions, device: str, dtype):
         from .models import load_diffusion_models
 
         from .generate import compile_models, enable_offload
 
-        s = self._model_specs(o)
-        key = (s["base"], s["motion"], s["controlnet"], o.lightning_steps, device, str(dtype), o.compile,
-               o.offload)
+        args = self._diffusion_args(o)
+        # LoRAs and strengths included (merged weights); compiled and offloaded sets differ too
+        key = (tuple(sorted(args.items())), device, str(dtype), o.compile, o.offload)
         if key not in self._diffusion:
             self._diffusion.clear()  # one set on the device at a time
             log.info("loading models: base %s, motion %s (%d-step), controlnet %s",
-                     s["base"], s["motion"], o.lightning_steps, s["controlnet"])
-            models = load_diffusion_models(
-                s["base"], s["motion"], s["controlnet"], lightning_steps=o.lightning_steps,
-                device=device, dtype=dtype)
+                     args["base"], args["motion"], o.lightning_steps, args["controlnet"])
+            models = load_diffusion_models(**args, device=device, dtype=dtype)
             if o.offload:
                 enable_offload(models)
             if o.compile:
@@ -381,6 +407,7 @@ class Restyler:
         pose_path = check_output_path(in_path, Path(o.keep_pose)) if o.keep_pose else None
         if pose_path is not None and pose_path == out_path:
             raise OutputError("--keep-pose must differ from the output path")
+        self.check_models(o)  # a wrong or missing model fails here, before any frame is decoded
 
         device = _resolve_device(o.device)
         with self._guard(device):

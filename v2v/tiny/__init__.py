@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -62,7 +63,27 @@ def tiny_model_paths() -> dict[str, Path]:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return {"base": root / "base", "controlnet": root / "controlnet", "motion": root / "motion",
-            "dwpose": root / "dwpose", "openpose": _tiny_openpose(root)}
+            "dwpose": root / "dwpose", "openpose": _tiny_openpose(root), "taesd": _tiny_taesd(root)}
+
+
+def _tiny_taesd(root: Path) -> Path:
+    """The tiny TAESD (``--fast-decode``), built on first use beside the rest of the set."""
+    from .diffusion import write_tiny_taesd
+
+    folder = root / "taesd"
+    if not (folder / "config.json").is_file():
+        tmp = root / f".taesd.{uuid.uuid4().hex[:8]}"
+        try:
+            write_tiny_taesd(tmp)
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another process finished first, or an incomplete copy is in the way
+                if not (folder / "config.json").is_file():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    os.rename(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def _tiny_openpose(root: Path) -> Path:
@@ -86,12 +107,19 @@ def _tiny_openpose(root: Path) -> Path:
 
 
 def build_fake_hub_cache(cache_dir: Path) -> Path:
-    """Lay the tiny set out in ``cache_dir`` under the default models' real repo ids and file names."""
-    from .diffusion import lay_out_hub_repo
+    """Lay the tiny set out in ``cache_dir`` under the default models' real repo ids and file names; also the
+    TAESD of ``--fast-decode``, the VAE ``stabilityai/sd-vae-ft-mse`` (the tiny base's) and the motion LoRA
+    ``guoyww/animatediff-motion-lora-zoom-in`` (diffusers format)."""
+    from ..models import DEFAULT_TAESD
+    from .diffusion import lay_out_hub_repo, write_tiny_motion_lora
 
     t = tiny_model_paths()
     for repo, folder in ((DEFAULT_BASE, t["base"]), (DEFAULT_CONTROLNET, t["controlnet"]),
                          (DEFAULT_MOTION, t["motion"]), (DEFAULT_DWPOSE, t["dwpose"]),
-                         (DEFAULT_OPENPOSE, t["openpose"])):
+                         (DEFAULT_OPENPOSE, t["openpose"]), (DEFAULT_TAESD, t["taesd"]),
+                         ("stabilityai/sd-vae-ft-mse", t["base"] / "vae")):
         lay_out_hub_repo(cache_dir, repo, {"": folder})
+    with tempfile.TemporaryDirectory() as tmp:
+        lora = write_tiny_motion_lora(Path(tmp), fmt="diffusers")
+        lay_out_hub_repo(cache_dir, "guoyww/animatediff-motion-lora-zoom-in", {lora.name: lora})
     return Path(cache_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -298,3 +299,222 @@ def lay_out_diffusion_hub(cache_dir, tiny: dict[str, Path], steps=(1, 2, 4, 8)) 
     lay_out_hub_repo(cache_dir, DEFAULT_REPOS["motion"], {
         f"animatediff_lightning_{n}step_diffusers.safetensors": tiny["motion"] for n in steps})
     lay_out_hub_repo(cache_dir, DEFAULT_REPOS["controlnet"], {"": tiny["controlnet"]})
+
+
+# ---------------------------------------------------------------- single files and add-ons in their real formats
+#
+# The inverse of diffusers' single-file conversions (``diffusers.loaders.single_file_utils``): the tiny diffusers
+# models written back in the original CompVis / A1111 / lllyasviel key layouts, so the tests run diffusers' real
+# single-file loading on them.
+
+_UNET_TOP = {  # diffusers -> original, for the UNet and the ControlNet
+    "time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+    "controlnet_mid_block": "middle_block_out.0",
+    "controlnet_cond_embedding.conv_in": "input_hint_block.0",
+    "controlnet_cond_embedding.conv_out": "input_hint_block.14",
+}
+_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+           ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
+
+
+def _ldm_resnet(tail: str) -> str:
+    head, _, rest = tail.partition(".")
+    return dict(_RESNET).get(head, head) + "." + rest
+
+
+def diffusers_to_ldm_unet(sd: dict, config: dict) -> dict:
+    """A diffusers ``UNet2DConditionModel`` / ``ControlNetModel`` state dict in the original layout (no
+    ``model.diffusion_model.`` / ``control_model.`` prefix); the inverse of ``convert_ldm_unet_checkpoint`` and
+    ``convert_controlnet_checkpoint``."""
+    lpb = config["layers_per_block"]
+    n = len(config["block_out_channels"])
+    up_attn = {int(k.split(".")[1]) for k in sd if k.startswith("up_blocks.") and ".attentions." in k}
+    out = {}
+    for k, v in sd.items():
+        module, _, param = k.rpartition(".")
+        if module in _UNET_TOP:
+            out[f"{_UNET_TOP[module]}.{param}"] = v
+            continue
+        m = re.match(r"(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions|downsamplers|upsamplers)\.(\d+)\.(.+)$", k)
+        if m:
+            kind, b, part, j, tail = m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), m.group(5)
+            if kind == "down_blocks":
+                idx = 1 + b * (lpb + 1) + (lpb if part == "downsamplers" else j)
+                out[{"resnets": f"input_blocks.{idx}.0.{_ldm_resnet(tail)}",
+                     "attentions": f"input_blocks.{idx}.1.{tail}",
+                     "downsamplers": f"input_blocks.{idx}.0.op.{tail.removeprefix('conv.')}"}[part]] = v
+            else:
+                idx = b * (lpb + 1) + (lpb if part == "upsamplers" else j)
+                out[{"resnets": f"output_blocks.{idx}.0.{_ldm_resnet(tail)}",
+                     "attentions": f"output_blocks.{idx}.1.{tail}",
+                     "upsamplers": f"output_blocks.{idx}.{2 if b in up_attn else 1}.{tail}"}[part]] = v
+            continue
+        m = re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)$", k)
+        if m:
+            j, tail = int(m.group(2)), m.group(3)
+            out[f"middle_block.{2 * j}.{_ldm_resnet(tail)}" if m.group(1) == "resnets"
+                else f"middle_block.1.{tail}"] = v
+            continue
+        m = re.match(r"controlnet_down_blocks\.(\d+)\.(.+)$", k)
+        if m:
+            out[f"zero_convs.{m.group(1)}.0.{m.group(2)}"] = v
+            continue
+        m = re.match(r"controlnet_cond_embedding\.blocks\.(\d+)\.(.+)$", k)
+        if m:
+            out[f"input_hint_block.{2 * (int(m.group(1)) + 1)}.{m.group(2)}"] = v
+            continue
+        raise ValueError(f"no original name for UNet weight {k} ({n} blocks)")
+    return out
+
+
+def diffusers_to_ldm_vae(sd: dict, n_blocks: int) -> dict:
+    """A diffusers ``AutoencoderKL`` state dict in the original layout (attention weights as 1x1 convs)."""
+    attn = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+    out = {}
+    for k, v in sd.items():
+        side, _, rest = k.partition(".")
+        if side not in ("encoder", "decoder"):
+            out[k] = v  # quant_conv, post_quant_conv
+            continue
+        m = re.match(r"(down_blocks|up_blocks)\.(\d+)\.(resnets|downsamplers|upsamplers)\.(\d+)\.(.+)$", rest)
+        if m:
+            b = int(m.group(2)) if m.group(1) == "down_blocks" else n_blocks - 1 - int(m.group(2))
+            level = "down" if m.group(1) == "down_blocks" else "up"
+            tail = m.group(5).replace("conv_shortcut", "nin_shortcut")
+            name = {"resnets": f"{level}.{b}.block.{m.group(4)}.{tail}", "downsamplers": f"down.{b}.downsample.{tail}",
+                    "upsamplers": f"up.{b}.upsample.{tail}"}[m.group(3)]
+        elif rest.startswith("mid_block.resnets."):
+            j, _, tail = rest.removeprefix("mid_block.resnets.").partition(".")
+            name = f"mid.block_{int(j) + 1}.{tail.replace('conv_shortcut', 'nin_shortcut')}"
+        elif rest.startswith("mid_block.attentions.0."):
+            module, _, param = rest.removeprefix("mid_block.attentions.0.").rpartition(".")
+            name = f"mid.attn_1.{attn[module]}.{param}"
+            if v.ndim == 2:
+                v = v[:, :, None, None]
+        else:
+            name = rest.replace("conv_norm_out", "norm_out")
+        out[f"{side}.{name}"] = v
+    return out
+
+
+def _read_folder_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    sd = {}
+    for f in files:
+        sd.update(load_file(str(f)))
+    return sd
+
+
+def tiny_checkpoint_state_dict(base) -> dict:
+    """The tiny diffusers base folder as one original-layout SD1.5 state dict: ``model.diffusion_model.*``,
+    ``first_stage_model.*``, ``cond_stage_model.transformer.text_model.*`` (as civitai / A1111 checkpoints)."""
+    base = Path(base)
+    unet_cfg = json.loads((base / "unet" / "config.json").read_text())
+    vae_cfg = json.loads((base / "vae" / "config.json").read_text())
+    sd = {f"model.diffusion_model.{k}": v
+          for k, v in diffusers_to_ldm_unet(_read_folder_weights(base / "unet"), unet_cfg).items()}
+    sd.update({f"first_stage_model.{k}": v for k, v in
+               diffusers_to_ldm_vae(_read_folder_weights(base / "vae"), len(vae_cfg["block_out_channels"])).items()})
+    for k, v in _read_folder_weights(base / "text_encoder").items():
+        sd["cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k)] = v
+    return sd
+
+
+def _save(sd: dict, path: Path, wrap: bool = False) -> Path:
+    """safetensors for ``.safetensors``, else a torch zip pickle of tensors only (``{"state_dict": sd}`` if wrap)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.contiguous() for k, v in sd.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(sd, str(path))
+    else:
+        torch.save({"state_dict": sd} if wrap else sd, str(path))
+    return path
+
+
+def write_tiny_checkpoint(path, base) -> Path:
+    """The tiny base (a diffusers folder from ``write_tiny_base``) as one SD1.5 checkpoint in the original layout:
+    ``.safetensors`` (civitai style) or ``.ckpt`` (a ``{"state_dict": ...}`` pickle of tensors)."""
+    path = Path(path)
+    return _save(tiny_checkpoint_state_dict(base), path, wrap=path.suffix == ".ckpt")
+
+
+def write_tiny_vae_file(path, base) -> Path:
+    """The tiny base's VAE as one original-layout file (as ``vae-ft-mse-840000-ema-pruned.safetensors``)."""
+    base = Path(base)
+    cfg = json.loads((base / "vae" / "config.json").read_text())
+    return _save(diffusers_to_ldm_vae(_read_folder_weights(base / "vae"), len(cfg["block_out_channels"])), path)
+
+
+def write_tiny_controlnet_file(path, controlnet) -> Path:
+    """The tiny ControlNet folder as one file in lllyasviel's layout (``control_model.*`` keys), ``.pth`` as
+    ``control_v11p_sd15_openpose.pth`` or ``.safetensors``."""
+    controlnet = Path(controlnet)
+    cfg = json.loads((controlnet / "config.json").read_text())
+    sd = diffusers_to_ldm_unet(_read_folder_weights(controlnet), cfg)
+    return _save({f"control_model.{k}": v for k, v in sd.items()}, path)
+
+
+TAESD_CONFIG = dict(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                    num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4)
+
+
+def write_tiny_taesd(folder, seed: int = SEED) -> Path:
+    """A tiny ``AutoencoderTiny`` (TAESD: 8x, scaling_factor 1.0) as a diffusers folder, as ``madebyollin/taesd``."""
+    from diffusers import AutoencoderTiny
+
+    with torch.random.fork_rng(devices=[]):
+        _seeded(seed + 5)
+        taesd = AutoencoderTiny(**TAESD_CONFIG)
+        _randomize_zeros(taesd)
+        with torch.no_grad():  # mid-grey plus noise rather than clipped black: its decodes carry information
+            taesd.decoder.layers[-1].bias.add_(0.5)
+    taesd.eval().half().save_pretrained(Path(folder), safe_serialization=True)
+    return Path(folder)
+
+
+def tiny_motion_lora(seed: int = SEED, rank: int = 2) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Random LoRA factors for every attention projection of the tiny motion adapter:
+    {MotionAdapter weight key: (up (out, rank), down (rank, in))}."""
+    sd = tiny_motion_adapter(seed).state_dict()
+    gen = torch.Generator().manual_seed(seed + 6)
+    out = {}
+    for k, w in sd.items():
+        if re.search(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$", k):
+            out[k] = (torch.randn(w.shape[0], rank, generator=gen) * 0.1,
+                      torch.randn(rank, w.shape[1], generator=gen) * 0.1)
+    return out
+
+
+def write_tiny_motion_lora(path, fmt: str = "diffusers", seed: int = SEED, rank: int = 2) -> Path:
+    """A motion LoRA for the tiny motion module.
+
+    ``fmt="diffusers"``: as the ``guoyww/animatediff-motion-lora-*`` repos (``unet.`` prefix, attention-processor
+    names: ``unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight``);
+    ``path`` is the file or a folder (then ``diffusion_pytorch_model.safetensors`` in it).
+    ``fmt="original"``: as ``v2_lora_ZoomIn.ckpt`` (``...motion_modules.0.temporal_transformer.transformer_blocks.0
+    .attention_blocks.0.processor.to_q_lora.down.weight``, a torch pickle of tensors).
+    """
+    if fmt not in ("diffusers", "original"):
+        raise ValueError(f"fmt must be 'diffusers' or 'original', not {fmt!r}")
+    path = Path(path)
+    if fmt == "diffusers" and path.suffix != ".safetensors":
+        path = path / "diffusion_pytorch_model.safetensors"
+    sd = {}
+    for k, (up, down) in tiny_motion_lora(seed, rank).items():
+        module = k.removesuffix(".weight")
+        head, _, proj = module.rpartition(".")  # "...attn1", "to_q" (to_out.0: "...attn1.to_out", "0")
+        if proj == "0":
+            head, _, proj = head.rpartition(".")
+        if fmt == "original":
+            head = diffusers_to_original_motion_key(head)
+        else:
+            head = "unet." + head
+        for role, t in (("down", down), ("up", up)):
+            sd[f"{head}.processor.{proj}_lora.{role}.weight"] = t.half()
+    return _save(sd, path)
