@@ -108,7 +108,7 @@ def output_format(output: str | os.PathLike, fmt: str | None = None) -> OutputFo
             raise OutputError(f"output '{raw}' is a folder, which holds a PNG sequence: give a file name ending in "
                               f"{' or '.join(FORMATS[fmt].extensions)} for --format {fmt}")
         p = Path(raw).expanduser()
-        if suffix in BY_EXTENSION and not p.is_dir():
+        if (suffix in BY_EXTENSION or suffix == ".png") and not p.is_dir():
             raise OutputError(f"output '{raw}': a PNG sequence is written into a folder; give a folder path "
                               f"(e.g. -o {Path(raw).stem}_frames/), or drop --format png to write {suffix}")
         return FORMATS["png"]

@@ -41,6 +41,7 @@ _MP4_STANDARD_TAGS = {
     "composer", "copyright", "encoder", "synopsis", "show", "episode_id", "network", "lyrics",
     "grouping", "keywords",
 }
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 _AV_ERRORS = (av.error.FFmpegError, OSError, ValueError, IndexError, RuntimeError)
 
 
@@ -609,7 +610,8 @@ class _AudioSource:
             raise InvalidOptions(f"stream {cut.stream_index} of {Path(cut.path).name} is not audio")
         self.tb = Fraction(self.in_stream.time_base)
         ictx = self.in_stream.codec_context
-        self.copy = ictx.name in copy_codecs and ictx.name in output.supported_codecs
+        name = getattr(ictx.codec, "canonical_name", None) or ictx.name  # the codec, not its decoder ("mp3float")
+        self.copy = name in copy_codecs and name in output.supported_codecs
         if self.copy:
             self.out_stream = output.add_stream_from_template(self.in_stream)
             self.out_stream.time_base = self.in_stream.time_base
@@ -633,11 +635,13 @@ class _AudioSource:
         rate = _encoder_rate(codec, ictx.sample_rate)
         layout = ictx.layout.name if ictx.layout is not None else "stereo"
         nch = ictx.layout.nb_channels if ictx.layout is not None else 2
+        if layout.endswith(" channels"):  # no channel order stated ("1 channels"): encoders want a real layout
+            layout = _DEFAULT_LAYOUTS.get(nch, "stereo")
         s = self.out.add_stream(codec, rate=rate)
         try:
             s.codec_context.layout = layout
         except _AV_ERRORS:
-            s.codec_context.layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(nch, "stereo")
+            s.codec_context.layout = _DEFAULT_LAYOUTS.get(nch, "stereo")
         formats = [f.name for f in (av.Codec(codec, "w").audio_formats or ())]
         s.codec_context.format = "fltp" if not formats or "fltp" in formats else formats[-1]
         s.time_base = Fraction(1, rate)
