@@ -343,22 +343,9 @@ class EncodedWriter(video.VideoWriter):
         super().__init__(path, width, height, crf=crf_for(spec, crf), **kwargs)
 
     def _add_video(self, crf):
-        vs = self._out.add_stream(self._encoder, rate=self.fps)
-        vs.width = self.width
-        vs.height = self.height
-        vs.pix_fmt = self._pix_fmt
-        vs.time_base = self.time_base
-        cc = vs.codec_context
-        cc.time_base = self.time_base
-        cc.framerate = self.fps
-        cc.thread_type = "AUTO"
-        cc.options = self._encoder_options(crf)
+        vs = self._video_stream(self._encoder, self._encoder_options(crf))
         if self.spec.name == "h265":
-            cc.codec_tag = "hvc1"  # what Apple's players need to open HEVC in mp4/mov (the default tag is hev1)
-        cc.colorspace = 1  # BT.709, matching the conversion in _encode
-        cc.color_primaries = 1
-        cc.color_trc = 1
-        cc.color_range = 1  # limited ("tv") range
+            vs.codec_context.codec_tag = "hvc1"  # what Apple's players need for HEVC in mp4/mov (default: hev1)
         return vs
 
     def _encoder_options(self, crf) -> dict[str, str]:

@@ -871,17 +871,22 @@ class VideoWriter:
         return _AudioSource(cut, self._out)
 
     def _add_video(self, crf):
-        """The video stream (here: libx264 at ``crf``, BT.709 limited range)."""
-        vs = self._out.add_stream("libx264", rate=self.fps)
+        """The video stream (here: libx264 at ``crf``)."""
+        return self._video_stream("libx264", {"crf": str(crf), **_x264_params()})
+
+    def _video_stream(self, encoder: str, options: dict[str, str]):
+        """A video stream of ``encoder`` with ``options``, at this writer's size, time base and pixel format,
+        tagged BT.709 limited range (what ``_encode`` converts to)."""
+        vs = self._out.add_stream(encoder, rate=self.fps)
         vs.width = self.width
         vs.height = self.height
-        vs.pix_fmt = "yuv420p"
+        vs.pix_fmt = self._pix_fmt
         vs.time_base = self.time_base
         cc = vs.codec_context
         cc.time_base = self.time_base
         cc.framerate = self.fps
         cc.thread_type = "AUTO"
-        cc.options = {"crf": str(crf), **_x264_params()}
+        cc.options = options
         cc.colorspace = 1  # BT.709, matching the conversion below
         cc.color_primaries = 1
         cc.color_trc = 1
