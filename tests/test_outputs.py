@@ -503,3 +503,12 @@ def test_cli_maps_the_output_options(odd_clip, tmp_path, tiny_models):
     assert v["codec_name"] == "hevc" and (v["width"], v["height"]) == (66, 44)
     assert len(media.ffprobe_frame_times(out)) == 8  # 5 forward, 3 back
     assert len(media.ffprobe_frame_times(tmp_path / "o.compare.mp4")) == 5
+
+
+def test_pose_video_follows_its_extension(odd_clip, restyler, tmp_path):
+    r = restyler.pose(odd_clip, tmp_path / "pose.gif", max_frames=4)
+    v = media.ffprobe_streams(r.output)
+    assert v["video"]["codec_name"] == "gif" and v["audio"] is None
+    assert len(media.ffprobe_frame_times(r.output)) == 4
+    r = restyler.pose(odd_clip, str(tmp_path / "maps") + "/", max_frames=2)
+    assert sorted(p.name for p in r.output.iterdir()) == ["pose_000000.png", "pose_000001.png"]
