@@ -453,9 +453,9 @@ class Restyler:
                 cw = None
                 if compare_path is not None:
                     ctmp = stack.enter_context(atomic_output(compare_path))
+                    cmp_crf = outputs.side_crf(outputs.FORMATS["h264"], fmt, o.crf)
                     cw = stack.enter_context(self._compare_writer(ctmp, o, info, width, height, timing, poses,
-                                                                  times[0], outputs.side_crf(outputs.FORMATS["h264"],
-                                                                                             fmt, o.crf), meta))
+                                                                  times[0], cmp_crf, meta))
                 w = stack.enter_context(self._writer(tmp, width, height, timing, o.crf, meta, fmt=fmt, size=out_size,
                                                      ping_pong=o.ping_pong, gif_loop=o.gif_loop, name=in_path.stem))
                 for img, tt in zip(decode_latents(models, latents), timing.times):
