@@ -275,7 +275,7 @@ def test_gif_schedule_bounds():
 
 
 def test_gif_schedule_examples():
-    # 30 frames/s: delays 3, 3, 4 cs (a naive per-frame rounding gives 3 cs each and drifts 10% slow... or fast)
+    # 30 frames/s: delays 3, 3, 4 cs (rounding each delay would give 3 cs each: 10% fast, drifting)
     t30 = [Fraction(i, 30) for i in range(30)]
     sched = outputs.gif_schedule(t30, Fraction(1))
     assert sum(d for _, d in sched) == 100 and {d for _, d in sched} == {3, 4}

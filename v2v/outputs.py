@@ -201,7 +201,8 @@ def gif_schedule(times: list[Fraction], end: Fraction) -> list[tuple[int, int]]:
     ``round(100 * end) - round(100 * times[0])`` cs, within 1 cs of the true length (within 0.5 cs, 5 ms, when
     the first frame is at 0, as v2v writes). Browsers play delays under 2 cs as 10 cs, so a frame that would
     show for less than :data:`MIN_GIF_DELAY` is left out and the frame before it shows on (above 50 frames/s
-    some frames drop; the timing stays right). A lone frame shorter than 2 cs shows for 2 cs.
+    some frames drop; the timing stays right). A lone frame shorter than 2 cs shows for 2 cs. (GIF cannot hold
+    one delay over 655.35 s.)
     """
     if not times:
         return []
