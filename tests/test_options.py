@@ -45,7 +45,12 @@ def test_default_short_side_depends_on_model_set():
     ({"dtype": "int8"}, "--dtype"),
     ({"device": "gpu0"}, "--device"),
     ({"device": "cpu", "dtype": "float16"}, "float16"),
-    ({"crf": 60}, "--crf"),
+    ({"crf": 64}, "--crf"),  # beyond every codec's scale (VP9's 0-63 is the widest)
+    ({"crf": 52, "format": "h264"}, "--crf"),
+    ({"crf": 0, "format": "av1"}, "--crf"),
+    ({"format": "mkv"}, "--format"),
+    ({"gif_loop": -1}, "--gif-loop"),
+    ({"gif_loop": 2, "format": "vp9"}, "--gif-loop"),
 ])
 def test_invalid_options_name_the_fix(changes, needle):
     with pytest.raises(InvalidOptions) as e:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_CODES, V2VError
-from .options import LIGHTNING_STEPS, MODEL_SETS, POSE_DETECTORS, parse_fps
+from .options import LIGHTNING_STEPS, MODEL_SETS, OUTPUT_FORMATS, POSE_DETECTORS, parse_fps
 
 log = logging.getLogger("v2v")
 
@@ -23,7 +23,8 @@ def _add_restyle(sub) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, help="the video to restyle (never modified)")
     p.add_argument("-p", "--prompt", required=True, help="the style, e.g. 'claymation astronaut'")
-    p.add_argument("-o", "--output", type=Path, help="output .mp4 (default: NAME.restyled.mp4 beside the input)")
+    p.add_argument("-o", "--output", help="output .mp4, .webm, .mov, .gif, or a folder/ for PNG frames "
+                                          "(default: NAME.restyled.mp4 beside the input; with --format, its extension)")
     o = _add_restyle_options(p)
     o.add_argument("--keep-pose", type=Path, metavar="PATH", help="also write the pose-map video here")
     _add_common(p)
@@ -107,7 +108,17 @@ def _add_restyle_options(p):
     _add_pose_options(p.add_argument_group("pose"), restyle=True)
 
     o = p.add_argument_group("output")
-    o.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
+    o.add_argument("--crf", type=int, help="quality, lower is better: H.264/H.265 0-51 (default 18/20), VP9 0-63 "
+                                           "(24), AV1 1-63 (30); ProRes, GIF and PNG ignore it")
+    o.add_argument("--format", choices=OUTPUT_FORMATS,
+                   help="h264 or h265 (.mp4), vp9 or av1 (.webm), prores (.mov), gif, png (a folder of frames); "
+                        "default: from the output's extension")
+    o.add_argument("--gif-loop", type=int, default=0, metavar="N", help="GIF: play N times (default 0: forever)")
+    o.add_argument("--ping-pong", action="store_true", help="play forward, then backward (audio: forward half only)")
+    o.add_argument("--compare", action="store_true",
+                   help="also write OUTPUT.compare.mp4: source | pose | result side by side, with the audio")
+    o.add_argument("--full-size", action="store_true",
+                   help="scale the result to the source's size (rounded down to even for video codecs)")
     return o
 
 
@@ -136,7 +147,8 @@ def _restyle_opts(a: argparse.Namespace) -> dict:
                 strength=a.strength, compile=a.compile, offload=a.offload,
                 models=a.models, base=a.base, motion=a.motion, controlnet=a.controlnet, device=a.device,
                 motion_loras=tuple(a.motion_lora), vae=a.vae, fast_decode=a.fast_decode,
-                dtype=a.dtype, crf=a.crf, **_frame_opts(a), **_pose_opts(a))
+                dtype=a.dtype, crf=a.crf, format=a.format, gif_loop=a.gif_loop, ping_pong=a.ping_pong,
+                compare=a.compare, full_size=a.full_size, **_frame_opts(a), **_pose_opts(a))
 
 
 def _add_pose(sub) -> None:
@@ -147,13 +159,13 @@ def _add_pose(sub) -> None:
                     "lossless PNG maps. With none of -o/--json/--png: NAME.pose.mp4 beside the input.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, help="the video (never modified)")
-    p.add_argument("-o", "--output", type=Path, help="pose-map video .mp4")
+    p.add_argument("-o", "--output", help="pose-map video (.mp4; .webm, .mov, .gif, or a folder/ of PNGs too)")
     p.add_argument("--json", type=Path, help="write the keypoints as OpenPose JSON here")
     p.add_argument("--png", type=Path, metavar="DIR", help="write one lossless PNG pose map per frame here")
     _add_frame_options(p.add_argument_group("frames"))
     p.add_argument("--models", choices=MODEL_SETS, default="default", help="'tiny': random pose models (smoke test)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--crf", type=int, default=18, help="H.264 quality of the pose video (default 18)")
+    p.add_argument("--crf", type=int, help="quality of the pose video, lower is better (H.264: 0-51, default 18)")
     _add_pose_options(p, restyle=False)
     _add_common(p)
 

@@ -26,6 +26,7 @@ POSE_DETECTORS = ("dwpose", "openpose")
 NOISE_KINDS = ("freenoise", "random")
 FUSION_KINDS = ("pyramid", "flat")
 POSE_PARTS = ("body", "hands", "face")
+OUTPUT_FORMATS = ("h264", "h265", "vp9", "av1", "prores", "gif", "png")  # v2v.outputs.FORMATS describes each
 
 
 def parse_pose_parts(value) -> tuple[str, ...]:
@@ -173,7 +174,12 @@ class RestyleOptions:
     pose_cache: bool = True  # reuse keypoints cached for the same input, detector, models and settings
     # --- outputs ---
     keep_pose: Path | None = None  # also write the pose-map video here
-    crf: int = 18  # H.264 quality (lower is better, 0-51)
+    crf: int | None = None  # quality, lower is better, on the codec's scale (v2v.outputs); None: the codec's default
+    format: str | None = None  # h264, h265, vp9, av1, prores, gif, png; None: from the output's extension
+    gif_loop: int = 0  # GIF: how many times it plays, 0 = forever
+    ping_pong: bool = False  # play forward, then backward (any format; the audio plays once, under the forward half)
+    compare: bool = False  # also write OUTPUT.compare.mp4: source | pose map | result, side by side, with the audio
+    full_size: bool = False  # scale the result to the source's display size (even sides where the codec needs it)
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # reserved for front ends
 
     def __post_init__(self):
@@ -302,8 +308,17 @@ class RestyleOptions:
             bad(f"--pose-smoothing must be between 0 (off) and 1, got {self.pose_smoothing}")
         if self.pose_json is not None and not Path(self.pose_json).expanduser().is_file():
             bad(f"--pose-json file '{self.pose_json}' does not exist: check the path")
-        if not 0 <= self.crf <= 51:
-            bad(f"--crf must be between 0 and 51, got {self.crf}")
+        from .outputs import FORMATS, crf_problem
+
+        if self.format is not None and self.format not in FORMATS:
+            bad(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        problem = crf_problem(FORMATS.get(self.format), self.crf)  # before the extension is known: 0-63
+        if problem:
+            bad(problem)
+        if isinstance(self.gif_loop, bool) or not isinstance(self.gif_loop, int) or not 0 <= self.gif_loop <= 65536:
+            bad(f"--gif-loop must be 0 (forever) or how many times the GIF plays (1-65536), got {self.gif_loop!r}")
+        if self.gif_loop and self.format not in (None, "gif"):
+            bad(f"--gif-loop applies to GIF output only, not --format {self.format}: drop it")
         return self
 
     def settings(self) -> dict:

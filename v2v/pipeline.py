@@ -7,7 +7,9 @@
                     pose models load only when detection runs); parts kept, smoothed; frames dropped once posed
     5. models       load (or reuse) the diffusion models
     6. generate     AnimateDiff-Lightning + ControlNet over fused windows; control maps rendered on demand
-    7. encode       VAE decode in chunks -> H.264 with each frame's source timestamp, audio of the kept span
+    7. encode       VAE decode in chunks -> the output format (H.264 MP4 by default; v2v.outputs) with each frame's
+                    source timestamp, audio of the kept span; optionally scaled to the source size, played
+                    ping-pong, and a compare video (source decoded again | pose map | result)
     8. rename       temp file -> output path
 """
 
@@ -15,17 +17,18 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from . import video
+from . import outputs, video
 from .errors import Interrupted, InvalidOptions, OutOfMemory, OutputError
 from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE,
                       RestyleOptions, option_names)
@@ -50,6 +53,7 @@ class RestyleResult:
     height: int = 0
     pose_output: Path | None = None  # the pose-map video, when asked for
     settings: dict = field(default_factory=dict)  # every option used
+    compare_output: Path | None = None  # the side-by-side video (source | pose | result), when asked for
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,16 @@ class PoseResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def default_output(input_path: Path) -> Path:
-    """NAME.restyled.mp4 beside the input."""
-    return input_path.with_name(f"{input_path.stem}.restyled.mp4")
+def default_output(input_path: Path, fmt: str | None = None) -> Path:
+    """NAME.restyled.mp4 beside the input (with ``fmt``: its extension, e.g. .webm; png: the folder NAME.restyled)."""
+    return input_path.with_name(f"{input_path.stem}.restyled{outputs.default_extension(fmt)}")
 
 
-def check_output_path(input_path: Path, output: Path) -> Path:
-    """The output path, made absolute; an OutputError when it is the input or cannot be written."""
+def check_output_path(input_path: Path, output: str | os.PathLike, fmt: str | None = None) -> Path:
+    """The output path, made absolute; an OutputError when it is the input, cannot be written, or is not a
+    supported output (by extension, or ``fmt``: a --format name; a folder is a PNG sequence, see v2v.outputs)."""
+    spec = outputs.output_format(output, fmt)
     output = Path(output).expanduser()
-    if output.suffix.lower() != ".mp4":
-        raise OutputError(f"output '{output}' must end in .mp4 (the only format so far)")
     try:
         same = output.exists() and input_path.exists() and os.path.samefile(output, input_path)
     except OSError:
@@ -97,20 +101,34 @@ def check_output_path(input_path: Path, output: Path) -> Path:
         probe_file.unlink()
     except OSError:
         raise OutputError(f"output folder '{folder}' is not writable: choose another -o") from None
-    if output.is_dir():
-        raise OutputError(f"output '{output}' is a folder: give a file name ending in .mp4")
+    if spec.folder:
+        if output.exists() and not output.is_dir():
+            raise OutputError(f"output '{output}' is a file, not a folder for the PNG sequence: choose another -o")
+        if output.is_dir() and not outputs.replaceable_folder(output):
+            raise OutputError(f"output folder '{output}' holds other files: give an empty or new folder for the "
+                              "PNG sequence")
+    elif output.is_dir():
+        raise OutputError(f"output '{output}' is a folder: give a file name ending in {spec.extensions[0]}, or a "
+                          "path ending in / for a PNG sequence")
     return output.resolve()
 
 
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
-    """A temp path beside ``path``; renamed onto it on success, deleted on any failure or Ctrl-C."""
+    """A temp path beside ``path``; renamed onto it on success, deleted on any failure or Ctrl-C.
+    When a folder was made there (a PNG sequence) it replaces ``path`` (absent, empty or an earlier sequence)."""
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.part{path.suffix}")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if tmp.is_dir():
+            outputs.replace_folder(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         raise
 
 
@@ -359,14 +377,25 @@ class Restyler:
         return _Timing([t - times[0] for t in times], o.fps or info.fps, time_base, audio_cut, span[1] - span[0])
 
     @staticmethod
-    def _writer(path: Path, width: int, height: int, timing: _Timing, crf: int, metadata: dict | None = None):
-        return video.VideoWriter(path, width, height, fps=timing.fps, time_base=timing.time_base,
-                                 audio=timing.audio, crf=crf, metadata=metadata, end=timing.end)
+    def _writer(path: Path, width: int, height: int, timing: _Timing, crf: int | None, metadata: dict | None = None,
+                fmt: outputs.OutputFormat | None = None, **kwargs):
+        """H.264 MP4 (fmt None), or any output format (v2v.outputs.open_writer; kwargs: size, ping_pong,
+        gif_loop, name)."""
+        if fmt is None:
+            return video.VideoWriter(path, width, height, fps=timing.fps, time_base=timing.time_base,
+                                     audio=timing.audio, crf=outputs.crf_for(outputs.FORMATS["h264"], crf),
+                                     metadata=metadata, end=timing.end)
+        return outputs.open_writer(path, fmt, width, height, fps=timing.fps, time_base=timing.time_base,
+                                   end=timing.end, audio=timing.audio, crf=crf, metadata=metadata, **kwargs)
 
-    def _write_pose_video(self, path: Path, poses, timing: _Timing, width, height, o: RestyleOptions):
+    def _write_pose_video(self, path: Path, poses, timing: _Timing, width, height, o: RestyleOptions,
+                          crf: int | None = None, fmt: outputs.OutputFormat | None = None):
+        """The pose-map video in ``fmt`` (default: from ``path``'s extension), at quality ``crf`` (None: the
+        format's default)."""
         from .pose.render import render_pose
 
-        with atomic_output(path) as tmp, self._writer(tmp, width, height, timing, o.crf) as w:
+        fmt = fmt or outputs.output_format(path)
+        with atomic_output(path) as tmp, self._writer(tmp, width, height, timing, crf, fmt=fmt, name="pose") as w:
             for fp, tt in zip(poses, timing.times):
                 w.write(render_pose(fp, width, height, o.pose_parts, o.pose_threshold), tt)
 
@@ -402,11 +431,29 @@ class Restyler:
         info, width, height = self._probe(in_path, o)
         seconds["probe"] = time.perf_counter() - t
 
-        # 3. paths
-        out_path = check_output_path(in_path, Path(output) if output is not None else default_output(in_path))
-        pose_path = check_output_path(in_path, Path(o.keep_pose)) if o.keep_pose else None
+        # 3. paths (the output's format from its extension or --format; a folder is a PNG sequence)
+        target = output if output is not None else default_output(in_path, o.format)
+        fmt = outputs.output_format(target, o.format)  # from the path as given: "frames/" names a folder
+        out_path = check_output_path(in_path, target, o.format)
+        problem = outputs.crf_problem(fmt, o.crf)
+        if problem:
+            raise InvalidOptions(problem)
+        if o.gif_loop and fmt.name != "gif":
+            raise InvalidOptions(f"--gif-loop applies to GIF output only, and the output is {fmt.label}: drop it")
+        pose_path = check_output_path(in_path, o.keep_pose) if o.keep_pose else None
+        pose_fmt = outputs.output_format(o.keep_pose) if o.keep_pose else None
         if pose_path is not None and pose_path == out_path:
             raise OutputError("--keep-pose must differ from the output path")
+        compare_path = None
+        if o.compare:  # OUTPUT.compare.mp4 beside the output (H.264, whatever the output's format)
+            stem = out_path.name if fmt.folder else out_path.stem
+            compare_path = check_output_path(in_path, out_path.with_name(f"{stem}.compare.mp4"))
+            if compare_path in (out_path, pose_path):
+                raise OutputError(f"the compare video '{compare_path.name}' would overwrite another output: "
+                                  "choose another -o or --keep-pose")
+        out_size = (width, height)
+        if o.full_size:  # the source's display size (rotation and SAR applied), even where the codec needs it
+            out_size = outputs.even_size(info.display_width, info.display_height, fmt)
         self.check_models(o)  # a wrong or missing model fails here, before any frame is decoded
 
         device = _resolve_device(o.device)
@@ -417,7 +464,8 @@ class Restyler:
             poses, times, span, empty = self._poses(o, info, width, height, device, progress)
             timing = self._timing(o, info, span, times)
             if pose_path is not None:
-                self._write_pose_video(pose_path, poses, timing, width, height, o)
+                self._write_pose_video(pose_path, poses, timing, width, height, o,
+                                       outputs.side_crf(pose_fmt, fmt, o.crf), pose_fmt)
             seconds["pose"] = time.perf_counter() - t
 
             # 5. models
@@ -437,19 +485,42 @@ class Restyler:
 
             meta = {"comment": f"v2v restyle; prompt: {o.prompt}; seed: {o.seed}; steps: {o.steps}"}
             stage = _Stage("encode", len(poses), progress, self._show())
-            with atomic_output(out_path) as tmp:
-                with self._writer(tmp, width, height, timing, o.crf, meta) as w:
-                    for img, tt in zip(decode_latents(models, latents), timing.times):
-                        w.write(img, tt)
-                        stage.update()
+            with ExitStack() as stack:  # closed in reverse: writers first, then the renames (the output last)
+                tmp = stack.enter_context(atomic_output(out_path))
+                cw = None
+                if compare_path is not None:
+                    ctmp = stack.enter_context(atomic_output(compare_path))
+                    cmp_crf = outputs.side_crf(outputs.FORMATS["h264"], fmt, o.crf)
+                    cw = stack.enter_context(self._compare_writer(ctmp, o, info, width, height, timing, poses,
+                                                                  times[0], cmp_crf, meta))
+                w = stack.enter_context(self._writer(tmp, width, height, timing, o.crf, meta, fmt=fmt, size=out_size,
+                                                     ping_pong=o.ping_pong, gif_loop=o.gif_loop, name=in_path.stem))
+                for img, tt in zip(decode_latents(models, latents), timing.times):
+                    w.write(img, tt)
+                    if cw is not None:
+                        cw.write(img, tt)
+                    stage.update()
             stage.close()
             seconds["encode"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - t_all
         log.info("wrote %s: %d frames (%d without people) in %.1f s", out_path, len(poses), empty,
                  seconds["total"])
         return RestyleResult(output=out_path, frames=len(poses), fps=float(timing.fps), seconds=seconds,
-                             frames_without_people=empty, width=width, height=height, pose_output=pose_path,
-                             settings=o.settings())
+                             frames_without_people=empty, width=out_size[0], height=out_size[1],
+                             pose_output=pose_path, settings=o.settings(), compare_output=compare_path)
+
+    def _compare_writer(self, path: Path, o: RestyleOptions, info, width: int, height: int, timing: _Timing, poses,
+                        t0: Fraction, crf: int | None, metadata: dict):
+        """source | pose map | result (H.264, 3x the width, the output's timing and audio). The source is decoded
+        again with the same span options (the pose step kept no frames), running ahead on a thread."""
+        from .pose.render import render_pose
+
+        sources = prefetch(video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
+                                         max_frames=o.max_frames, fps=o.fps), depth=4)
+        writer = self._writer(path, 3 * width, height, timing, crf, metadata)
+        return outputs.CompareWriter(writer, sources,
+                                     lambda i: render_pose(poses[i], width, height, o.pose_parts, o.pose_threshold),
+                                     t0)
 
     # ------------------------------------------------------------------ pose only
     def pose(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *,
@@ -468,7 +539,11 @@ class Restyler:
         info, width, height = self._probe(in_path, o)
         if output is None and json_path is None and png_dir is None:
             output = in_path.with_name(f"{in_path.stem}.pose.mp4")
-        out_path = check_output_path(in_path, Path(output)) if output is not None else None
+        out_path = check_output_path(in_path, output) if output is not None else None
+        out_fmt = outputs.output_format(output) if output is not None else None
+        problem = outputs.crf_problem(out_fmt, o.crf) if out_fmt is not None else None
+        if problem:
+            raise InvalidOptions(problem)
         json_out = Path(json_path).expanduser().resolve() if json_path is not None else None
         if json_out is not None and (json_out == in_path.resolve() or not json_out.parent.is_dir()):
             raise OutputError(f"cannot write the pose JSON to '{json_out}': choose another --json path")
@@ -478,7 +553,7 @@ class Restyler:
             poses, times, span, empty = self._poses(o, info, width, height, device, progress)
             timing = self._timing(o, info, span, times)
             if out_path is not None:
-                self._write_pose_video(out_path, poses, timing, width, height, o)
+                self._write_pose_video(out_path, poses, timing, width, height, o, o.crf, out_fmt)
             if json_out is not None:
                 source = [p.scaled(info.display_width, info.display_height) for p in poses]
                 with atomic_output(json_out) as tmp:

@@ -41,6 +41,7 @@ _MP4_STANDARD_TAGS = {
     "composer", "copyright", "encoder", "synopsis", "show", "episode_id", "network", "lyrics",
     "grouping", "keywords",
 }
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 _AV_ERRORS = (av.error.FFmpegError, OSError, ValueError, IndexError, RuntimeError)
 
 
@@ -593,7 +594,9 @@ class Decoder:
 class _AudioSource:
     """Audio of the kept span, read lazily from the source and muxed into the output."""
 
-    def __init__(self, cut: AudioCut, output):
+    def __init__(self, cut: AudioCut, output, copy_codecs: tuple[str, ...] = MP4_COPY_AUDIO, codec: str = "aac"):
+        """``copy_codecs``: source codecs stream-copied (when the container takes them); others are transcoded
+        to ``codec`` at the source's sample rate, or the nearest rate the encoder supports (Opus: 48 kHz)."""
         self.cut = cut
         self.out = output
         self.container = _open_input(Path(cut.path))
@@ -607,12 +610,13 @@ class _AudioSource:
             raise InvalidOptions(f"stream {cut.stream_index} of {Path(cut.path).name} is not audio")
         self.tb = Fraction(self.in_stream.time_base)
         ictx = self.in_stream.codec_context
-        self.copy = ictx.name in MP4_COPY_AUDIO and ictx.name in output.supported_codecs
+        name = getattr(ictx.codec, "canonical_name", None) or ictx.name  # the codec, not its decoder ("mp3float")
+        self.copy = name in copy_codecs and name in output.supported_codecs
         if self.copy:
             self.out_stream = output.add_stream_from_template(self.in_stream)
             self.out_stream.time_base = self.in_stream.time_base
         else:
-            self._setup_transcode(ictx)
+            self._setup_transcode(ictx, codec)
         # start a little early so a packet/frame that straddles the start is not lost
         if cut.start > 0:
             try:
@@ -625,17 +629,21 @@ class _AudioSource:
         self.written_until = Fraction(0)  # output time up to which audio has been written
         self.next_sample: int | None = None  # transcode: next output sample index
         self.preroll = None  # copy: the packet just before the cut start
+        self._clock: Fraction | None = None  # transcode with a rate change: time of the resampler's next sample
 
-    def _setup_transcode(self, ictx):
-        rate = ictx.sample_rate
+    def _setup_transcode(self, ictx, codec: str = "aac"):
+        rate = _encoder_rate(codec, ictx.sample_rate)
         layout = ictx.layout.name if ictx.layout is not None else "stereo"
         nch = ictx.layout.nb_channels if ictx.layout is not None else 2
-        s = self.out.add_stream("aac", rate=rate)
+        if layout.endswith(" channels"):  # no channel order stated ("1 channels"): encoders want a real layout
+            layout = _DEFAULT_LAYOUTS.get(nch, "stereo")
+        s = self.out.add_stream(codec, rate=rate)
         try:
             s.codec_context.layout = layout
         except _AV_ERRORS:
-            s.codec_context.layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(nch, "stereo")
-        s.codec_context.format = "fltp"
+            s.codec_context.layout = _DEFAULT_LAYOUTS.get(nch, "stereo")
+        formats = [f.name for f in (av.Codec(codec, "w").audio_formats or ())]
+        s.codec_context.format = "fltp" if not formats or "fltp" in formats else formats[-1]
         s.time_base = Fraction(1, rate)
         self.out_stream = s
         self.rate = rate
@@ -700,6 +708,9 @@ class _AudioSource:
         if fr.pts is None:
             return
         t0 = fr.pts * (Fraction(fr.time_base) if fr.time_base else self.tb)
+        resampled = fr.sample_rate != self.rate
+        if resampled:  # a rate change: the resampler's output runs on its own clock, from the first frame's time
+            t0 = self._clock = t0 if self._clock is None else self._clock
         for rf in self.resampler.resample(fr):
             arr = rf.to_ndarray()  # (channels, samples) float32, planar
             n = arr.shape[1]
@@ -726,6 +737,8 @@ class _AudioSource:
             for p in self.out_stream.encode(of):
                 self.out.mux(p)
             self.written_until = Fraction(self.next_sample, self.rate)
+        if resampled:
+            self._clock = t0
 
     def _finish(self) -> None:
         if self.done:
@@ -737,6 +750,14 @@ class _AudioSource:
 
     def close(self) -> None:
         self.container.close()
+
+
+def _encoder_rate(codec: str, rate: int) -> int:
+    """``rate`` when the encoder takes it, else the lowest supported rate above it (or the highest there is)."""
+    rates = sorted(av.Codec(codec, "w").audio_rates or ())
+    if not rates or rate in rates:
+        return rate
+    return next((r for r in rates if r > rate), rates[-1])
 
 
 def _x264_params() -> dict[str, str]:
@@ -781,6 +802,9 @@ class VideoWriter:
     The file is the same byte for byte either way.
     """
 
+    _container = "mp4"  # the muxer; v2v.outputs.EncodedWriter sets its own (and its own _setup)
+    _pix_fmt = "yuv420p"  # what each RGB frame is converted to (BT.709, limited range)
+
     def __init__(self, path, width: int, height: int, *, fps, time_base, audio: AudioCut | None = None,
                  crf: int = 18, metadata: dict | None = None, end=None, threaded: bool = False,
                  queue_frames: int = 16):
@@ -812,7 +836,7 @@ class VideoWriter:
         if not self.path.parent.is_dir():
             raise OutputError(f"output folder does not exist: {self.path.parent}; create it first")
         try:
-            self._out = av.open(str(self.path), mode="w", format="mp4")
+            self._out = av.open(str(self.path), mode="w", format=self._container)
         except _AV_ERRORS as e:
             raise OutputError(f"cannot create {self.path} ({_one_line(e)}); check the folder exists and is writable") from None
         try:
@@ -833,28 +857,41 @@ class VideoWriter:
 
     def _setup(self, crf, metadata):
         out = self._out
-        vs = out.add_stream("libx264", rate=self.fps)
+        self._vs = self._add_video(crf)
+        if metadata:
+            for k, v in metadata.items():
+                out.metadata[str(k)] = str(v)
+            if self._container in ("mp4", "mov") and any(str(k).lower() not in _MP4_STANDARD_TAGS for k in metadata):
+                out.options["movflags"] = "use_metadata_tags"
+        if self._audio_cut is not None:
+            self._audio = self._add_audio(self._audio_cut)
+
+    def _add_audio(self, cut: AudioCut) -> _AudioSource:
+        """The audio source muxed beside the video (here: copied when mp4 holds the codec, else AAC)."""
+        return _AudioSource(cut, self._out)
+
+    def _add_video(self, crf):
+        """The video stream (here: libx264 at ``crf``)."""
+        return self._video_stream("libx264", {"crf": str(crf), **_x264_params()})
+
+    def _video_stream(self, encoder: str, options: dict[str, str]):
+        """A video stream of ``encoder`` with ``options``, at this writer's size, time base and pixel format,
+        tagged BT.709 limited range (what ``_encode`` converts to)."""
+        vs = self._out.add_stream(encoder, rate=self.fps)
         vs.width = self.width
         vs.height = self.height
-        vs.pix_fmt = "yuv420p"
+        vs.pix_fmt = self._pix_fmt
         vs.time_base = self.time_base
         cc = vs.codec_context
         cc.time_base = self.time_base
         cc.framerate = self.fps
         cc.thread_type = "AUTO"
-        cc.options = {"crf": str(crf), **_x264_params()}
+        cc.options = options
         cc.colorspace = 1  # BT.709, matching the conversion below
         cc.color_primaries = 1
         cc.color_trc = 1
         cc.color_range = 1  # limited ("tv") range
-        self._vs = vs
-        if metadata:
-            for k, v in metadata.items():
-                out.metadata[str(k)] = str(v)
-            if any(str(k).lower() not in _MP4_STANDARD_TAGS for k in metadata):
-                out.options["movflags"] = "use_metadata_tags"
-        if self._audio_cut is not None:
-            self._audio = _AudioSource(self._audio_cut, out)
+        return vs
 
     def __enter__(self):
         return self
@@ -898,7 +935,7 @@ class VideoWriter:
 
     def _encode(self, frame, t: Fraction) -> None:
         """Convert, encode and mux one frame (and the audio before it). Runs on the worker when threaded."""
-        frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709")
+        frame = frame.reformat(format=self._pix_fmt, dst_colorspace="ITU709")
         if self._audio is not None:
             self._audio.pump(t)
         self._mux(self._vs.encode(frame))

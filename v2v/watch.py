@@ -410,8 +410,12 @@ class Watcher:
             options["keep_pose"] = None  # a Restyler default path would send every pose video to one file
         return options, sidecars, set(own)
 
-    def output_for(self, video: Path) -> Path:
-        return self.out_dir / f"{video.stem}.restyled.mp4"
+    def output_for(self, video: Path, fmt: str | None = None) -> Path:
+        """OUT_DIR/NAME.restyled.mp4, or the extension of ``fmt`` (default: the watch options' --format)."""
+        from .pipeline import default_output
+
+        fmt = fmt or self.options.get("format") or (getattr(self._restyler, "defaults", {}) or {}).get("format")
+        return self.out_dir / default_output(Path(video.name), fmt).name
 
     # ------------------------------------------------------------------ scanning
     def _signature(self, path: Path) -> tuple | None:
@@ -602,7 +606,7 @@ class Watcher:
         own: set[str] = set()
         try:
             options, _, own = self.settings_for(claim.video)
-            out = self.output_for(claim.video)
+            out = self.output_for(claim.video, options.get("format"))
             log.info("watch: restyling %s -> %s", claim.name, out)
             result = self.restyler.restyle(claim.video, out, prompt=options.pop("prompt", None), **options)
         except KeyboardInterrupt:  # Interrupted too: the pipeline has already removed its temp output

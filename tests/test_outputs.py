@@ -1,0 +1,514 @@
+"""Output formats (v2v.outputs): every format written and judged by ffprobe (codec, pixels, frames, per-frame
+times, audio), GIF timing and loops, ping-pong order, lossless PNG, the compare video, --full-size, the errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+import media
+import v2v
+from v2v import outputs, video
+from v2v.errors import InvalidOptions, OutputError
+from v2v.pipeline import atomic_output, check_output_path, default_output
+
+pytestmark = pytest.mark.skipif(not media.HAVE_FFMPEG, reason="ffmpeg/ffprobe make the inputs and judge outputs")
+
+ROOT = Path(__file__).resolve().parent.parent
+W, H = 64, 48
+TB = Fraction(1, 90000)
+# irregular (VFR) frame times on a 1/90000 grid, and where the clip ends
+TIMES = [Fraction(k, 90000) for k in (0, 3600, 7200, 12600, 14400, 19800, 25200, 27000, 32400, 37800, 40500, 45000)]
+END = Fraction(48600, 90000)  # 0.54 s
+
+
+def frames(n: int = len(TIMES), w: int = W, h: int = H) -> list[np.ndarray]:
+    """Distinct frames: a horizontal gradient, a level that rises with i, and a block that moves."""
+    out = []
+    for i in range(n):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[:, :, 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+        img[:, :, 1] = 20 + i * 18
+        img[h // 4: h // 2, (i * 4) % (w - 8): (i * 4) % (w - 8) + 8] = 255
+        out.append(img)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> video.VideoInfo:
+    """A source with AAC audio, longer than END, whose audio the writers cut."""
+    folder = tmp_path_factory.mktemp("src")
+    return video.probe(media.make_video(folder / "src.mp4", seconds=0.8, fps=25, size=(W, H)))
+
+
+def cut(info: video.VideoInfo, length: Fraction = END) -> video.AudioCut:
+    return video.AudioCut(info.path, info.audio.index, info.start, info.start + length)
+
+
+def write(path, fmt: str, *, times=TIMES, end=END, audio=None, images=None, **kwargs):
+    images = images if images is not None else frames(len(times))
+    h, w = images[0].shape[:2]
+    with outputs.open_writer(path, outputs.FORMATS[fmt], w, h, fps=25, time_base=TB, end=end, audio=audio,
+                             **kwargs) as wr:
+        for img, t in zip(images, times):
+            wr.write(img, t)
+    return Path(path)
+
+
+def ffprobe_packets(path, stream="v:0") -> list[tuple[Fraction, Fraction]]:
+    """(pts, duration) of each packet, in seconds, exact."""
+    import json
+
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", stream, "-show_entries",
+                          "stream=time_base:packet=pts,duration", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    tb = Fraction(data["streams"][0]["time_base"])
+    return [(int(p["pts"]) * tb, int(p.get("duration", 0)) * tb) for p in data["packets"]]
+
+
+def decode_rgb(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+# ---------------------------------------------------------------------------------------------- choosing a format
+
+
+@pytest.mark.parametrize("path,fmt,expect", [
+    ("a.mp4", None, "h264"), ("a.MP4", None, "h264"), ("a.mp4", "h265", "h265"), ("a.mov", "h264", "h264"),
+    ("a.webm", None, "vp9"), ("a.webm", "av1", "av1"), ("a.mp4", "av1", "av1"), ("a.mov", None, "prores"),
+    ("a.gif", None, "gif"), ("frames/", None, "png"), ("frames", "png", "png"), ("a.restyled", "png", "png"),
+])
+def test_format_from_extension_or_flag(path, fmt, expect):
+    assert outputs.output_format(path, fmt).name == expect
+
+
+@pytest.mark.parametrize("path,fmt,needle", [
+    ("a.avi", None, ".avi is not a supported output"), ("a.mkv", None, ".webm"), ("a", None, "no extension"),
+    ("a.mp4", "vp9", "--format vp9"), ("a.webm", "h264", ".mp4 or .mov"), ("a.gif", "prores", ".mov"),
+    ("a.png", "png", "folder"), ("a.mp4", "png", "folder"), ("frames/", "h264", "PNG sequence"),
+])
+def test_unsupported_outputs_name_the_supported_ones(path, fmt, needle):
+    with pytest.raises(OutputError) as e:
+        outputs.output_format(path, fmt)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_option_names_match_the_format_table():
+    from v2v.options import OUTPUT_FORMATS
+
+    assert tuple(outputs.FORMATS) == OUTPUT_FORMATS
+
+
+def test_existing_folder_is_a_png_sequence_and_its_contents_are_checked(tmp_path):
+    src = tmp_path / "in.mp4"
+    src.write_bytes(b"x")
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    assert outputs.output_format(seq).name == "png"
+    assert check_output_path(src, seq) == seq.resolve()
+    (seq / "clip_000000.png").write_bytes(b"")  # an earlier sequence may be replaced
+    assert check_output_path(src, seq) == seq.resolve()
+    (seq / "notes.txt").write_text("mine")  # anything else: refused, never deleted
+    with pytest.raises(OutputError, match="holds other files"):
+        check_output_path(src, seq)
+    (tmp_path / "d.mp4").mkdir()  # a folder with a video extension is not a PNG target
+    with pytest.raises(OutputError, match="is a folder"):
+        check_output_path(src, tmp_path / "d.mp4")
+
+
+def test_default_output_follows_the_format():
+    src = Path("/videos/clip.mov")
+    assert default_output(src) == Path("/videos/clip.restyled.mp4")
+    assert default_output(src, "vp9") == Path("/videos/clip.restyled.webm")
+    assert default_output(src, "prores") == Path("/videos/clip.restyled.mov")
+    assert default_output(src, "gif") == Path("/videos/clip.restyled.gif")
+    assert default_output(src, "png") == Path("/videos/clip.restyled")
+    assert outputs.output_format(default_output(src, "png"), "png").folder
+
+
+def test_watch_names_outputs_by_format(tmp_path):
+    from v2v.watch import Watcher
+
+    w = Watcher(tmp_path, prompt="x", format="vp9")
+    assert w.output_for(tmp_path / "a.mp4").name == "a.restyled.webm"
+    assert w.output_for(tmp_path / "a.mp4", "gif").name == "a.restyled.gif"  # a sidecar's format wins
+    assert Watcher(tmp_path, prompt="x").output_for(tmp_path / "a.mov").name == "a.restyled.mp4"
+
+
+@pytest.mark.parametrize("fmt,crf,ok", [
+    ("h264", 51, True), ("h264", 52, False), ("h265", 0, True), ("vp9", 63, True), ("vp9", 64, False),
+    ("av1", 1, True), ("av1", 0, False), ("prores", 40, True), (None, 63, True), (None, -1, False),
+])
+def test_crf_scale_per_codec(fmt, crf, ok):
+    problem = outputs.crf_problem(outputs.FORMATS.get(fmt), crf)
+    assert (problem is None) == ok
+    if not ok:
+        assert "--crf" in problem
+
+
+def test_crf_defaults_and_ignored_knobs(caplog):
+    assert outputs.crf_for(outputs.FORMATS["h264"], None) == 18
+    assert outputs.crf_for(outputs.FORMATS["vp9"], 33) == 33
+    with caplog.at_level(logging.INFO, logger="v2v"):
+        assert outputs.crf_for(outputs.FORMATS["prores"], 20) is None
+    assert "does not apply to ProRes" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------- encoded video
+
+
+ENCODED = [  # format, file, codec, pixels, codec tag (None: not checked), audio codec from an AAC source
+    ("h264", "o.mp4", "h264", "yuv420p", "avc1", "aac"),
+    ("h264", "o.mov", "h264", "yuv420p", "avc1", "aac"),
+    ("h265", "o.mp4", "hevc", "yuv420p", "hvc1", "aac"),
+    ("vp9", "o.webm", "vp9", "yuv420p", None, "opus"),
+    ("av1", "o.webm", "av1", "yuv420p", None, "opus"),
+    ("av1", "o.mp4", "av1", "yuv420p", "av01", "aac"),
+    ("prores", "o.mov", "prores", "yuv422p10le", "apch", "aac"),
+]
+
+
+@pytest.mark.parametrize("fmt,name,codec,pix_fmt,tag,acodec", ENCODED, ids=[f"{c[0]}-{c[1]}" for c in ENCODED])
+def test_encoded_formats(fmt, name, codec, pix_fmt, tag, acodec, clip, tmp_path):
+    out = write(tmp_path / name, fmt, audio=cut(clip), metadata={"comment": "v2v test"})
+    p = media.ffprobe_streams(out)
+    v, a = p["video"], p["audio"]
+    assert v["codec_name"] == codec and v["pix_fmt"] == pix_fmt
+    if tag:
+        assert v["codec_tag_string"] == tag
+    if fmt == "prores":
+        assert v["profile"] == "HQ"
+    assert (v["width"], v["height"]) == (W, H)
+    got = media.ffprobe_frame_times(out)
+    assert len(got) == len(TIMES)
+    if name.endswith(".webm"):  # Matroska stores milliseconds
+        assert max(abs(g - t) for g, t in zip(got, TIMES)) <= Fraction(1, 2000)
+    else:  # mp4/mov: exact
+        assert got == TIMES
+        assert Fraction(v["duration"]) == END
+    assert a is not None and a["codec_name"] == acodec
+    assert abs(media.stream_duration(p, "audio") - END) < Fraction(3, 100)  # Opus counts its 20 ms frames
+    assert p["format"]["tags"].get("comment", p["format"]["tags"].get("COMMENT")) == "v2v test"
+
+
+@pytest.mark.parametrize("acodec,name,expect", [
+    ("libvorbis", "o.webm", "vorbis"),  # webm holds Vorbis: copied, not made Opus
+    ("libopus", "o.webm", "opus"),
+    ("pcm_s16le", "o.mov", "pcm_s16le"),  # mov holds PCM: copied
+    ("pcm_s16le", "o.mp4", "aac"),  # mp4 does not: AAC
+    ("libmp3lame", "o.mov", "mp3"),  # the codec's name, not its decoder's (mp3float)
+    ("libmp3lame", "o.mp4", "mp3"),
+])
+def test_audio_copied_where_the_container_holds_it(acodec, name, expect, tmp_path):
+    src = media.make_video(tmp_path / ("src.mkv"), seconds=0.8, fps=25, size=(W, H), acodec=acodec,
+                           sample_rate=48000 if acodec == "libopus" else 44100)
+    info = video.probe(src)
+    fmt = outputs.BY_EXTENSION[Path(name).suffix]
+    p = media.ffprobe_streams(write(tmp_path / name, fmt, audio=cut(info)))
+    assert p["audio"]["codec_name"] == expect
+    assert abs(media.stream_duration(p, "audio") - END) < Fraction(5, 100)
+
+
+def test_opus_transcode_keeps_the_audio_in_place(tmp_path):
+    """44.1 kHz AAC -> Opus at 48 kHz: the resampled audio starts with the video and lasts as long."""
+    src = media.make_video(tmp_path / "src.mp4", seconds=0.8, fps=25, size=(W, H), sample_rate=44100)
+    out = write(tmp_path / "o.webm", "vp9", audio=cut(video.probe(src)))
+    p = media.ffprobe_streams(out)
+    assert p["audio"]["codec_name"] == "opus" and p["audio"]["sample_rate"] == "48000"
+    with av.open(str(out)) as c:  # decoded samples: 0.54 s of audio at 48 kHz (pre-skip removed)
+        samples = sum(f.samples for f in c.decode(audio=0))
+    assert abs(samples - 48000 * END) <= 960  # one 20 ms Opus frame
+
+
+def test_h264_mp4_goes_through_the_original_writer(tmp_path):
+    """open_writer's default H.264 MP4 is VideoWriter itself: the same bytes as before output formats existed."""
+    a = write(tmp_path / "a.mp4", "h264")
+    with video.VideoWriter(tmp_path / "b.mp4", W, H, fps=25, time_base=TB, end=END) as wr:
+        for img, t in zip(frames(), TIMES):
+            wr.write(img, t)
+    assert a.read_bytes() == (tmp_path / "b.mp4").read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------- GIF
+
+
+def gif_loop_count(path) -> int | None:
+    """The NETSCAPE2.0 loop count in the file (None: no loop block, the GIF plays once)."""
+    data = Path(path).read_bytes()
+    i = data.find(b"NETSCAPE2.0")
+    if i < 0:
+        return None
+    assert data[i + 11:i + 13] == b"\x03\x01"
+    return int.from_bytes(data[i + 13:i + 15], "little")
+
+
+def test_gif_schedule_bounds():
+    """Every shown frame starts within 5 ms of its time; the total is within 5 ms; no delay under 2 cs."""
+    rng = random.Random(5)
+    for _ in range(300):
+        n = rng.randint(1, 40)
+        steps = [Fraction(rng.randint(5, 200), 1000) for _ in range(n)]  # 5 ms (200 fps) to 200 ms per frame
+        times = [sum(steps[:i], Fraction(0)) for i in range(n)]
+        end = times[-1] + steps[-1]
+        sched = outputs.gif_schedule(times, end)
+        starts = np.cumsum([0] + [d for _, d in sched])
+        assert all(d >= outputs.MIN_GIF_DELAY for _, d in sched)
+        assert [i for i, _ in sched] == sorted({i for i, _ in sched}) and sched[0][0] == 0
+        for (i, _), s in zip(sched, starts):
+            assert abs(Fraction(int(s), 100) - times[i]) <= Fraction(1, 200)
+        if end >= Fraction(2, 100):
+            assert abs(Fraction(int(starts[-1]), 100) - end) <= Fraction(1, 200)
+        if all(s >= Fraction(25, 1000) for s in steps):  # slower than 40 frames/s: every frame shown
+            assert len(sched) == n
+
+
+def test_gif_schedule_examples():
+    # 30 frames/s: delays 3, 3, 4 cs (rounding each delay would give 3 cs each: 10% fast, drifting)
+    t30 = [Fraction(i, 30) for i in range(30)]
+    sched = outputs.gif_schedule(t30, Fraction(1))
+    assert sum(d for _, d in sched) == 100 and {d for _, d in sched} == {3, 4}
+    # 100 frames/s: every other frame (a 1 cs delay plays as 10 cs in browsers)
+    t100 = [Fraction(i, 100) for i in range(10)]
+    assert outputs.gif_schedule(t100, Fraction(1, 10)) == [(i, 2) for i in range(0, 10, 2)]
+    assert outputs.gif_schedule([Fraction(0)], Fraction(1, 1000)) == [(0, 2)]  # a lone short frame: 2 cs
+
+
+def test_gif_written(clip, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="v2v"):
+        out = write(tmp_path / "o.gif", "gif", audio=cut(clip))
+    assert caplog.text.count("holds no audio") == 1
+    p = media.ffprobe_streams(out)
+    assert p["video"]["codec_name"] == "gif" and p["audio"] is None
+    assert (p["video"]["width"], p["video"]["height"]) == (W, H)
+    assert Path(out).read_bytes()[10] & 0x80  # a global colour table: one palette for the clip
+    packets = ffprobe_packets(out)
+    sched = outputs.gif_schedule(TIMES, END)
+    assert len(packets) == len(sched) == len(TIMES)
+    for (pts, dur), (i, delay) in zip(packets, sched):
+        assert abs(pts - TIMES[i]) <= Fraction(1, 200) and dur == Fraction(delay, 100)
+    assert abs(sum(d for _, d in packets) - END) <= Fraction(1, 200)
+    assert gif_loop_count(out) == 0  # forever
+    # the palette keeps the picture: decoded frames close to what was written
+    for got, img in zip(decode_rgb(out), frames()):
+        assert np.abs(got.astype(int) - img).mean() < 6
+
+
+@pytest.mark.parametrize("plays,count", [(0, 0), (1, None), (2, 1), (5, 4)])
+def test_gif_loop(plays, count, tmp_path):
+    out = write(tmp_path / "o.gif", "gif", times=TIMES[:3], end=TIMES[3], gif_loop=plays)
+    assert gif_loop_count(out) == count
+
+
+# ---------------------------------------------------------------------------------------------- PNG sequence
+
+
+def test_png_sequence_is_lossless(clip, tmp_path, caplog):
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(5)]  # noise: no codec hides it
+    folder = tmp_path / "seq"
+    with caplog.at_level(logging.INFO, logger="v2v"):
+        write(folder, "png", times=TIMES[:5], images=images, audio=cut(clip), name="clip")
+    assert caplog.text.count("holds no audio") == 1
+    assert sorted(p.name for p in folder.iterdir()) == [f"clip_{i:06d}.png" for i in range(5)]
+    for i, img in enumerate(images):
+        assert np.array_equal(cv2.imread(str(folder / f"clip_{i:06d}.png"))[:, :, ::-1], img)
+
+
+def test_png_sequence_replaces_an_earlier_one_atomically(tmp_path):
+    target = tmp_path / "seq"
+    for n in (6, 3):  # the second, shorter run leaves none of the first run's frames
+        with atomic_output(target) as tmp:
+            write(tmp, "png", times=TIMES[:n], name="clip")
+        assert sorted(p.name for p in target.iterdir()) == [f"clip_{i:06d}.png" for i in range(n)]
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:  # a failure: the old one stays, no temp left
+        write(tmp, "png", times=TIMES[:2], name="clip")
+        raise RuntimeError("stop")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"] and len(list(target.iterdir())) == 3
+
+
+# ---------------------------------------------------------------------------------------------- ping-pong
+
+
+def test_ping_pong_times():
+    times = [Fraction(0), Fraction(1, 10), Fraction(25, 100), Fraction(3, 10)]
+    order, end = outputs.ping_pong_times(times, Fraction(4, 10))
+    assert [i for i, _ in order] == [0, 1, 2, 3, 2, 1]
+    assert end == Fraction(4, 10) + Fraction(3, 10) - Fraction(1, 10)
+    ts = [t for _, t in order] + [end]
+    shown = [b - a for a, b in zip(ts, ts[1:])]
+    forward = [b - a for a, b in zip(times + [Fraction(4, 10)], times[1:] + [Fraction(4, 10)])]
+    assert shown[4:] == [forward[2], forward[1]]  # each frame keeps its own length on the way back
+    assert outputs.ping_pong_times(times[:2], Fraction(2, 10)) == (list(enumerate(times[:2])), Fraction(2, 10))
+
+
+def test_ping_pong_png_reverses_the_frames(tmp_path):
+    images = frames(5)
+    write(tmp_path / "seq", "png", times=TIMES[:5], images=images, ping_pong=True, name="f")
+    files = sorted((tmp_path / "seq").iterdir())
+    assert len(files) == 8
+    for f, i in zip(files, [0, 1, 2, 3, 4, 3, 2, 1]):
+        assert np.array_equal(cv2.imread(str(f))[:, :, ::-1], images[i])
+
+
+def test_ping_pong_gif_and_mp4(clip, tmp_path):
+    n = 6
+    order, end = outputs.ping_pong_times(TIMES[:n], TIMES[n])
+    gif = write(tmp_path / "o.gif", "gif", times=TIMES[:n], end=TIMES[n], ping_pong=True)
+    levels = [f[:, :, 1].mean() for f in decode_rgb(gif)]  # the green level rises with the frame index
+    written = [f[:, :, 1].mean() for f in frames(n)]
+    assert len(levels) == 2 * n - 2
+    assert all(abs(levels[k] - written[i]) < 2 for k, (i, _) in enumerate(order))
+    mp4 = write(tmp_path / "o.mp4", "h264", times=TIMES[:n], end=TIMES[n], ping_pong=True,
+                audio=cut(clip, TIMES[n]))
+    assert media.ffprobe_frame_times(mp4) == [t for _, t in order]
+    p = media.ffprobe_streams(mp4)
+    assert Fraction(p["video"]["duration"]) == end
+    assert abs(media.stream_duration(p, "audio") - TIMES[n]) < Fraction(3, 100)  # audio: the forward half
+
+
+# ---------------------------------------------------------------------------------------------- full size
+
+
+def test_scale_image_filters():
+    img = frames(1, 64, 48)[0]
+    assert outputs.scale_image(img, 64, 48) is img
+    up, down = outputs.scale_image(img, 131, 97), outputs.scale_image(img, 33, 25)
+    assert up.shape == (97, 131, 3) and down.shape == (25, 33, 3)
+    # area averaging when shrinking: a 2x2 block mean, exactly
+    flat = np.arange(16, dtype=np.uint8).reshape(4, 4).repeat(3).reshape(4, 4, 3) * 10
+    assert np.array_equal(outputs.scale_image(flat, 2, 2)[0, 0], np.full(3, round(np.mean([0, 10, 40, 50]))))
+
+
+def test_even_size(caplog):
+    with caplog.at_level(logging.INFO, logger="v2v"):
+        assert outputs.even_size(67, 45, outputs.FORMATS["h264"]) == (66, 44)
+    assert "67x45 is odd" in caplog.text
+    assert outputs.even_size(67, 45, outputs.FORMATS["gif"]) == (67, 45)
+    assert outputs.even_size(66, 44, outputs.FORMATS["vp9"]) == (66, 44)
+
+
+# ---------------------------------------------------------------------------------------------- through restyle
+
+
+@pytest.fixture(scope="module")
+def restyler(tiny_models):
+    return v2v.Restyler(models="tiny", size=64, show_progress=False, pose_cache=False)
+
+
+@pytest.fixture(scope="module")
+def odd_clip(tmp_path_factory) -> Path:
+    """67x45 (odd both ways; 4:4:4 allows it), 12 frames, AAC."""
+    return media.make_video(tmp_path_factory.mktemp("odd") / "odd.mp4", seconds=0.48, fps=25, size=(80, 64),
+                            pix_fmt="yuv444p", extra=("-vf", "format=yuv444p,crop=67:45:0:0"))
+
+
+def test_compare_full_size_and_pose_format(odd_clip, restyler, tmp_path, caplog):
+    assert media.ffprobe_streams(odd_clip)["video"]["width"] == 67
+    out = tmp_path / "out.mp4"
+    with caplog.at_level(logging.INFO, logger="v2v"):
+        r = restyler.restyle(odd_clip, out, prompt="x", full_size=True, compare=True,
+                             keep_pose=tmp_path / "pose.webm")
+    assert "67x45 is odd" in caplog.text
+    p = media.ffprobe_streams(out)
+    assert (p["video"]["width"], p["video"]["height"]) == (66, 44) == (r.width, r.height)
+    cmp = tmp_path / "out.compare.mp4"
+    assert r.compare_output == cmp.resolve()
+    c = media.ffprobe_streams(cmp)
+    pw, ph = video.processing_size(67, 45, 64)
+    assert (c["video"]["width"], c["video"]["height"]) == (3 * pw, ph)
+    assert media.ffprobe_frame_times(cmp) == media.ffprobe_frame_times(out)
+    assert len(media.ffprobe_frame_times(cmp)) == 12
+    assert c["audio"]["codec_name"] == "aac"
+    assert media.ffprobe_streams(tmp_path / "pose.webm")["video"]["codec_name"] == "vp9"
+    # the left third is the source (decoded again), the right third the result
+    info = video.probe(odd_clip)
+    src = [f.image for f in video.Decoder(info, pw, ph)]
+    got = decode_rgb(cmp)
+    res = decode_rgb(out)
+    for g, s, rr in zip(got, src, res):
+        assert np.abs(g[:, :pw].astype(int) - s).mean() < 8
+        assert np.abs(g[:, 2 * pw:].astype(int) - outputs.scale_image(rr, pw, ph)).mean() < 12
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["out.compare.mp4", "out.mp4", "pose.webm"]
+
+
+def test_full_size_gif_keeps_odd_sides(odd_clip, restyler, tmp_path):
+    r = restyler.restyle(odd_clip, tmp_path / "o.gif", prompt="x", full_size=True, max_frames=4)
+    v = media.ffprobe_streams(r.output)["video"]
+    assert (v["width"], v["height"]) == (67, 45)
+
+
+def test_full_size_follows_rotation(restyler, tmp_path):
+    src = media.make_video(tmp_path / "phone.mp4", seconds=0.2, fps=25, size=(64, 48), rotation=90)
+    r = restyler.restyle(src, tmp_path / "o.webm", prompt="x", full_size=True)
+    v = media.ffprobe_streams(r.output)["video"]
+    assert (v["width"], v["height"]) == (48, 64) and media.display_rotation(r.output) == 0
+
+
+def test_png_output_through_restyle(odd_clip, restyler, tmp_path):
+    r = restyler.restyle(odd_clip, str(tmp_path / "frames") + "/", prompt="x", max_frames=3)
+    assert r.output == (tmp_path / "frames").resolve()
+    assert sorted(p.name for p in r.output.iterdir()) == [f"odd_{i:06d}.png" for i in range(3)]
+    assert cv2.imread(str(r.output / "odd_000000.png")).shape == (r.height, r.width, 3)
+
+
+def test_output_checks_come_before_any_work(odd_clip, restyler, tmp_path):
+    with pytest.raises(InvalidOptions, match="--crf for H.264"):
+        restyler.restyle(odd_clip, tmp_path / "o.mp4", prompt="x", crf=60)
+    with pytest.raises(InvalidOptions, match="--gif-loop"):
+        restyler.restyle(odd_clip, tmp_path / "o.mp4", prompt="x", gif_loop=3)
+    with pytest.raises(OutputError, match="not a supported output"):
+        restyler.restyle(odd_clip, tmp_path / "o.avi", prompt="x")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+def run_v2v(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "v2v", *map(str, args)], capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=300, cwd=ROOT)
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["-o", "{d}/o.avi"], 4, ".avi is not a supported output"),
+    (["-o", "{d}/o.mp4", "--format", "vp9"], 4, "--format vp9"),
+    (["-o", "{d}/o.webm", "--crf", "64"], 2, "--crf"),
+])
+def test_cli_output_errors(odd_clip, tmp_path, args, code, needle):
+    r = run_v2v("restyle", odd_clip, "-p", "x", "--models", "tiny", *[a.format(d=tmp_path) for a in args])
+    assert r.returncode == code, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("v2v: input")]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_maps_the_output_options(odd_clip, tmp_path, tiny_models):
+    out = tmp_path / "o.mp4"
+    r = run_v2v("restyle", odd_clip, "-p", "x", "--models", "tiny", "--size", "64", "--max-frames", "5", "-o", out,
+                "--format", "h265", "--crf", "30", "--ping-pong", "--compare", "--full-size", "--quiet")
+    assert r.returncode == 0, r.stderr
+    v = media.ffprobe_streams(out)["video"]
+    assert v["codec_name"] == "hevc" and (v["width"], v["height"]) == (66, 44)
+    assert len(media.ffprobe_frame_times(out)) == 8  # 5 forward, 3 back
+    assert len(media.ffprobe_frame_times(tmp_path / "o.compare.mp4")) == 5
+
+
+def test_pose_video_follows_its_extension(odd_clip, restyler, tmp_path):
+    r = restyler.pose(odd_clip, tmp_path / "pose.gif", max_frames=4)
+    v = media.ffprobe_streams(r.output)
+    assert v["video"]["codec_name"] == "gif" and v["audio"] is None
+    assert len(media.ffprobe_frame_times(r.output)) == 4
+    r = restyler.pose(odd_clip, str(tmp_path / "maps") + "/", max_frames=2)
+    assert sorted(p.name for p in r.output.iterdir()) == ["pose_000000.png", "pose_000001.png"]
