@@ -133,7 +133,8 @@ def test_tiny_restyle_keeps_frames_times_audio(tmp_path, tiny_models):
     assert r.returncode == 0, r.stderr
     out = tmp_path / "my dänce clip.restyled.mp4"
     assert out.is_file() and sha(src) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, out.name, pose.name])
+    settings = out.with_suffix(".json")  # the run's settings record (v2v/settings.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, out.name, pose.name, settings.name])
     info, ref = ffprobe(out), ffprobe(SAMPLE)
     v = [s for s in info["streams"] if s["codec_type"] == "video"][0]
     a = [s for s in info["streams"] if s["codec_type"] == "audio"]

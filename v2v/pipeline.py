@@ -8,7 +8,7 @@
     5. models       load (or reuse) the diffusion models
     6. generate     AnimateDiff-Lightning + ControlNet over fused windows; control maps rendered on demand
     7. encode       VAE decode in chunks -> H.264 with each frame's source timestamp, audio of the kept span
-    8. rename       temp file -> output path
+    8. rename       temp file -> output path; the run's settings (v2v/settings.py) embedded and beside it
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -25,16 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
+from . import settings as run_settings
 from . import video
 from .errors import Interrupted, InvalidOptions, OutOfMemory, OutputError
 from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE,
                       RestyleOptions, option_names)
+from .progress import ProgressCallback, expected_frames
 from .streams import prefetch
 
 log = logging.getLogger("v2v")
 
-# progress(stage, done, total): called as work advances; stage is "pose", "generate" or "encode".
-ProgressFn = Callable[[str, int, int], None]
+# progress(stage, done, total): called as work advances; stages and units in v2v.progress (pose: frames,
+# generate: denoising passes, encode: frames).
+ProgressFn = ProgressCallback
 
 POSE_BATCH = 8  # frames per pose-model call
 
@@ -141,12 +144,21 @@ class _Stage:
         self.name, self.total, self.progress, self.done = name, total, progress, 0
         self.bar = tqdm(total=total, desc=f"{name:>8}", unit="frame" if name != "generate" else "pass",
                         disable=not show, leave=False, dynamic_ncols=True)
+        if progress:
+            progress(name, 0, total)  # the stage begins (its clock starts here)
 
     def update(self, n: int = 1) -> None:
         self.done += n
         self.bar.update(n)
         if self.progress:
             self.progress(self.name, self.done, self.total)
+
+    def finish(self) -> None:
+        """The stage is complete: an estimated total becomes the count done (reported once more)."""
+        if self.total != self.done:
+            self.total = self.bar.total = self.done
+            if self.progress:
+                self.progress(self.name, self.done, self.total)
 
     def close(self) -> None:
         self.bar.close()
@@ -181,6 +193,10 @@ class Restyler:
         for k in d:
             if getattr(o, k):
                 d[k] = getattr(o, k)
+        from .catalog import resolve_base
+
+        d["base"], alias_vae = resolve_base(d["base"])  # short names (--base toonyou): v2v/catalog.py
+        d["vae"] = getattr(o, "vae", None) or alias_vae
         return d
 
     def diffusion_models(self, o: RestyleOptions, device: str, dtype):
@@ -299,6 +315,7 @@ class Restyler:
         for frame in decoder:
             times.append(frame.time)
             stage.update()
+        stage.finish()
         stage.close()
         return times
 
@@ -372,6 +389,8 @@ class Restyler:
         pose_path = check_output_path(in_path, Path(o.keep_pose)) if o.keep_pose else None
         if pose_path is not None and pose_path == out_path:
             raise OutputError("--keep-pose must differ from the output path")
+        settings_path = run_settings.sidecar_path(out_path)  # NAME.restyled.json: the record of this run
+        run_settings.check_sidecar(settings_path, [in_path, o.pose_json, pose_path])
 
         device = _resolve_device(o.device)
         with self._guard(device):
@@ -386,7 +405,8 @@ class Restyler:
 
             # 5. models
             t = time.perf_counter()
-            models = self.diffusion_models(o, device, _resolve_dtype(o.dtype, device))
+            dtype = _resolve_dtype(o.dtype, device)
+            models = self.diffusion_models(o, device, dtype)
             seconds["load"] = time.perf_counter() - t
 
             # 6. generate
@@ -398,13 +418,16 @@ class Restyler:
             t = time.perf_counter()
             from .generate import decode_latents
 
-            meta = {"comment": f"v2v restyle; prompt: {o.prompt}; seed: {o.seed}; steps: {o.steps}"}
+            record = run_settings.build_settings(o, self._model_specs(o), input_path=in_path, output_path=out_path,
+                                                 device=device, dtype=dtype)
+            meta = run_settings.metadata(record)  # embedded in the output; also written beside it (step 8)
             stage = _Stage("encode", len(poses), progress, self._show())
             with atomic_output(out_path) as tmp:
                 with self._writer(tmp, width, height, timing, o.crf, meta) as w:
                     for img, tt in zip(decode_latents(models, latents), timing.times):
                         w.write(img, tt)
                         stage.update()
+            run_settings.write_sidecar(settings_path, record)
             stage.close()
             seconds["encode"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - t_all
@@ -412,7 +435,7 @@ class Restyler:
                  seconds["total"])
         return RestyleResult(output=out_path, frames=len(poses), fps=float(timing.fps), seconds=seconds,
                              frames_without_people=empty, width=width, height=height, pose_output=pose_path,
-                             settings=o.settings())
+                             settings=record)
 
     # ------------------------------------------------------------------ pose only
     def pose(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *,
@@ -456,7 +479,7 @@ class Restyler:
 
     # ------------------------------------------------------------------ stages
     def _pose_stage(self, decoder, detector, progress, show, info):
-        total = info.frames or 0
+        total = expected_frames(decoder)
         stage = _Stage("pose", total, progress, show)
         poses, times, batch = [], [], []
 
@@ -472,6 +495,7 @@ class Restyler:
                 flush()
         if batch:
             flush()
+        stage.finish()
         stage.close()
         return poses, times
 
