@@ -74,7 +74,8 @@ def _add_restyle_options(p):
     m.add_argument("--models", choices=MODEL_SETS, default="default",
                    help="'default': the real models (downloaded once); 'tiny': random weights, an offline "
                         "smoke test whose output is noise")
-    m.add_argument("--base", help="SD 1.5 base model: hub id or local diffusers folder")
+    m.add_argument("--base", help="SD 1.5 base model: a name from `v2v models` (e.g. toonyou), hub id or local "
+                                  "diffusers folder")
     m.add_argument("--motion", help="motion module: hub repo or .safetensors file")
     m.add_argument("--controlnet", help="ControlNet OpenPose: hub id or folder")
     m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")

@@ -167,12 +167,15 @@ def model_record(spec: str | None, files: list[Path] | None = None) -> dict | No
 
 
 def _versions() -> dict:
+    import sys
     from importlib import metadata
 
     out = {"python": platform.python_version()}
     for pkg in ("torch", "diffusers", "transformers", "huggingface_hub", "onnxruntime", "onnxruntime-gpu", "av"):
+        mod = sys.modules.get(pkg)
+        version = getattr(mod, "__version__", None)  # the loaded module's own (torch's names its CUDA build)
         try:
-            out[pkg] = metadata.version(pkg)
+            out[pkg] = str(version) if version else metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
     return out
