@@ -36,8 +36,8 @@ Decisions (kept here because the CLI and the tests rely on them):
   watcher and are raised, leaving the video in IN_DIR: an :class:`OutputError` (OUT_DIR unwritable, disk
   full) and a model that cannot be found or loaded when the sidecar did not choose the models.
 * **Sidecars.** ``clip.json`` (an object of RestyleOptions fields, ``prompt`` included, and ``"preset"``: a
-  config preset) and ``clip.txt`` (the prompt) beside ``clip.mp4``. Precedence: clip.json > its preset >
-  clip.txt > the watch options > the Restyler's own defaults (the CLI puts the config and --preset there). A sidecar cannot send results elsewhere: ``output``-like keys and a ``keep_pose`` path are errors;
+  config preset) and ``clip.txt`` (the prompt) beside ``clip.mp4``. Precedence: clip.json > clip.txt >
+  clip.json's preset > the watch options > the Restyler's own defaults (the CLI puts the config and --preset there). A sidecar cannot send results elsewhere: ``output``-like keys and a ``keep_pose`` path are errors;
   ``"keep_pose": true`` writes OUT_DIR/NAME.pose.mp4. A sidecar is part of the video's stability check (drop it
   before or with the video) and moves with its video (copied instead when another video shares its name).
 * **What is a video.** Files directly in IN_DIR whose extension is in :data:`VIDEO_EXTENSIONS` (any case).
