@@ -227,7 +227,7 @@ def test_watch_once_restyles_good_and_files_bad(tmp_path, tiny_models):
     assert not (drop / "good.mp4").exists() and not (drop / "broken.mp4").exists()
 
 
-# ---------------------------------------------------------------- progress for scripts, --quiet
+# ---------------------------------------------------------------- progress for scripts (--quiet: tests/test_settings.py)
 
 
 def _json_lines(text: str) -> list[dict]:
@@ -260,14 +260,6 @@ def test_progress_json_error_line(tmp_path):
     assert r.returncode == 3
     (line,) = _json_lines(r.stdout)
     assert line["event"] == "error" and line["exit_code"] == 3 and "missing.mp4" in line["message"]
-
-
-def test_quiet_prints_nothing_on_success(tmp_path, tiny_models):
-    out = tmp_path / "o.mp4"
-    r = run_v2v("restyle", SAMPLE, "-p", "x", "--models", "tiny", "--size", "64", "--max-frames", "4", "-o", out,
-                "--quiet")
-    assert r.returncode == 0 and out.is_file()
-    assert r.stdout == "" and r.stderr == ""
 
 
 def test_watch_progress_json_reports_each_video(tmp_path, tiny_models):
