@@ -133,7 +133,8 @@ def test_tiny_restyle_keeps_frames_times_audio(tmp_path, tiny_models):
     assert r.returncode == 0, r.stderr
     out = tmp_path / "my dänce clip.restyled.mp4"
     assert out.is_file() and sha(src) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, out.name, pose.name])
+    settings = out.with_suffix(".json")  # the run's settings record (v2v/settings.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, out.name, pose.name, settings.name])
     info, ref = ffprobe(out), ffprobe(SAMPLE)
     v = [s for s in info["streams"] if s["codec_type"] == "video"][0]
     a = [s for s in info["streams"] if s["codec_type"] == "audio"]
@@ -224,3 +225,57 @@ def test_watch_once_restyles_good_and_files_bad(tmp_path, tiny_models):
     assert (drop / "failed" / "broken.mp4").is_file()
     assert "broken.mp4" in (drop / "failed" / "broken.error.txt").read_text()
     assert not (drop / "good.mp4").exists() and not (drop / "broken.mp4").exists()
+
+
+# ---------------------------------------------------------------- progress for scripts (--quiet: tests/test_settings.py)
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]  # every stdout line is one JSON object
+
+
+def test_progress_json_lines(tmp_path, tiny_models):
+    out = tmp_path / "o.mp4"
+    r = run_v2v("restyle", SAMPLE, "-p", "x", "--models", "tiny", "--size", "64", "--max-frames", "20", "-o", out,
+                "--progress", "json")
+    assert r.returncode == 0, r.stderr
+    lines = _json_lines(r.stdout)
+    updates, final = lines[:-1], lines[-1]
+    assert [u["stage"] for u in updates] == sorted((u["stage"] for u in updates),
+                                                   key=["pose", "generate", "encode"].index)  # stages in order
+    for stage in ("pose", "generate", "encode"):
+        mine = [u for u in updates if u["stage"] == stage]
+        done = [u["done"] for u in mine]
+        assert done[0] == 0 and done == sorted(done) and done[-1] == mine[-1]["total"]  # monotone, to the end
+        assert all(u["elapsed"] >= 0 and (u["eta"] is None or u["eta"] >= 0) for u in mine)
+    assert [u["total"] for u in updates if u["stage"] == "encode"][-1] == 20
+    assert [u["done"] for u in updates if u["stage"] == "pose"][-1] == 20
+    assert final["event"] == "done" and final["output"] == str(out) and final["frames"] == 20
+    assert Path(final["settings"]).is_file() and final["settings"] == str(out.with_suffix(".json"))
+    assert "\r" not in r.stderr  # no progress bars
+
+
+def test_progress_json_error_line(tmp_path):
+    r = run_v2v("restyle", tmp_path / "missing.mp4", "-p", "x", "--models", "tiny", "--progress", "json")
+    assert r.returncode == 3
+    (line,) = _json_lines(r.stdout)
+    assert line["event"] == "error" and line["exit_code"] == 3 and "missing.mp4" in line["message"]
+
+
+def test_watch_progress_json_reports_each_video(tmp_path, tiny_models):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    shutil.copy(SAMPLE, drop / "good.mp4")
+    (drop / "broken.mp4").write_bytes(os.urandom(20_000))
+    r = run_v2v("watch", drop, "--once", "--settle", "0.2", "--poll", "0.1", "-p", "x", "--models", "tiny",
+                "--size", "64", "--max-frames", "6", "--progress", "json")
+    assert r.returncode == 3, r.stderr
+    lines = _json_lines(r.stdout)
+    videos = [(ln["video"], ln["status"]) for ln in lines if ln.get("event") == "video"]
+    assert sorted(videos) == sorted([("good.mp4", "started"), ("good.mp4", "done"), ("broken.mp4", "started"),
+                                     ("broken.mp4", "failed")])
+    good = [ln for ln in lines if ln.get("video") == "good.mp4" and "stage" in ln]
+    assert {ln["stage"] for ln in good} == {"pose", "generate", "encode"}
+    failed = next(ln for ln in lines if ln.get("status") == "failed")
+    assert "broken.mp4" in failed["error"]
+    assert lines[-1] == {"event": "done", "done": ["good.mp4"], "failed": ["broken.mp4"]}

@@ -45,7 +45,9 @@ def test_options_change_the_result_and_keep_the_frames(restyler, clip, tmp_path)
         r, f = run(restyler, clip, tmp_path, name, **kw)
         assert r.frames == 20 and f.shape == f0.shape, name
         assert not np.array_equal(f, f0), f"{name} changed nothing"
-        assert r.settings[next(iter(kw))] is not None
+        key, value = next(iter(kw.items()))
+        recorded = r.settings["options"][key]
+        assert recorded == value or (key == "prompt_at" and recorded == [[0, "a robot"], [12, "a knight"]]), name
 
 
 def test_strength_keeps_more_of_the_source(restyler, clip, tmp_path):

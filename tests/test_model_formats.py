@@ -160,9 +160,10 @@ def test_motion_lora_options_and_cli():
     opts = _restyle_opts(a)
     assert opts["motion_loras"] == (f"{ZOOM}:0.8", r"C:\x.ckpt")
     assert opts["vae"] == "stabilityai/sd-vae-ft-mse" and opts["fast_decode"] is True
-    RestyleOptions(prompt="x", **opts).validate()
+    RestyleOptions(prompt="x", **{k: v for k, v in opts.items() if v is not None}).validate()
     b = _restyle_opts(build_parser().parse_args(["restyle", "in.mp4", "-p", "x"]))
-    assert b["motion_loras"] == () and b["vae"] is None and b["fast_decode"] is False
+    # not typed: None, so a config file or preset can fill them (RestyleOptions' defaults otherwise)
+    assert b["motion_loras"] is None and b["vae"] is None and b["fast_decode"] is None
 
 
 def test_merge_is_w_plus_strength_up_down():
@@ -367,7 +368,8 @@ def test_restyler_model_key_has_loras_and_decoder(tiny_models, tmp_path):
     assert second is not first and len(r._diffusion) == 1
     diff = [k for k, v in first.unet.state_dict().items() if not torch.equal(v, second.unet.state_dict()[k])]
     assert diff and all(".motion_modules." in k for k in diff)
-    assert a.frames == 4 and a.settings["motion_loras"] == [f"{lora}:0.8"] and a.settings["fast_decode"] is True
+    assert a.frames == 4 and a.settings["options"]["motion_loras"] == [f"{lora}:0.8"] and \
+        a.settings["options"]["fast_decode"] is True
 
 
 def test_cli_formats_on_fake_hub(fake_hub, tmp_path):

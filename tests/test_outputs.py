@@ -440,7 +440,7 @@ def test_compare_full_size_and_pose_format(odd_clip, restyler, tmp_path, caplog)
     for g, s, rr in zip(got, src, res):
         assert np.abs(g[:, :pw].astype(int) - s).mean() < 8
         assert np.abs(g[:, 2 * pw:].astype(int) - outputs.scale_image(rr, pw, ph)).mean() < 12
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["out.compare.mp4", "out.mp4", "pose.webm"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["out.compare.mp4", "out.json", "out.mp4", "pose.webm"]
 
 
 def test_full_size_gif_keeps_odd_sides(odd_clip, restyler, tmp_path):

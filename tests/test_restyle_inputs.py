@@ -39,4 +39,5 @@ def test_restyle_keeps_frames_times_audio(case, tmp_path, restyler):
     judge(src, r.output, fps=fps)
     assert min(r.width, r.height) >= 120  # the tiny set's default short side (128, aspect kept within 2%)
     assert hashlib.sha256(src.read_bytes()).hexdigest() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, r.output.name])
+    settings = r.output.with_suffix(".json")  # the run's settings record (v2v/settings.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, r.output.name, settings.name])

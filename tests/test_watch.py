@@ -155,7 +155,8 @@ def test_good_and_bad_files_with_real_tiny_restyles(tmp_path, tiny_models, caplo
     assert listing(in_dir / "failed") == ["empty.error.txt", "empty.mp4", "noise.error.txt", "noise.mp4",
                                           "notes.error.txt", "notes.mp4"]
     assert [p for p in listing(in_dir) if not p.startswith(".")] == ["done", "failed"] and locks(in_dir) == []
-    assert listing(tmp_path / "out") == ["good two.restyled.mp4", "good.restyled.mp4"]  # no temp files left
+    assert listing(tmp_path / "out") == ["good two.restyled.json", "good two.restyled.mp4",  # + settings records
+                                         "good.restyled.json", "good.restyled.mp4"]  # no temp files left
     for v in s.done:
         with av.open(str(v.output)) as c:
             assert sum(1 for _ in c.decode(video=0)) == 6

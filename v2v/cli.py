@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_CODES, V2VError
+from .errors import EXIT_CODES, InvalidOptions, V2VError
 from .options import LIGHTNING_STEPS, MODEL_SETS, OUTPUT_FORMATS, POSE_DETECTORS, parse_fps
 
 log = logging.getLogger("v2v")
@@ -21,10 +21,15 @@ def _add_restyle(sub) -> None:
         "restyle", help="restyle the people in a video",
         description="Restyle the people in a video: same motion, timing and audio, new look.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", type=Path, help="the video to restyle (never modified)")
-    p.add_argument("-p", "--prompt", required=True, help="the style, e.g. 'claymation astronaut'")
+    p.add_argument("input", type=Path, nargs="?",
+                   help="the video to restyle (never modified); with --settings, default: the recorded input")
+    p.add_argument("-p", "--prompt", help="the style, e.g. 'claymation astronaut' (needed unless --settings, a "
+                                          "preset or the config gives one)")
     p.add_argument("-o", "--output", help="output .mp4, .webm, .mov, .gif, or a folder/ for PNG frames "
                                           "(default: NAME.restyled.mp4 beside the input; with --format, its extension)")
+    p.add_argument("--settings", type=Path, metavar="FILE",
+                   help="rerun an earlier run: its NAME.restyled.json (or the video itself); options given "
+                        "here override the recorded ones")
     o = _add_restyle_options(p)
     o.add_argument("--keep-pose", type=Path, metavar="PATH", help="also write the pose-map video here")
     _add_common(p)
@@ -87,8 +92,8 @@ def _add_restyle_options(p):
     m.add_argument("--models", choices=MODEL_SETS, default="default",
                    help="'default': the real models (downloaded once); 'tiny': random weights, an offline "
                         "smoke test whose output is noise")
-    m.add_argument("--base", help="SD 1.5 base model: hub id, local diffusers folder, or one .safetensors "
-                                  "checkpoint (civitai/A1111 layout)")
+    m.add_argument("--base", help="SD 1.5 base model: a name from `v2v models` (e.g. toonyou), hub id, local "
+                                  "diffusers folder, or one .safetensors checkpoint (civitai/A1111 layout)")
     m.add_argument("--motion", help="motion module: hub repo or .safetensors file")
     m.add_argument("--controlnet", help="ControlNet OpenPose: hub id, folder, or one .pth/.safetensors file")
     m.add_argument("--motion-lora", action="append", default=[], metavar="PATH_OR_REPO[:STRENGTH]",
@@ -143,10 +148,10 @@ def _restyle_opts(a: argparse.Namespace) -> dict:
     return dict(negative_prompt=a.negative_prompt, steps=a.steps, lightning=a.lightning, seed=a.seed,
                 guidance=a.guidance, pose_strength=a.pose_strength, context=a.context, overlap=a.overlap,
                 frame_budget=a.frame_budget, loop=a.loop, fusion=a.fusion, noise=a.noise,
-                control_start=a.control_start, control_end=a.control_end, prompt_at=a.prompt_at or (),
+                control_start=a.control_start, control_end=a.control_end, prompt_at=a.prompt_at,
                 strength=a.strength, compile=a.compile, offload=a.offload,
                 models=a.models, base=a.base, motion=a.motion, controlnet=a.controlnet, device=a.device,
-                motion_loras=tuple(a.motion_lora), vae=a.vae, fast_decode=a.fast_decode,
+                motion_loras=tuple(a.motion_lora) if a.motion_lora else None, vae=a.vae, fast_decode=a.fast_decode,
                 dtype=a.dtype, crf=a.crf, format=a.format, gif_loop=a.gif_loop, ping_pong=a.ping_pong,
                 compare=a.compare, full_size=a.full_size, **_frame_opts(a), **_pose_opts(a))
 
@@ -195,8 +200,41 @@ def _pose_opts(a: argparse.Namespace) -> dict:
 
 
 def _add_common(p) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress bars, errors only")
+    c = p.add_argument_group("config and reporting")
+    c.add_argument("--config", type=Path, metavar="FILE",
+                   help="TOML file of option defaults and presets (default: $V2V_CONFIG, else the user's "
+                        "config.toml)")
+    c.add_argument("--preset", metavar="NAME",
+                   help="named set of options from the config (built in: fast = 2 steps, quality = 8 steps)")
+    c.add_argument("--progress", choices=("bars", "json"), default="bars",
+                   help="bars (default, on a terminal) or json: one JSON object per line on stdout")
+    c.add_argument("--quiet", action="store_true", help="errors only: no bars, no summary line")
+    c.add_argument("--debug", action="store_true", help="verbose log and tracebacks")
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser(
+        "models", help="base model names, and the models already downloaded",
+        description="List the short names --base accepts (the base models the AnimateDiff-Lightning model card "
+                    "recommends, mapped to diffusers copies on the Hugging Face hub), the models already in the "
+                    "local Hugging Face cache ($HF_HUB_CACHE) with their sizes and revisions, and v2v's own "
+                    "caches (tiny models, keypoints).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--debug", action="store_true", help="verbose log and tracebacks")
+
+
+def _unset_option_defaults(parser: argparse.ArgumentParser) -> None:
+    """Options the user does not type come back as None, so that a config file, a preset or a settings file can
+    fill them; the values shown in --help stay the built-in defaults (RestyleOptions' own)."""
+    from .options import option_names
+
+    parser.set_defaults(**dict.fromkeys(option_names()))
+
+
+def _given(opts: dict) -> dict:
+    """The options the user typed (None: not given)."""
+    return {k: v for k, v in opts.items() if v is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_restyle(sub)
     _add_pose(sub)
     _add_watch(sub)
+    _add_models(sub)
+    for name in ("restyle", "pose", "watch"):
+        _unset_option_defaults(sub.choices[name])
     return ap
 
 
@@ -230,14 +271,63 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _reporter(a: argparse.Namespace):
+    """The JSON-lines progress reporter for --progress json, else None (bars, or nothing with --quiet)."""
+    if getattr(a, "progress", "bars") != "json":
+        return None
+    from .progress import JsonLines
+
+    return JsonLines()
+
+
+def _bars(a: argparse.Namespace) -> bool:
+    return not a.quiet and a.progress == "bars" and sys.stderr.isatty()
+
+
+def _options(a: argparse.Namespace, typed: dict, settings: dict | None = None) -> dict:
+    """The run's options: config defaults < preset < settings record < what was typed (v2v/config.py)."""
+    from .config import load_config, resolve
+
+    return resolve(_given(typed), config=load_config(a.config), preset=a.preset, settings=settings)
+
+
+def restyle_request(a: argparse.Namespace) -> tuple[Path, dict, object]:
+    """(input, options with the prompt, the settings record or None) of a parsed `v2v restyle` command line."""
+    from .errors import InputNotFound
+    from .settings import check_input, load_settings
+
+    recorded = load_settings(a.settings) if a.settings is not None else None
+    inp = a.input
+    if inp is None:
+        if recorded is None:
+            raise InvalidOptions("give the video to restyle: v2v restyle INPUT -p 'the style'")
+        if recorded.input is None or not recorded.input.is_file():
+            raise InputNotFound(f"the input recorded in {recorded.source.name} ('{recorded.input}') is not there: "
+                                "give the input video on the command line")
+        inp = recorded.input
+    opts = _options(a, dict(_restyle_opts(a), keep_pose=a.keep_pose, prompt=a.prompt),
+                    recorded.options if recorded else None)
+    if recorded is not None:
+        check_input(recorded, inp)
+    return inp, opts, recorded
+
+
 def _restyle(a: argparse.Namespace) -> int:
     from .pipeline import Restyler
 
-    opts = dict(_restyle_opts(a), keep_pose=a.keep_pose)
-    r = Restyler(show_progress=not a.quiet and sys.stderr.isatty()).restyle(a.input, a.output, prompt=a.prompt,
-                                                                          **opts)
+    inp, opts, _ = restyle_request(a)
+    prompt = opts.pop("prompt", None)
+    rep = _reporter(a)
+    r = Restyler(show_progress=_bars(a)).restyle(inp, a.output, prompt=prompt, progress=rep, **opts)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items() if k != "total")
-    if not a.quiet:
+    if rep is not None:
+        from .settings import sidecar_path
+
+        rep.event("done", output=str(r.output), settings=str(sidecar_path(r.output)), frames=r.frames,
+                  frames_without_people=r.frames_without_people, width=r.width, height=r.height, fps=r.fps,
+                  seconds={k: round(v, 3) for k, v in r.seconds.items()},
+                  pose_output=str(r.pose_output) if r.pose_output else None)
+    elif not a.quiet:
         print(f"{r.output}  ({r.frames} frames, {r.frames_without_people} without people, {r.width}x{r.height}, "
               f"{r.fps:.3f} fps, {r.seconds['total']:.1f}s: {stages})")
     return 0
@@ -246,33 +336,110 @@ def _restyle(a: argparse.Namespace) -> int:
 def _pose(a: argparse.Namespace) -> int:
     from .pipeline import Restyler
 
-    opts = dict(models=a.models, device=a.device, crf=a.crf, **_frame_opts(a), **_pose_opts(a))
-    r = Restyler(show_progress=not a.quiet and sys.stderr.isatty()).pose(a.input, a.output, json_path=a.json,
-                                                                         png_dir=a.png, **opts)
-    if not a.quiet:
+    opts = _options(a, dict(models=a.models, device=a.device, crf=a.crf, **_frame_opts(a), **_pose_opts(a)))
+    opts.pop("prompt", None)
+    rep = _reporter(a)
+    r = Restyler(show_progress=_bars(a)).pose(a.input, a.output, json_path=a.json, png_dir=a.png, progress=rep,
+                                              **opts)
+    if rep is not None:
+        rep.event("done", output=str(r.output) if r.output else None, json=str(r.json) if r.json else None,
+                  png_dir=str(r.png_dir) if r.png_dir else None, frames=r.frames,
+                  frames_without_people=r.frames_without_people, fps=r.fps,
+                  seconds={k: round(v, 3) for k, v in r.seconds.items()})
+    elif not a.quiet:
         written = ", ".join(str(p) for p in (r.output, r.json, r.png_dir) if p is not None)
         print(f"{written}  ({r.frames} frames, {r.frames_without_people} without people, "
               f"{r.seconds['total']:.1f}s)")
     return 0
 
 
+def _watch_restyler(a: argparse.Namespace, defaults: dict, rep):
+    """A Restyler whose defaults are the config and preset (under the watch options and each sidecar), reporting
+    its progress to ``rep``."""
+    from .pipeline import Restyler
+
+    class _Reporting(Restyler):
+        def restyle(self, input, output=None, *, progress=None, **options):
+            return super().restyle(input, output, progress=progress or rep, **options)
+
+    return (_Reporting if rep is not None else Restyler)(show_progress=_bars(a), **defaults)
+
+
 def _watch(a: argparse.Namespace) -> int:
+    from .config import load_config
     from .errors import Interrupted
     from .watch import watch
 
-    opts = _restyle_opts(a)
-    if a.prompt is not None:
-        opts["prompt"] = a.prompt
+    cfg = load_config(a.config)
+    defaults = cfg.layers(a.preset)  # config < preset, under the watch options and each video's sidecar
+    opts = _given(dict(_restyle_opts(a), prompt=a.prompt))
+    rep = _reporter(a)
+
+    def on_video(event: str, name: str, item) -> None:
+        if event == "started":
+            rep.reset()
+            rep.context = {"video": name}
+            rep.event("video", status="started")
+            return
+        fields = {"status": event, "seconds": {k: round(v, 3) for k, v in (item.seconds or {}).items()}}
+        if item.output is not None:
+            fields["output"] = str(item.output)
+        if item.error:
+            fields["error"] = item.error
+        rep.event("video", **fields)
+        rep.context = {}
+
     try:
-        summary = watch(a.in_dir, a.out, once=a.once, poll=a.poll, settle=a.settle, keep_pose=a.keep_pose, **opts)
+        summary = watch(a.in_dir, a.out, restyler=_watch_restyler(a, defaults, rep), once=a.once, poll=a.poll,
+                        settle=a.settle, keep_pose=a.keep_pose, config=cfg,
+                        on_video=on_video if rep is not None else None, **opts)
     except Interrupted as e:
         s = getattr(e, "summary", None)
-        if s is not None and not a.quiet:
+        if s is not None and not a.quiet and rep is None:
             print(f"stopped: {len(s.done)} done, {len(s.failed)} failed", file=sys.stderr)
         raise
-    if not a.quiet:
+    if rep is not None:
+        rep.event("done", done=[v.name for v in summary.done], failed=[v.name for v in summary.failed])
+    elif not a.quiet:
         print(f"{len(summary.done)} done, {len(summary.failed)} failed")
     return 0 if not summary.failed else 3
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _models(a: argparse.Namespace) -> int:
+    import json
+
+    from .catalog import listing
+
+    info = listing()
+    if a.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print("Base model names (--base NAME; case and punctuation do not matter):")
+    rows = [(m["name"], m["repo"] or "-", m["kind"], ("needs VAE " + m["vae"] + "; " if m["vae"] else "") + m["note"])
+            for m in info["aliases"]]
+    w0, w1 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    for name, repo, kind, note in rows:
+        print(f"  {name:<{w0}}  {repo:<{w1}}  {kind:<9}  {note}")
+    hf = info["hf_cache"]
+    print(f"\nIn the Hugging Face cache ({hf['path']}):")
+    if not hf["repos"]:
+        print("  nothing yet")
+    for r in hf["repos"]:
+        alias = f"  (= {r['alias']})" if r.get("alias") else ""
+        revs = ", ".join(rev[:12] for rev in r["revisions"]) or "-"
+        print(f"  {r['repo']:<{max(40, w1)}}  {_human_size(r['size']):>9}  revision {revs}{alias}")
+    print("\nv2v's own caches:")
+    for c in info["v2v_cache"]:
+        print(f"  {c['name']:<12} {_human_size(c['size']):>9}  {c['files']} files  {c['path']}")
+    return 0
 
 
 def _sigterm(signum, frame):  # `kill` gets the same clean stop as Ctrl-C (temp files removed, claims released)
@@ -282,16 +449,21 @@ def _sigterm(signum, frame):  # `kill` gets the same clean stop as Ctrl-C (temp 
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
+    a.quiet, a.debug = getattr(a, "quiet", False), getattr(a, "debug", False)
     _setup_logging(a.quiet, a.debug)
     try:
         import signal
 
         signal.signal(signal.SIGTERM, _sigterm)
-        return {"restyle": _restyle, "pose": _pose, "watch": _watch}[a.command](a)
+        return {"restyle": _restyle, "pose": _pose, "watch": _watch, "models": _models}[a.command](a)
     except V2VError as e:
         if a.debug:
             log.exception("failed")
         print(f"v2v: error: {e}", file=sys.stderr)
+        if getattr(a, "progress", None) == "json":  # scripts reading stdout see the end too
+            import json
+
+            print(json.dumps({"event": "error", "message": str(e), "exit_code": e.exit_code}), flush=True)
         return e.exit_code
     except KeyboardInterrupt:
         print("v2v: interrupted: no output was written", file=sys.stderr)

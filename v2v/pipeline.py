@@ -10,7 +10,7 @@
     7. encode       VAE decode in chunks -> the output format (H.264 MP4 by default; v2v.outputs) with each frame's
                     source timestamp, audio of the kept span; optionally scaled to the source size, played
                     ping-pong, and a compare video (source decoded again | pose map | result)
-    8. rename       temp file -> output path
+    8. rename       temp file -> output path; the run's settings (v2v/settings.py) embedded and beside it
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -29,15 +29,18 @@ from pathlib import Path
 import numpy as np
 
 from . import outputs, video
+from . import settings as run_settings
 from .errors import Interrupted, InvalidOptions, OutOfMemory, OutputError
 from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE,
                       RestyleOptions, option_names)
+from .progress import ProgressCallback, expected_frames
 from .streams import prefetch
 
 log = logging.getLogger("v2v")
 
-# progress(stage, done, total): called as work advances; stage is "pose", "generate" or "encode".
-ProgressFn = Callable[[str, int, int], None]
+# progress(stage, done, total): called as work advances; stages and units in v2v.progress (pose: frames,
+# generate: denoising passes, encode: frames).
+ProgressFn = ProgressCallback
 
 POSE_BATCH = 8  # frames per pose-model call
 
@@ -159,12 +162,21 @@ class _Stage:
         self.name, self.total, self.progress, self.done = name, total, progress, 0
         self.bar = tqdm(total=total, desc=f"{name:>8}", unit="frame" if name != "generate" else "pass",
                         disable=not show, leave=False, dynamic_ncols=True)
+        if progress:
+            progress(name, 0, total)  # the stage begins (its clock starts here)
 
     def update(self, n: int = 1) -> None:
         self.done += n
         self.bar.update(n)
         if self.progress:
             self.progress(self.name, self.done, self.total)
+
+    def finish(self) -> None:
+        """The stage is complete: an estimated total becomes the count done (reported once more)."""
+        if self.total != self.done:
+            self.total = self.bar.total = self.done
+            if self.progress:
+                self.progress(self.name, self.done, self.total)
 
     def close(self) -> None:
         self.bar.close()
@@ -200,14 +212,16 @@ class Restyler:
             if getattr(o, k):
                 d[k] = getattr(o, k)
         # single-file checkpoints take their configs from the model set's own base and ControlNet repos
+        from .catalog import resolve_base
         from .models import DEFAULT_TAESD
         from .tiny import tiny_model_paths
 
+        d["base"], alias_vae = resolve_base(d["base"])  # short names (--base toonyou): v2v/catalog.py
         t = tiny_model_paths() if o.models == "tiny" else None
         d["base_config"] = str(t["base"]) if t else DEFAULT_BASE
         d["controlnet_config"] = str(t["controlnet"]) if t else DEFAULT_CONTROLNET
         d["decoder"] = (str(t["taesd"]) if t else DEFAULT_TAESD) if o.fast_decode else None
-        d["vae"] = o.vae
+        d["vae"] = o.vae or alias_vae
         return d
 
     def _diffusion_args(self, o: RestyleOptions) -> dict:
@@ -352,6 +366,7 @@ class Restyler:
         for frame in decoder:
             times.append(frame.time)
             stage.update()
+        stage.finish()
         stage.close()
         return times
 
@@ -455,6 +470,8 @@ class Restyler:
         if o.full_size:  # the source's display size (rotation and SAR applied), even where the codec needs it
             out_size = outputs.even_size(info.display_width, info.display_height, fmt)
         self.check_models(o)  # a wrong or missing model fails here, before any frame is decoded
+        settings_path = run_settings.sidecar_path(out_path)  # NAME.restyled.json: the record of this run
+        run_settings.check_sidecar(settings_path, [in_path, o.pose_json, pose_path, compare_path])
 
         device = _resolve_device(o.device)
         with self._guard(device):
@@ -470,7 +487,8 @@ class Restyler:
 
             # 5. models
             t = time.perf_counter()
-            models = self.diffusion_models(o, device, _resolve_dtype(o.dtype, device))
+            dtype = _resolve_dtype(o.dtype, device)
+            models = self.diffusion_models(o, device, dtype)
             seconds["load"] = time.perf_counter() - t
 
             # 6. generate (with --strength < 1, from the source frames' latents)
@@ -483,7 +501,9 @@ class Restyler:
             t = time.perf_counter()
             from .generate import decode_latents
 
-            meta = {"comment": f"v2v restyle; prompt: {o.prompt}; seed: {o.seed}; steps: {o.steps}"}
+            record = run_settings.build_settings(o, self._model_specs(o), input_path=in_path, output_path=out_path,
+                                                 device=device, dtype=dtype)
+            meta = run_settings.metadata(record)  # embedded in the output; also written beside it (step 8)
             stage = _Stage("encode", len(poses), progress, self._show())
             with ExitStack() as stack:  # closed in reverse: writers first, then the renames (the output last)
                 tmp = stack.enter_context(atomic_output(out_path))
@@ -500,6 +520,7 @@ class Restyler:
                     if cw is not None:
                         cw.write(img, tt)
                     stage.update()
+            run_settings.write_sidecar(settings_path, record)
             stage.close()
             seconds["encode"] = time.perf_counter() - t
         seconds["total"] = time.perf_counter() - t_all
@@ -507,7 +528,7 @@ class Restyler:
                  seconds["total"])
         return RestyleResult(output=out_path, frames=len(poses), fps=float(timing.fps), seconds=seconds,
                              frames_without_people=empty, width=out_size[0], height=out_size[1],
-                             pose_output=pose_path, settings=o.settings(), compare_output=compare_path)
+                             pose_output=pose_path, settings=record, compare_output=compare_path)
 
     def _compare_writer(self, path: Path, o: RestyleOptions, info, width: int, height: int, timing: _Timing, poses,
                         t0: Fraction, crf: int | None, metadata: dict):
@@ -568,7 +589,7 @@ class Restyler:
 
     # ------------------------------------------------------------------ stages
     def _pose_stage(self, decoder, detector, progress, show, info):
-        total = info.frames or 0
+        total = expected_frames(decoder)
         stage = _Stage("pose", total, progress, show)
         poses, times, batch = [], [], []
 
@@ -584,6 +605,7 @@ class Restyler:
                 flush()
         if batch:
             flush()
+        stage.finish()
         stage.close()
         return poses, times
 

@@ -35,9 +35,9 @@ Decisions (kept here because the CLI and the tests rely on them):
   NAME.error.txt (the one-line message) and the watcher goes on. Errors that would fail every video stop the
   watcher and are raised, leaving the video in IN_DIR: an :class:`OutputError` (OUT_DIR unwritable, disk
   full) and a model that cannot be found or loaded when the sidecar did not choose the models.
-* **Sidecars.** ``clip.json`` (an object of RestyleOptions fields, ``prompt`` included) and ``clip.txt`` (the
-  prompt) beside ``clip.mp4``. Precedence: clip.json > clip.txt > the watch options > the Restyler's own
-  defaults. A sidecar cannot send results elsewhere: ``output``-like keys and a ``keep_pose`` path are errors;
+* **Sidecars.** ``clip.json`` (an object of RestyleOptions fields, ``prompt`` included, and ``"preset"``: a
+  config preset) and ``clip.txt`` (the prompt) beside ``clip.mp4``. Precedence: clip.json > clip.txt >
+  clip.json's preset > the watch options > the Restyler's own defaults (the CLI puts the config and --preset there). A sidecar cannot send results elsewhere: ``output``-like keys and a ``keep_pose`` path are errors;
   ``"keep_pose": true`` writes OUT_DIR/NAME.pose.mp4. A sidecar is part of the video's stability check (drop it
   before or with the video) and moves with its video (copied instead when another video shares its name).
 * **What is a video.** Files directly in IN_DIR whose extension is in :data:`VIDEO_EXTENSIONS` (any case).
@@ -304,11 +304,15 @@ def read_sidecars(video: Path) -> tuple[dict, list[Path]]:
         if outside:
             raise InvalidOptions(f"{js.name}: \"{outside[0]}\" cannot be set in a sidecar: results always go to "
                                  "the watch output folder")
-        unknown = sorted(set(data) - option_names())
+        unknown = sorted(set(data) - option_names() - {"preset"})
         if unknown:
             raise InvalidOptions(f"{js.name}: unknown option(s): {', '.join(unknown)}")
         for key, value in data.items():
-            if key == "keep_pose":
+            if key == "preset":  # a config preset for this video (expanded by Watcher.settings_for)
+                if not isinstance(value, str) or not value:
+                    raise InvalidOptions(f"{js.name}: \"preset\" must be a preset name")
+                options[key] = value
+            elif key == "keep_pose":
                 if not isinstance(value, bool):
                     raise InvalidOptions(f"{js.name}: \"keep_pose\" must be true or false in watch mode (the pose "
                                          "video goes to the watch output folder as NAME.pose.mp4)")
@@ -333,7 +337,7 @@ class Watcher:
     """The state of one watch over IN_DIR. :func:`watch` is the front door; this class is its machinery."""
 
     def __init__(self, in_dir, out_dir=None, *, restyler=None, settle: float = 2.0, poll: float = 1.0,
-                 keep_pose: bool = False, **options):
+                 keep_pose: bool = False, config=None, on_video=None, **options):
         self.in_dir = Path(in_dir).expanduser()
         if not self.in_dir.is_dir():
             raise InputNotFound(f"watch folder '{self.in_dir}' does not exist or is not a folder")
@@ -355,6 +359,8 @@ class Watcher:
             raise InvalidOptions(f"unknown option(s): {', '.join(sorted(unknown))}")
         self.options = {k: v for k, v in options.items() if v is not None}  # None: the default
         self.keep_pose = keep_pose
+        self.config = config  # v2v.config.Config: the presets a sidecar's "preset" names (None: the user config)
+        self.on_video = on_video  # on_video(event, name, WatchedVideo | None): "started", then "done"/"failed"
         self.settle, self.poll = float(settle), float(poll)
         self._restyler = restyler
         self._check(self.options, "watch options", placeholder_prompt=True)  # fail fast, before claiming anything
@@ -397,6 +403,15 @@ class Watcher:
     def settings_for(self, video: Path) -> tuple[dict, list[Path], set[str]]:
         """(options for restyle, sidecar files, keys the sidecar set) for one video; InvalidOptions when malformed."""
         own, sidecars = read_sidecars(video)
+        if "preset" in own:  # the sidecar's preset: over the watch options, under the sidecar's own keys
+            from .config import load_config
+
+            name = own.pop("preset")
+            try:
+                preset = (self.config if self.config is not None else load_config()).preset(name)
+            except InvalidOptions as e:
+                raise InvalidOptions(f"{sidecars[0].name}: {e}") from None
+            own = {**preset, **own}
         options = {**self.options, **own}
         keep_pose = options.pop("keep_pose", self.keep_pose)
         no_prompt = "prompt" not in options and "prompt" not in (getattr(self._restyler, "defaults", {}) or {})
@@ -604,6 +619,8 @@ class Watcher:
         """Restyle one claimed video and file it. Raises for Ctrl-C and for errors that would fail every video."""
         t0 = time.perf_counter()
         own: set[str] = set()
+        if self.on_video:
+            self.on_video("started", claim.name, None)
         try:
             options, _, own = self.settings_for(claim.video)
             out = self.output_for(claim.video, options.get("format"))
@@ -634,6 +651,8 @@ class Watcher:
         claim.lock.unlink(missing_ok=True)
         self._seen.pop(claim.name, None)
         self.summary.videos.append(item)
+        if self.on_video:
+            self.on_video(item.status, claim.name, item)
         return item
 
     # ------------------------------------------------------------------ the loop
@@ -676,7 +695,7 @@ def _glob_escape(text: str) -> str:
 
 def watch(in_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, restyler=None,
           once: bool = False, poll: float = 1.0, settle: float = 2.0, stop: threading.Event | None = None,
-          keep_pose: bool = False, **options) -> WatchSummary:
+          keep_pose: bool = False, config=None, on_video=None, **options) -> WatchSummary:
     """Restyle every video dropped into ``in_dir``, one at a time, with one Restyler (models loaded once).
 
     ``out_dir``: where NAME.restyled.mp4 go (default IN_DIR/restyled). ``restyler``: a Restyler to reuse (its
@@ -684,11 +703,15 @@ def watch(in_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *
     files still being written), then return. ``poll``: seconds between folder scans. ``settle``: seconds a
     file's size and mtime (and its sidecar's) must stay unchanged before it is taken. ``stop``: set it to return
     after the current video. ``keep_pose``: also write OUT_DIR/NAME.pose.mp4. ``options``: RestyleOptions
-    fields for every video (``prompt`` included), under each video's sidecar.
+    fields for every video (``prompt`` included), under each video's sidecar. ``config``: the
+    :class:`v2v.config.Config` whose presets a sidecar's ``"preset"`` names (default: the user's config file).
+    ``on_video(event, name, item)``: called with "started" (item None) and then "done" or "failed" (the
+    :class:`WatchedVideo`) for each video.
 
     Returns a :class:`WatchSummary`. Raises InputNotFound (no such folder), InvalidOptions (bad options),
     OutputError / ModelNotFound / ModelLoadError (errors that would fail every video; the video stays in
     IN_DIR), Interrupted on Ctrl-C (``.summary`` holds what was done).
     """
-    w = Watcher(in_dir, out_dir, restyler=restyler, settle=settle, poll=poll, keep_pose=keep_pose, **options)
+    w = Watcher(in_dir, out_dir, restyler=restyler, settle=settle, poll=poll, keep_pose=keep_pose, config=config,
+                on_video=on_video, **options)
     return w.run(once=once, stop=stop)

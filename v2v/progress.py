@@ -1,0 +1,128 @@
+"""Progress reporting: the callback type of the API, and the JSON-lines reporter behind ``--progress json``.
+
+The API calls ``progress(stage, done, total)`` as work advances (``Restyler.restyle(..., progress=fn)``):
+
+=========  ====================================================================================
+stage      unit of ``done`` / ``total``
+=========  ====================================================================================
+pose       frames decoded and posed (detected, read from the cache or from --pose-json); ``total`` is
+           estimated from the container's frame count and the trimming until the stage ends, when a last
+           call reports ``done == total``
+generate   denoising passes: steps x windows (one pass is one step of one window of frames)
+encode     frames VAE-decoded and encoded
+=========  ====================================================================================
+
+Each stage starts with a call ``done == 0``; ``done`` never decreases within a stage; the stages come in the order
+pose, generate, encode (``v2v pose`` and ``Restyler.pose`` report "pose" only).
+
+``--progress json`` prints one JSON object per line on stdout (see :class:`JsonLines`)::
+
+    {"stage": "pose", "done": 8, "total": 96, "unit": "frame", "elapsed": 0.41, "eta": 4.5}
+    {"event": "done", "output": "/videos/clip.restyled.mp4", "frames": 96, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Literal, Protocol, TextIO
+
+Stage = Literal["pose", "generate", "encode"]
+STAGES: dict[str, str] = {"pose": "frame", "generate": "pass", "encode": "frame"}  # stage -> unit of done/total
+
+
+class ProgressCallback(Protocol):
+    """``progress(stage, done, total)``: ``stage`` one of STAGES, ``done`` of ``total`` units done so far."""
+
+    def __call__(self, stage: str, done: int, total: int, /) -> None: ...
+
+
+def expected_frames(decoder) -> int:
+    """How many frames a ``video.Decoder`` will give, estimated before decoding (for the pose bar's total).
+
+    From the container's frame count (or duration x rate) and the decoder's start/end, every_nth, fps and
+    max_frames. 0 when unknown. The exact count is known once the stage ends.
+    """
+    info = decoder.info
+    duration = float(info.duration or 0) or (float(info.frames) / float(info.fps) if info.frames else 0.0)
+    if duration <= 0:
+        return 0
+    start = float(decoder.start or 0)
+    end = min(float(decoder.end), duration) if decoder.end is not None else duration
+    span = max(0.0, end - start)
+    if decoder.fps is not None:
+        n = round(span * float(decoder.fps))
+    else:
+        n = round(span / duration * (info.frames or duration * float(info.fps)))
+        n = -(-n // decoder.every_nth)
+    if decoder.max_frames is not None:
+        n = min(n, decoder.max_frames)
+    return max(0, int(n))
+
+
+class JsonLines:
+    """A progress callback that writes JSON lines: ``{"stage", "done", "total", "unit", "elapsed", "eta"}``.
+
+    ``elapsed``: seconds since the stage began (its ``done == 0`` call); ``eta``: seconds left at the stage's
+    average rate so far (null until something is done). At most one line per ``interval`` seconds per stage;
+    a stage's first line, its ``done == total`` line and the last update before another stage reports (or
+    before :meth:`event`/:meth:`flush`) are always written. ``context`` fields (e.g. ``{"video": "a.mp4"}`` in
+    watch mode) are added to every line. ``event(name, **fields)`` writes ``{"event": name, ...}``.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, interval: float = 0.1, clock=time.monotonic):
+        self.stream = stream if stream is not None else sys.stdout
+        self.interval = interval
+        self.clock = clock
+        self.context: dict = {}
+        self._stages: dict[str, dict] = {}  # stage -> {"start", "last", "done", "pending"}
+
+    def _write(self, obj: dict) -> None:
+        self.stream.write(json.dumps({**obj, **self.context}, ensure_ascii=False, default=str) + "\n")
+        self.stream.flush()
+
+    def _line(self, stage: str, done: int, total: int, now: float) -> dict:
+        st = self._stages[stage]
+        elapsed = now - st["start"]
+        eta = elapsed / done * max(0, total - done) if done > 0 and total >= done else None
+        return {"stage": stage, "done": done, "total": total, "unit": STAGES.get(stage, "item"),
+                "elapsed": round(elapsed, 3), "eta": round(eta, 3) if eta is not None else None}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = self.clock()
+        st = self._stages.get(stage)
+        if st is None or done < st["done"]:  # a new stage, or the same stage of the next video
+            self.flush()
+            st = self._stages[stage] = {"start": now, "last": None, "done": done, "pending": None}
+        else:
+            for other in list(self._stages):
+                if other != stage:
+                    self._flush_stage(other)
+        st["done"] = done
+        line = self._line(stage, done, total, now)
+        if st["last"] is None or done == total or now - st["last"] >= self.interval:
+            st["last"], st["pending"] = now, None
+            self._write(line)
+        else:
+            st["pending"] = line
+
+    def _flush_stage(self, stage: str) -> None:
+        st = self._stages.get(stage)
+        if st and st["pending"] is not None:
+            self._write(st["pending"])
+            st["pending"], st["last"] = None, self.clock()
+
+    def flush(self) -> None:
+        """Write every update held back by the throttle."""
+        for stage in list(self._stages):
+            self._flush_stage(stage)
+
+    def reset(self) -> None:
+        """Forget the stages (the next video starts afresh)."""
+        self.flush()
+        self._stages.clear()
+
+    def event(self, name: str, **fields) -> None:
+        self.flush()
+        self._write({"event": name, **fields})
