@@ -427,3 +427,10 @@ def test_offload_on_gpu(tmp_path_factory):
     assert next(m.text_encoder.parameters()).device.type == "cpu" and next(m.vae.parameters()).device.type == "cpu"
     assert torch.allclose(off, resident, atol=1e-5)
     assert len(list(decode_latents(m, off))) == 8 and next(m.vae.parameters()).device.type == "cpu"
+
+
+def test_control_as_bytes_equals_control_as_floats(models):
+    frames, control, _ = make_control(20, 32, 32)
+    as_bytes = lambda idx: torch.from_numpy(frames[idx]).permute(0, 3, 1, 2)  # noqa: E731
+    kw = dict(prompt="a person", num_frames=20, height=32, width=32, steps=2, seed=2)
+    assert torch.equal(generate(models, control=as_bytes, **kw), generate(models, control=control, **kw))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
+import torch
 
 import v2v
 from v2v.pipeline import _ControlMaps
@@ -90,7 +91,7 @@ def test_control_maps_rendered_once_per_frame(tiny_models):
     maps = _ControlMaps(poses, 64, 64, ("body", "hands", "face"), 0.3)
     a = maps([0, 1, 2])
     b = maps([1, 2, 3])
-    assert a.shape == (3, 3, 64, 64) and float(a.max()) <= 1.0
+    assert a.shape == (3, 3, 64, 64) and a.dtype == torch.uint8  # bytes: the sampler scales them on the device
     assert maps.renders == 4  # frames 1 and 2 came from the cache
     tiny = _ControlMaps(poses, 64, 64, ("body",), 0.3, cap=64 * 64 * 3)  # room for one map
     tiny([0, 1]), tiny([0, 1])
@@ -111,3 +112,23 @@ def test_cli_generation_flags(tiny_models, clip, tmp_path):
     assert main(["restyle", str(clip), "-p", "x", "-o", str(tmp_path / "bad.mp4"), "--models", "tiny",
                  "--offload", "--device", "cpu", "--quiet"]) == 2
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_models_load_on_a_background_thread_during_pose(tiny_models, clip, tmp_path, monkeypatch):
+    import threading
+
+    import v2v.models as M
+
+    loads = []
+    real = M.load_diffusion_models
+
+    def recording(*a, **kw):
+        loads.append(threading.current_thread().name)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(M, "load_diffusion_models", recording)
+    r = v2v.Restyler(models="tiny", show_progress=False, size=64)
+    first = r.restyle(clip, tmp_path / "a.mp4", prompt="a robot")
+    r.restyle(clip, tmp_path / "b.mp4", prompt="a robot", seed=1)  # models kept: no second load
+    assert loads == ["v2v-load-models"]
+    assert first.frames == 20 and "load" in first.seconds

@@ -64,3 +64,25 @@ def test_early_exit_closes_the_producer():
 def test_bad_depth():
     with pytest.raises(ValueError):
         next(prefetch([1], depth=0))
+
+
+def test_background_returns_value_and_raises_errors():
+    import threading
+
+    from v2v.streams import Background
+
+    started = threading.Event()
+
+    def work():
+        started.set()
+        return threading.current_thread().name
+
+    b = Background(work, name="bg-test")
+    assert started.wait(5)
+    assert b.result() == "bg-test" and b.result() == "bg-test"
+
+    def fail():
+        raise KeyError("model missing")
+
+    with pytest.raises(KeyError, match="model missing"):
+        Background(fail).result()

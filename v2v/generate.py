@@ -134,7 +134,8 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     where they meet, with the same ``fusion`` weights (pyramid or flat). With ``frame_budget == context`` this is
     classic whole-UNet context windows; a single window equals diffusers' ``AnimateDiffControlNetPipeline``.
 
-    ``control(indices)`` gives the control maps of those frames, (n, 3, height, width) float in [0, 1]; it is
+    ``control(indices)`` gives the control maps of those frames, (n, 3, height, width), float in [0, 1] or uint8
+    in [0, 255] (converted on the device: a quarter of the bytes to copy, no float maths on the CPU); it is
     called once per segment per step where the ControlNet acts (``control_start``..``control_end``, fractions of
     the steps run, as diffusers' ``control_guidance_start/end``). ``guidance`` 1 runs no negative pass; above 1,
     classifier-free guidance with ``negative_prompt``. ``prompt_travel``: (frame, prompt) keyframes from frame 0
@@ -283,7 +284,10 @@ def _predict_segment(models: DiffusionModels, scaled: torch.Tensor, frames: tupl
         if tuple(cond.shape) != (n, 3, height, width):
             raise ValueError(f"control({frames[0]}..{frames[-1]}) returned shape {tuple(cond.shape)}, "
                              f"expected {(n, 3, height, width)}")
-        cond = cond.to(device=device, dtype=dtype)
+        if cond.dtype == torch.uint8:  # maps sent as bytes (4x less to copy), made [0, 1] on the device
+            cond = cond.to(device=device, non_blocking=True).float().div_(255.0).to(dtype)
+        else:
+            cond = cond.to(device=device, dtype=dtype)
         if cfg:
             cond = torch.cat([cond] * 2)
         down, mid = models.controlnet(x, t_dev, encoder_hidden_states=emb, controlnet_cond=cond,

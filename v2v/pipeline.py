@@ -5,7 +5,7 @@
     3. paths        the output path (never the input), its folder writable, a temp file beside it
     4. pose         decode frames (streamed) -> keypoints per frame (detected, cached or from --pose-json; the
                     pose models load only when detection runs); parts kept, smoothed; frames dropped once posed
-    5. models       load (or reuse) the diffusion models
+    5. models       load (or reuse) the diffusion models, on a background thread while step 4 runs
     6. generate     AnimateDiff-Lightning + ControlNet over fused windows; control maps rendered on demand
     7. encode       VAE decode in chunks -> the output format (H.264 MP4 by default; v2v.outputs) with each frame's
                     source timestamp, audio of the kept span; optionally scaled to the source size, played
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from .errors import Interrupted, InvalidOptions, OutOfMemory, OutputError
 from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE,
                       RestyleOptions, option_names)
 from .progress import ProgressCallback, expected_frames
-from .streams import prefetch
+from .streams import Background, prefetch
 
 log = logging.getLogger("v2v")
 
@@ -195,6 +196,7 @@ class Restyler:
         self.defaults = defaults
         self.show_progress = show_progress
         self._diffusion: dict[tuple, object] = {}
+        self._load_lock = threading.Lock()
         self._pose: dict[tuple, object] = {}
 
     # ------------------------------------------------------------------ models
@@ -246,23 +248,24 @@ class Restyler:
     def diffusion_models(self, o: RestyleOptions, device: str, dtype):
         from .models import load_diffusion_models
 
-        from .generate import compile_models, enable_offload
+        with self._load_lock:  # one load at a time (a background load may still run after a failed video)
+            from .generate import compile_models, enable_offload
 
-        args = self._diffusion_args(o)
-        # LoRAs and strengths included (merged weights); compiled and offloaded sets differ too
-        key = (tuple(sorted(args.items())), device, str(dtype), o.compile, o.offload)
-        if key not in self._diffusion:
-            self._diffusion.clear()  # one set on the device at a time
-            log.info("loading models: base %s, motion %s (%d-step), controlnet %s",
-                     args["base"], args["motion"], o.lightning_steps, args["controlnet"])
-            models = load_diffusion_models(**args, device=device, dtype=dtype)
-            if o.offload:
-                enable_offload(models)
-            if o.compile:
-                log.info("compiling %d modules with torch.compile (the first frames take longer)",
-                         compile_models(models))
-            self._diffusion[key] = models
-        return self._diffusion[key]
+            args = self._diffusion_args(o)
+            # LoRAs and strengths included (merged weights); compiled and offloaded sets differ too
+            key = (tuple(sorted(args.items())), device, str(dtype), o.compile, o.offload)
+            if key not in self._diffusion:
+                self._diffusion.clear()  # one set on the device at a time
+                log.info("loading models: base %s, motion %s (%d-step), controlnet %s",
+                         args["base"], args["motion"], o.lightning_steps, args["controlnet"])
+                models = load_diffusion_models(**args, device=device, dtype=dtype)
+                if o.offload:
+                    enable_offload(models)
+                if o.compile:
+                    log.info("compiling %d modules with torch.compile (the first frames take longer)",
+                             compile_models(models))
+                self._diffusion[key] = models
+            return self._diffusion[key]
 
     def _pose_class(self, o: RestyleOptions):
         if o.pose == "openpose":
@@ -474,7 +477,11 @@ class Restyler:
         run_settings.check_sidecar(settings_path, [in_path, o.pose_json, pose_path, compare_path])
 
         device = _resolve_device(o.device)
+        dtype = _resolve_dtype(o.dtype, device)
         with self._guard(device):
+            # 5 (started first). the diffusion models load on a background thread while the pose stage runs
+            loading = Background(lambda: self.diffusion_models(o, device, dtype), name="v2v-load-models")
+
             # 4. pose (decode streamed; frames dropped after pose detection; the pose models load only when
             #    detection runs: not with --pose-json, not on a cache hit)
             t = time.perf_counter()
@@ -485,10 +492,9 @@ class Restyler:
                                        outputs.side_crf(pose_fmt, fmt, o.crf), pose_fmt)
             seconds["pose"] = time.perf_counter() - t
 
-            # 5. models
+            # 5. models (what is left of their loading: the wait after the pose stage)
             t = time.perf_counter()
-            dtype = _resolve_dtype(o.dtype, device)
-            models = self.diffusion_models(o, device, dtype)
+            models = loading.result()
             seconds["load"] = time.perf_counter() - t
 
             # 6. generate (with --strength < 1, from the source frames' latents)
@@ -653,7 +659,8 @@ class Restyler:
 
 class _ControlMaps:
     """The sampler's control(indices): pose maps rendered on first use and kept as uint8 (up to ``cap`` bytes),
-    so the steps after the first reuse them instead of drawing again."""
+    so the steps after the first reuse them instead of drawing again. Returned as uint8 (n, 3, H, W), pinned
+    when CUDA is there, for a fast copy; the sampler scales them to [0, 1] on the device."""
 
     def __init__(self, poses, width: int, height: int, parts, threshold: float, cap: int = 2 * 2**30):
         self.poses, self.width, self.height, self.parts, self.threshold = poses, width, height, parts, threshold
@@ -675,8 +682,9 @@ class _ControlMaps:
     def __call__(self, indices):
         import torch
 
-        maps = np.stack([self._map(i) for i in indices])
-        return torch.from_numpy(maps).permute(0, 3, 1, 2).float() / 255.0
+        maps = np.stack([self._map(i) for i in indices])  # (n, H, W, 3) uint8
+        out = torch.from_numpy(maps).permute(0, 3, 1, 2)  # uint8: the sampler makes it [0, 1] on the device
+        return out.pin_memory() if torch.cuda.is_available() else out
 
 
 def restyle(input: str | os.PathLike, output: str | os.PathLike | None = None, *, prompt: str,

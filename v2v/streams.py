@@ -69,3 +69,29 @@ def prefetch(iterable: Iterable[T], depth: int = 8) -> Iterator[T]:
     finally:
         stop.set()
         worker.join()
+
+
+class Background:
+    """Run ``fn()`` on a daemon thread now; ``result()`` waits for it and returns its value or raises its error.
+
+    For work that can overlap another stage (loading the diffusion models while the pose stage decodes and
+    detects). A daemon thread: an interrupted run exits without waiting for it.
+    """
+
+    def __init__(self, fn, name: str = "v2v-background"):
+        self._value = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, fn) -> None:
+        try:
+            self._value = fn()
+        except BaseException as e:  # handed to the caller of result()
+            self._error = e
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
