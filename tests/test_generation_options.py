@@ -37,6 +37,8 @@ def run(restyler, clip, tmp_path, name, **kw):
 def test_options_change_the_result_and_keep_the_frames(restyler, clip, tmp_path):
     base, f0 = run(restyler, clip, tmp_path, "base")
     assert base.frames == 20 and len(f0) == 20
+    budget = base.settings["options"]["frame_budget"]  # the automatic budget, resolved and recorded
+    assert isinstance(budget, int) and 16 <= budget <= 64
     again = run(restyler, clip, tmp_path, "again")[1]
     assert np.array_equal(f0, again), "same options, same frames"
     for name, kw in [("strength", dict(strength=0.5)), ("travel", dict(prompt_at="0:a robot;12:a knight")),

@@ -284,7 +284,7 @@ class _Spool:
         self.file.close()
 
 
-class _Checked:
+class _Checked(video.ClosingWriter):
     """Shape and time checks shared by the writers that are not a VideoWriter."""
 
     def __init__(self, path, width: int, height: int):
@@ -306,16 +306,6 @@ class _Checked:
             raise ValueError(f"frame times must increase: {float(t)} s after {float(self._last)} s")
         self._last = t
         return t
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self._abort()
-        return False
 
     def close(self) -> None:  # pragma: no cover - every writer has its own
         raise NotImplementedError
@@ -552,7 +542,7 @@ def replace_folder(tmp: Path, target: Path) -> None:
 # ---------------------------------------------------------------------------------------------- wrappers
 
 
-class _Wrapper:
+class _Wrapper(video.ClosingWriter):
     """A writer around another one; ``path``, ``width``, ``height`` and ``end`` are the inner writer's."""
 
     def __init__(self, inner):
@@ -577,16 +567,6 @@ class _Wrapper:
     @end.setter
     def end(self, value) -> None:
         self.inner.end = value
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self._abort()
-        return False
 
     def close(self) -> None:
         self.inner.close()

@@ -499,6 +499,10 @@ class Restyler:
 
             # 6. generate (with --strength < 1, from the source frames' latents)
             t = time.perf_counter()
+            if o.frame_budget is None:  # resolved now and recorded, so a --settings rerun makes the same frames
+                from .generate import pick_frame_budget
+
+                o = o.replace(frame_budget=pick_frame_budget(models, height, width, o.guidance > 1, o.context))
             init = self._source_latents(models, o, info, width, height) if o.strength < 1 else None
             latents = self._generate(models, o, poses, width, height, progress, init)
             seconds["generate"] = time.perf_counter() - t

@@ -784,7 +784,22 @@ def _x264_params() -> dict[str, str]:
     return {}
 
 
-class VideoWriter:
+class ClosingWriter:
+    """``with`` support shared by every writer: ``close()`` when the block ends normally, ``_abort()`` (discard
+    what was written) when it ends with an exception."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+        return False
+
+
+class VideoWriter(ClosingWriter):
     """H.264 yuv420p mp4 (crf 18), each frame stamped with the time it is given, plus the audio cut.
 
     ``write(image, time)``: ``time`` is Fraction seconds relative to the output start. The stream
@@ -892,16 +907,6 @@ class VideoWriter:
         cc.color_trc = 1
         cc.color_range = 1  # limited ("tv") range
         return vs
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self._abort()
-        return False
 
     def write(self, image: np.ndarray, time) -> None:
         """Encode one RGB uint8 (H, W, 3) image shown from ``time`` (output seconds)."""
