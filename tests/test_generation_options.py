@@ -134,3 +134,20 @@ def test_models_load_on_a_background_thread_during_pose(tiny_models, clip, tmp_p
     r.restyle(clip, tmp_path / "b.mp4", prompt="a robot", seed=1)  # models kept: no second load
     assert loads == ["v2v-load-models"]
     assert first.frames == 20 and "load" in first.seconds
+
+
+def test_out_of_memory_is_one_line_naming_what_to_lower(tiny_models, clip, tmp_path, monkeypatch, capsys):
+    import v2v.generate as G
+    from v2v.cli import main
+
+    def oom(*a, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(G, "generate", oom)
+    with pytest.raises(v2v.OutOfMemory, match="--frame-budget"):
+        v2v.Restyler(models="tiny", size=64, show_progress=False).restyle(clip, tmp_path / "x.mp4", prompt="a")
+    rc = main(["restyle", str(clip), "-p", "a", "--models", "tiny", "--size", "64", "-o", str(tmp_path / "y.mp4")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 6 and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("v2v: error:") and "--frame-budget" in err[-1] and "--size" in err[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-written
