@@ -206,14 +206,13 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     with motion_windows(models.unet) as plan:
         for step, t in enumerate(timesteps):
             t_dev = t.to(device)
-            scaled = scheduler.scale_model_input(latents, t)
             if len(segments) > 1:
                 acc = torch.zeros_like(latents)
                 wsum = torch.zeros(num_frames, dtype=torch.float32)
             for seg, seg_w, shares in plans:
                 plan.set(len(seg.frames), seg.windows, shares, device, dtype)
-                pred = _predict_segment(models, scaled, seg.frames, t_dev, text, control, height, width, cfg,
-                                        guidance, pose_strength * scales[step])
+                pred = _predict_segment(models, scheduler, latents, t, seg.frames, t_dev, text, control, height,
+                                        width, cfg, guidance, pose_strength * scales[step])
                 if len(segments) == 1:
                     fused = pred
                 else:
@@ -261,7 +260,7 @@ class _TextEmbeddings:
         return torch.cat([self.negative.expand(n, -1, -1), pos])
 
 
-def _predict_segment(models: DiffusionModels, scaled: torch.Tensor, frames: tuple[int, ...], t_dev,
+def _predict_segment(models: DiffusionModels, scheduler, latents: torch.Tensor, t, frames: tuple[int, ...], t_dev,
                      text: _TextEmbeddings, control, height: int, width: int, cfg: bool, guidance: float,
                      pose_scale: float) -> torch.Tensor:
     """The (guided) noise prediction for one segment's frames, (n, 4, h, w) float32 on the CPU.
@@ -272,7 +271,8 @@ def _predict_segment(models: DiffusionModels, scaled: torch.Tensor, frames: tupl
     device, dtype = models.device, models.dtype
     n = len(frames)
     contiguous = list(frames) == list(range(frames[0], frames[0] + n))
-    x = scaled[frames[0]:frames[0] + n] if contiguous else scaled[list(frames)]
+    x = latents[frames[0]:frames[0] + n] if contiguous else latents[list(frames)]
+    x = scheduler.scale_model_input(x, t)  # per segment: no scaled copy of the whole video
     x = x.to(device=device, dtype=dtype)
     halves = 2 if cfg else 1
     x = torch.cat([x] * halves) if cfg else x  # (halves * n, 4, h, w)
