@@ -236,7 +236,7 @@ def run_diffusers(models, poses, width, height, device: str, steps: int, context
 
 def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     """v2v's I/O path as the pipeline runs it (decoding prefetched on a thread into RGB frames at the processing
-    size, then the H.264 writer) against the ffmpeg command line: plainly (scaling in YUV, no RGB frames at all),
+    size, then the H.264 writer converting and encoding on its own thread) against the ffmpeg command line: plainly (scaling in YUV, no RGB frames at all),
     and doing the same work as v2v (frames through RGB at the processing size, back to BT.709 YUV)."""
     from v2v import video as V
     from v2v.streams import prefetch
@@ -244,7 +244,7 @@ def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     t = time.perf_counter()
     info = V.probe(video)
     dec = V.Decoder(info, width, height)
-    with V.VideoWriter(out, width, height, fps=info.fps, time_base=info.time_base, audio=None) as w:
+    with V.VideoWriter(out, width, height, fps=info.fps, time_base=info.time_base, audio=None, threaded=True) as w:
         first = None
         for f in prefetch(dec, depth=16):
             first = f.time if first is None else first

@@ -71,6 +71,12 @@ def test_same_seed_same_video_different_seed_differs(tmp_path, tiny_models):
     assert np.array_equal(x, y)
     assert np.abs(x.astype(int) - z.astype(int)).mean() > 1.0
 
+    def packets(p):  # the encoded video stream itself (the encoder runs on its own thread): byte for byte
+        with av.open(str(p)) as c:
+            return [bytes(pk) for pk in c.demux(video=0) if pk.size]
+
+    assert packets(tmp_path / "x.mp4") == packets(tmp_path / "y.mp4")
+
 
 def test_sample_is_committed_with_ground_truth():
     import json

@@ -523,8 +523,10 @@ class Restyler:
                     cmp_crf = outputs.side_crf(outputs.FORMATS["h264"], fmt, o.crf)
                     cw = stack.enter_context(self._compare_writer(ctmp, o, info, width, height, timing, poses,
                                                                   times[0], cmp_crf, meta))
+                # threaded: colour conversion and encoding run beside the VAE decode of the next frames
                 w = stack.enter_context(self._writer(tmp, width, height, timing, o.crf, meta, fmt=fmt, size=out_size,
-                                                     ping_pong=o.ping_pong, gif_loop=o.gif_loop, name=in_path.stem))
+                                                     ping_pong=o.ping_pong, gif_loop=o.gif_loop, name=in_path.stem,
+                                                     threaded=True))
                 for img, tt in zip(decode_latents(models, latents), timing.times):
                     w.write(img, tt)
                     if cw is not None:
