@@ -434,3 +434,12 @@ def test_control_as_bytes_equals_control_as_floats(models):
     as_bytes = lambda idx: torch.from_numpy(frames[idx]).permute(0, 3, 1, 2)  # noqa: E731
     kw = dict(prompt="a person", num_frames=20, height=32, width=32, steps=2, seed=2)
     assert torch.equal(generate(models, control=as_bytes, **kw), generate(models, control=control, **kw))
+
+
+def test_strength_and_init_latents_go_together(models):
+    _, control, _ = make_control(4, 16, 16)
+    kw = dict(prompt="x", num_frames=4, height=16, width=16, control=control, steps=2)
+    with pytest.raises(InvalidOptions, match="init_latents"):
+        generate(models, strength=0.5, **kw)
+    with pytest.raises(InvalidOptions, match="init_latents"):
+        generate(models, init_latents=torch.zeros(4, 4, 2, 2), **kw)

@@ -106,6 +106,8 @@ def pick_frame_budget(models: DiffusionModels, height: int, width: int, cfg: boo
     dtype_bytes = torch.finfo(models.dtype).bits // 8
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
+        # memory torch holds in its cache (an earlier run's activations) is free to this run too
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     else:
         try:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -156,6 +158,10 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
                              f"use --context {min(16, max_seq)}")
     device, dtype = models.device, models.dtype
     cfg = guidance > 1.0
+    if (init_latents is None) != (strength == 1.0):
+        raise InvalidOptions("strength < 1 needs init_latents (the source frames' latents), and init_latents need "
+                             f"strength < 1: got strength {strength} with{'out' if init_latents is None else ''} "
+                             "init_latents")
     run_steps = strength_steps(steps, strength) if init_latents is not None else steps
     try:
         scales = control_scales(run_steps, control_start, control_end)
@@ -305,7 +311,7 @@ def _predict_segment(models: DiffusionModels, scheduler, latents: torch.Tensor, 
 @torch.no_grad()
 def decode_to_float(models: DiffusionModels, latents: torch.Tensor) -> torch.Tensor:
     """VAE-decode a few frames' latents: (n, 3, H, W) float32 in [0, 1] on the CPU."""
-    with on_device(models, "vae"):
+    with on_device(models, *_decoding(models)):
         images = models.decode(latents)  # the VAE, or TAESD with --fast-decode (DiffusionModels.decode)
         return (images * 0.5 + 0.5).clamp(0, 1).float().cpu()
 
@@ -321,7 +327,7 @@ def decode_latents(models: DiffusionModels, latents: torch.Tensor, chunk: int = 
     if chunk < 1:
         raise InvalidOptions(f"decode chunk must be at least 1, not {chunk}")
     pending = None
-    with on_device(models, "vae"):
+    with on_device(models, *_decoding(models)):
         for i in range(0, latents.shape[0], chunk):
             started = _decode_uint8(models, latents[i:i + chunk])  # queued on the GPU (CUDA), done (CPU)
             if pending is not None:
@@ -380,6 +386,11 @@ def encode_frames(models: DiffusionModels, frames: Iterable[np.ndarray], chunk: 
     return torch.cat(out)
 
 
+def _decoding(models: DiffusionModels) -> tuple[str, ...]:
+    """What on_device must bring for decoding: the VAE, unless TAESD decodes (it stays on the device)."""
+    return ("vae",) if getattr(models, "decoder", None) is None else ()
+
+
 @contextmanager
 def on_device(models: DiffusionModels, *names: str):
     """With ``models.offload``: move these components to the device for the duration, then back to CPU RAM."""
@@ -413,7 +424,8 @@ _COMPILED_BLOCKS = ("ResnetBlock2D", "Transformer2DModel", "AnimateDiffTransform
 
 
 def compile_models(models: DiffusionModels) -> int:
-    """torch.compile the UNet's blocks, the ControlNet and the VAE decoder in place; returns how many modules.
+    """torch.compile the UNet's blocks, the ControlNet and the decoder in use (the VAE's, or TAESD's with
+    --fast-decode) in place; returns how many modules.
 
     The first run pays the compilation (a minute or more); later segments and runs reuse it. Equal results
     within float rounding."""
@@ -423,5 +435,5 @@ def compile_models(models: DiffusionModels) -> int:
             m.compile()
             n += 1
     models.controlnet.compile()
-    models.vae.decoder.compile()
+    (models.decoder if models.decoder is not None else models.vae).decoder.compile()  # what decodes (TAESD too)
     return n + 2

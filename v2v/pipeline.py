@@ -242,7 +242,8 @@ class Restyler:
         from .models import check_models
 
         args = self._diffusion_args(o)
-        if not any(k[0] == tuple(sorted(args.items())) for k in self._diffusion):
+        if not any(k[0] == tuple(sorted(args.items())) for k in list(self._diffusion)):  # a snapshot: a
+            # background load may change the dict meanwhile
             check_models(**args)
 
     def diffusion_models(self, o: RestyleOptions, device: str, dtype):
@@ -640,7 +641,8 @@ class Restyler:
             raise InvalidOptions(f"--prompt-at keyframe {travel[-1][0]} is past the last frame ({n - 1}): frames "
                                  "count from 0 among the kept frames")
         stage = _Stage("generate", o.steps, progress, self._show())
-        control = _ControlMaps(poses, width, height, o.pose_parts, o.pose_threshold)
+        control = _ControlMaps(poses, width, height, o.pose_parts, o.pose_threshold,
+                               pin=str(models.device).startswith("cuda"))
 
         def on_progress(done: int, total: int) -> None:
             stage.total = stage.bar.total = total
@@ -666,10 +668,12 @@ class Restyler:
 class _ControlMaps:
     """The sampler's control(indices): pose maps rendered on first use and kept as uint8 (up to ``cap`` bytes),
     so the steps after the first reuse them instead of drawing again. Returned as uint8 (n, 3, H, W), pinned
-    when CUDA is there, for a fast copy; the sampler scales them to [0, 1] on the device."""
+    when the sampler runs on CUDA, for a fast copy; the sampler scales them to [0, 1] on the device."""
 
-    def __init__(self, poses, width: int, height: int, parts, threshold: float, cap: int = 2 * 2**30):
+    def __init__(self, poses, width: int, height: int, parts, threshold: float, cap: int = 2 * 2**30,
+                 pin: bool = False):
         self.poses, self.width, self.height, self.parts, self.threshold = poses, width, height, parts, threshold
+        self.pin = pin  # pinned host memory for a fast copy to a CUDA device (never touched on a CPU run)
         self.keep = max(0, cap // (width * height * 3))
         self.maps: dict[int, np.ndarray] = {}
         self.renders = 0
@@ -690,7 +694,7 @@ class _ControlMaps:
 
         maps = np.stack([self._map(i) for i in indices])  # (n, H, W, 3) uint8
         out = torch.from_numpy(maps).permute(0, 3, 1, 2)  # uint8: the sampler makes it [0, 1] on the device
-        return out.pin_memory() if torch.cuda.is_available() else out
+        return out.pin_memory() if self.pin else out
 
 
 def restyle(input: str | os.PathLike, output: str | os.PathLike | None = None, *, prompt: str,
