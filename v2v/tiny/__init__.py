@@ -70,35 +70,30 @@ def _tiny_taesd(root: Path) -> Path:
     """The tiny TAESD (``--fast-decode``), built on first use beside the rest of the set."""
     from .diffusion import write_tiny_taesd
 
-    folder = root / "taesd"
-    if not (folder / "config.json").is_file():
-        tmp = root / f".taesd.{uuid.uuid4().hex[:8]}"
-        try:
-            write_tiny_taesd(tmp)
-            try:
-                os.rename(tmp, folder)
-            except OSError:  # another process finished first, or an incomplete copy is in the way
-                if not (folder / "config.json").is_file():
-                    shutil.rmtree(folder, ignore_errors=True)
-                    os.rename(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return _built_once(root / "taesd", write_tiny_taesd, ["config.json"])
 
 
 def _tiny_openpose(root: Path) -> Path:
     """The tiny OpenPose .pth files, built on first use (a few seconds: it instantiates the full networks)."""
     from .pose import OPENPOSE_FILES, write_tiny_openpose
 
-    folder = root / "openpose"
-    if not all((folder / f).is_file() for f in OPENPOSE_FILES):
-        tmp = root / f".openpose.{uuid.uuid4().hex[:8]}"
+    return _built_once(root / "openpose", write_tiny_openpose, OPENPOSE_FILES)
+
+
+def _built_once(folder: Path, write, files) -> Path:
+    """``folder``, written by ``write(tmp)`` into a temp folder and renamed into place unless ``files`` are
+    all there already (concurrent first uses are safe: the first rename wins, an incomplete copy is replaced)."""
+    def complete() -> bool:
+        return all((folder / f).is_file() for f in files)
+
+    if not complete():
+        tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}")
         try:
-            write_tiny_openpose(tmp)
+            write(tmp)
             try:
                 os.rename(tmp, folder)
             except OSError:  # another process finished first, or an incomplete copy is in the way
-                if not all((folder / f).is_file() for f in OPENPOSE_FILES):
+                if not complete():
                     shutil.rmtree(folder, ignore_errors=True)
                     os.rename(tmp, folder)
         finally:
