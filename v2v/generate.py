@@ -20,6 +20,7 @@ import torch
 from .errors import InvalidOptions
 from .models import DiffusionModels
 from .motion import motion_windows
+from .options import strength_steps
 from .windows import (auto_frame_budget, control_scales, fusion_weights, plan_loop_windows, plan_segments,
                       plan_windows, prompt_schedule, segment_weights, spatial_passes)
 
@@ -85,19 +86,6 @@ def _check(num_frames, height, width, steps, guidance, context, overlap, scale_f
         plan_windows(num_frames, context, overlap)
     except ValueError as e:
         raise InvalidOptions(str(e)) from e
-
-
-def strength_steps(steps: int, strength: float) -> int:
-    """How many of ``steps`` denoising steps run from the source latents at ``strength`` (as diffusers' img2img:
-    the last ``steps * strength`` of the schedule). Only strengths on the step grid are accepted: the distilled
-    models know only their own timesteps."""
-    if not 0.0 < strength <= 1.0:
-        raise InvalidOptions(f"strength must be in (0, 1], not {strength}")
-    run = round(steps * strength)
-    if abs(run - steps * strength) > 1e-6 or run < 1:
-        grid = ", ".join(f"{k / steps:g}" for k in range(1, steps + 1))
-        raise InvalidOptions(f"--strength {strength:g} is not on the {steps}-step grid: use one of {grid}")
-    return run
 
 
 def pick_frame_budget(models: DiffusionModels, height: int, width: int, cfg: bool, context: int) -> int:

@@ -101,6 +101,20 @@ def parse_motion_lora(value: str) -> tuple[str, float]:
     return str(value), 1.0
 
 
+def strength_steps(steps: int, strength: float) -> int:
+    """How many of ``steps`` denoising steps run from the source latents at ``strength`` (as diffusers' img2img:
+    the last ``steps * strength`` of the schedule). InvalidOptions unless 0 < strength <= 1 and on the step
+    grid: the distilled models know only their own timesteps."""
+    if not 0.0 < strength <= 1.0:
+        raise InvalidOptions(f"--strength must be above 0 and at most 1, got {strength}")
+    run = round(steps * strength)
+    if abs(run - steps * strength) > 1e-6 or run < 1:
+        grid = ", ".join(f"{k / steps:g}" for k in range(1, steps + 1))
+        raise InvalidOptions(f"--strength {strength:g} is not on the {steps}-step grid (the distilled models know "
+                             f"only their own timesteps): use one of {grid}")
+    return run
+
+
 def lightning_for_steps(steps: int) -> int:
     """The Lightning checkpoint for a step count: the one with that many steps, else the largest below it.
 
@@ -229,12 +243,7 @@ class RestyleOptions:
         if not 0.0 <= self.control_start < self.control_end <= 1.0:
             bad(f"--control-start/--control-end must satisfy 0 <= start < end <= 1, got {self.control_start} and "
                 f"{self.control_end}")
-        if not 0.0 < self.strength <= 1.0:
-            bad(f"--strength must be above 0 and at most 1, got {self.strength}")
-        if abs(round(self.steps * self.strength) - self.steps * self.strength) > 1e-6:
-            grid = ", ".join(f"{k / self.steps:g}" for k in range(1, self.steps + 1))
-            bad(f"--strength {self.strength:g} is not on the {self.steps}-step grid (the distilled models know only "
-                f"their own timesteps): use one of {grid}")
+        strength_steps(self.steps, self.strength)  # in (0, 1] and on the step grid
         if self.prompt_at:
             frames = [f for f, _ in self.prompt_at]
             if frames != sorted(set(frames)) or frames[0] < 0:
