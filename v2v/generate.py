@@ -161,20 +161,22 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
 
     # 1. plan: motion windows, grouped into segments within the frame budget
     ctx = min(context, num_frames)
-    windows = plan_loop_windows(num_frames, ctx, min(overlap, ctx - 1)) if loop else \
-        [tuple(w) for w in plan_windows(num_frames, ctx, min(overlap, ctx - 1))]
+    ovl = min(overlap, ctx - 1)
+    if loop:
+        windows = plan_loop_windows(num_frames, ctx, ovl)
+    else:
+        windows = [tuple(w) for w in plan_windows(num_frames, ctx, ovl)]
     budget = frame_budget if frame_budget is not None else pick_frame_budget(models, height, width, cfg, ctx)
     try:
         segments = plan_segments(windows, budget)
     except ValueError as e:
         raise InvalidOptions(f"--frame-budget: {e}") from e
     plans = [(seg, *segment_weights(seg, fusion)) for seg in segments]
+    passes = spatial_passes(segments, num_frames)
     if stats is not None:
-        stats.update(segments=len(segments), windows=len(windows), frame_budget=budget,
-                     spatial_passes=spatial_passes(segments, num_frames))
+        stats.update(segments=len(segments), windows=len(windows), frame_budget=budget, spatial_passes=passes)
     log.debug("sampling %d frames %dx%d: %d windows in %d segments (budget %d, %.3f spatial passes) x %d steps",
-              num_frames, width, height, len(windows), len(segments), budget, spatial_passes(segments, num_frames),
-              run_steps)
+              num_frames, width, height, len(windows), len(segments), budget, passes, run_steps)
 
     # 2. text: one embedding per prompt; with prompt travel, blended per frame
     with on_device(models, "text_encoder"):
@@ -186,9 +188,9 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     first = steps - run_steps
     timesteps = scheduler.timesteps[first:]
     generator = torch.Generator("cpu").manual_seed(int(seed))
-    latents = initial_noise(num_frames, height, width, generator, context=ctx, overlap=min(overlap, ctx - 1),
-                            kind=noise, channels=shape[1], scale_factor=sf)
-    if init_latents is not None and run_steps < steps:
+    latents = initial_noise(num_frames, height, width, generator, context=ctx, overlap=ovl, kind=noise,
+                            channels=shape[1], scale_factor=sf)
+    if init_latents is not None:  # strength < 1 (checked above)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(first)
         latents = scheduler.add_noise(init_latents.float().cpu(), latents, timesteps[:1])

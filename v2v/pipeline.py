@@ -136,6 +136,13 @@ def atomic_output(path: Path) -> Iterator[Path]:
         raise
 
 
+def _kept_frames(o: RestyleOptions, info, width: int, height: int) -> video.Decoder:
+    """A decoder of the frames ``o`` keeps (its span, every n-th, frame cap, frame rate) at the processing size:
+    the pose stage, --strength and --compare each decode the same frames."""
+    return video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
+                         max_frames=o.max_frames, fps=o.fps)
+
+
 def _resolve_device(device: str) -> str:
     import torch
 
@@ -331,8 +338,7 @@ class Restyler:
         from .pose.smooth import smooth_poses
 
         def decoder():
-            return video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
-                                 max_frames=o.max_frames, fps=o.fps)
+            return _kept_frames(o, info, width, height)
 
         show = self._show()
         if o.pose_json is not None:
@@ -549,8 +555,7 @@ class Restyler:
         again with the same span options (the pose step kept no frames), running ahead on a thread."""
         from .pose.render import render_pose
 
-        sources = prefetch(video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
-                                         max_frames=o.max_frames, fps=o.fps), depth=4)
+        sources = prefetch(_kept_frames(o, info, width, height), depth=4)
         writer = self._writer(path, 3 * width, height, timing, crf, metadata)
         return outputs.CompareWriter(writer, sources,
                                      lambda i: render_pose(poses[i], width, height, o.pose_parts, o.pose_threshold),
@@ -626,9 +631,7 @@ class Restyler:
         """The kept source frames, decoded again and VAE-encoded (for --strength < 1)."""
         from .generate import encode_frames
 
-        dec = video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
-                            max_frames=o.max_frames, fps=o.fps)
-        return encode_frames(models, (f.image for f in prefetch(dec, depth=16)))
+        return encode_frames(models, (f.image for f in prefetch(_kept_frames(o, info, width, height), depth=16)))
 
     def _generate(self, models, o: RestyleOptions, poses, width, height, progress, init_latents=None):
         from .generate import generate
