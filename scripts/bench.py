@@ -74,7 +74,16 @@ def build_sd15_random(folder: Path, device: str, dtype=torch.float16) -> dict[st
     save_file({k: v.to(dtype).contiguous().cpu() for k, v in adapter.state_dict().items()},
               folder / "motion" / "animatediff_lightning_4step_diffusers.safetensors")
     cn.to(dtype).save_pretrained(folder / "controlnet")
-    del unet, vae, te, adapter, cn
+    # TAESD (--fast-decode) at its real size, under its real repo id in a private hub cache (set up in main)
+    from diffusers import AutoencoderTiny
+
+    from v2v.models import DEFAULT_TAESD
+    from v2v.tiny.diffusion import lay_out_hub_repo
+
+    taesd = AutoencoderTiny()  # the defaults are madebyollin/taesd's geometry
+    taesd.to(dtype).save_pretrained(folder / "taesd")
+    lay_out_hub_repo(os.environ["HF_HUB_CACHE"], DEFAULT_TAESD, {"": folder / "taesd"})
+    del unet, vae, te, adapter, cn, taesd
     torch.cuda.empty_cache() if device.startswith("cuda") else None
     return {"base": base, "motion": folder / "motion", "controlnet": folder / "controlnet",
             "dwpose": tiny["dwpose"]}
@@ -177,6 +186,28 @@ def reset_peak(device: str) -> None:
 # ------------------------------------------------------------------------- runs
 
 
+class PoseRecorder:
+    """Wraps a loaded pose detector's ``detect``: the poses of the last run, for diffusers' baseline (no second
+    detection, which would cost device time and measure nothing)."""
+
+    def __init__(self, detector):
+        self.poses: list = []
+        inner = detector.detect
+
+        def detect(images):
+            out = inner(images)
+            self.poses.extend(out)
+            return out
+
+        detector.detect = detect
+
+
+def set_memory_format(models, fmt) -> None:
+    """channels-last (or back) for the conv-heavy models: the UNet, ControlNet and the decoder in use."""
+    for m in (models.unet, models.controlnet, models.decoder if models.decoder is not None else models.vae):
+        m.to(memory_format=fmt)
+
+
 def run_v2v(restyler, video: Path, out: Path, device: str, steps: int, **options) -> dict:
     """One restyle; also the spatial frame-passes per output frame per step, counted at the UNet's first conv
     (CFG 1: one pass per frame), and on the CPU the peak resident memory above the level at the start."""
@@ -264,6 +295,49 @@ def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     return res
 
 
+LEVERS = ("default", "fast_decode", "channels_last", "frame_budget_32", "compile")
+
+
+def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which: list[str], deadline: float) -> dict:
+    """v2v at one length with one speed lever changed at a time (same run, same frames): --fast-decode (TAESD),
+    channels-last memory format, a smaller frame budget, --compile. A lever that fails is recorded, not fatal;
+    none starts after ``deadline`` (time.perf_counter())."""
+    import v2v.pipeline as P
+
+    out: dict = {}
+    for name in which:
+        if time.perf_counter() > deadline:
+            out[name] = {"skipped": "past the deadline"}
+            continue
+        opts: dict = {}
+        if name == "fast_decode":
+            opts["fast_decode"] = True
+        elif name == "frame_budget_32":
+            opts["frame_budget"] = 32
+        elif name == "compile":
+            opts["compile"] = True
+        models = None
+        try:
+            if name == "channels_last":
+                o = restyler._options("x", {})
+                models = restyler.diffusion_models(o, P._resolve_device(o.device), P._resolve_dtype(o.dtype, o.device))
+                set_memory_format(models, torch.channels_last)
+            if name == "compile":  # the first run compiles: timed apart from a second, warm one
+                t = time.perf_counter()
+                run_v2v(restyler, video, work / f"lever-{name}-warm.mp4", device, steps, **opts)
+                out["compile_first_run_s"] = round(time.perf_counter() - t, 1)
+            out[name] = run_v2v(restyler, video, work / f"lever-{name}.mp4", device, steps, **opts)
+        except Exception as e:
+            out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+        finally:
+            if models is not None:
+                set_memory_format(models, torch.contiguous_format)
+        print(json.dumps({"lever": name, **out[name]}), flush=True)
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -277,20 +351,33 @@ def main() -> None:
     ap.add_argument("--frame-budget", type=int, default=None, help="v2v's frame budget (default: automatic)")
     ap.add_argument("--classic", action="store_true",
                     help="also time v2v with whole-UNet windows (frame budget = one window) in the same run")
+    ap.add_argument("--classic-max-frames", type=int, default=480, help="--classic only up to this length")
     ap.add_argument("--compile", action="store_true", help="v2v with --compile")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="frames of an untimed first run of v2v and of diffusers (default: 32 on CUDA, 0 on the CPU)")
+    ap.add_argument("--levers", type=int, default=0,
+                    help="also time v2v at this length with one speed lever changed at a time (0: none)")
+    ap.add_argument("--lever-list", default=",".join(LEVERS), help=f"which levers (of {','.join(LEVERS)})")
+    ap.add_argument("--deadline", type=float, default=float("inf"),
+                    help="seconds after which no further lever run starts (the figures so far are kept)")
     a = ap.parse_args()
 
     import logging
     import warnings
 
     warnings.filterwarnings("ignore")
+    t_start = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="v2v-bench-"))
+    if a.models != "tiny":  # a private, offline hub cache: --fast-decode's TAESD is laid out in it (real size)
+        os.environ["HF_HUB_CACHE"] = str(work / "hub")
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
     logging.getLogger("v2v").setLevel(logging.WARNING)
     import v2v
     from make_sample import make
 
     size = a.size or (128 if a.models == "tiny" else 512)
-    work = Path(tempfile.mkdtemp(prefix="v2v-bench-"))
+    cuda = a.device.startswith("cuda")
     t = time.perf_counter()
     if a.models == "tiny":
         from v2v.tiny import tiny_model_paths
@@ -299,49 +386,78 @@ def main() -> None:
     else:
         paths = build_sd15_random(work / "models", a.device)
     build_s = time.perf_counter() - t
-    dtype = "float16" if a.device.startswith("cuda") else "float32"
+    dtype = "float16" if cuda else "float32"
     restyler = v2v.Restyler(base=str(paths["base"]), motion=str(paths["motion"]), controlnet=str(paths["controlnet"]),
                             pose_model=str(paths["dwpose"]), device=a.device, dtype=dtype, size=size, steps=a.steps,
-                            frame_budget=a.frame_budget, compile=a.compile, pose_cache=False, show_progress=False)
+                            frame_budget=a.frame_budget, compile=a.compile, pose_cache=False, show_progress=False,
+                            models="tiny" if a.models == "tiny" else "default")
     env = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
            "cpus": os.cpu_count(), "device": a.device,
-           "gpu": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else None,
+           "gpu": torch.cuda.get_device_name(0) if cuda else None,
            "models": a.models, "size": size, "steps": a.steps, "dtype": dtype, "build_models_s": round(build_s, 1)}
-    try:
-        import diffusers
+    for mod in ("diffusers", "transformers", "onnxruntime", "av"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    report: dict = {"env": env, "results": []}
 
-        env["diffusers"] = diffusers.__version__
-    except ImportError:
-        pass
-    results = []
-    for n in [int(x) for x in a.frames.split(",")]:
+    def save():
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(report, indent=2))
+
+    def sample(n: int) -> Path:
         video = work / f"in{n}.mp4"
-        make(work / f"s{n}", seconds=n / 24, fps=24, width=size, height=size)
-        shutil.move(work / f"s{n}" / "dance.mp4", video)
+        if not video.exists():
+            make(work / f"s{n}", seconds=n / 24, fps=24, width=size, height=size)
+            shutil.move(work / f"s{n}" / "dance.mp4", video)
+        return video
+
+    o = restyler._options("x", {})
+    recorder = PoseRecorder(restyler.pose_detector(o, a.device))
+    warm = a.warmup if a.warmup is not None else (32 if cuda else 0)
+    if warm:  # untimed: CUDA context, cuDNN autotuning, the allocator's first growth, lazy imports
+        t = time.perf_counter()
+        restyler.restyle(sample(warm), work / "warm.mp4", prompt="warm-up")
+        if not a.no_baseline:
+            models = next(iter(restyler._diffusion.values()))
+            run_diffusers(models, recorder.poses[:16], size, size, a.device, a.steps, 16, 4)
+        env["warmup_s"] = round(time.perf_counter() - t, 1)
+
+    results = report["results"]
+    for n in [int(x) for x in a.frames.split(",")]:
+        video = sample(n)
+        recorder.poses.clear()
         row = {"frames": n, "v2v": run_v2v(restyler, video, work / f"out{n}.mp4", a.device, a.steps)}
-        if a.classic:
+        poses = recorder.poses[:n]
+        if a.classic and n <= a.classic_max_frames:
             row["v2v_classic"] = run_v2v(restyler, video, work / f"cl{n}.mp4", a.device, a.steps, frame_budget=16)
-            # the generate stage alone: the classic run reuses the first run's cached keypoints
+            # the generate stage alone (both runs detect poses the same way)
             row["spatial_once_speedup"] = round(row["v2v_classic"]["seconds"]["generate"]
                                                 / row["v2v"]["seconds"]["generate"], 3)
         models = next(iter(restyler._diffusion.values()))
         if not a.no_baseline and n <= a.baseline_max_frames:
-            det = next(iter(restyler._pose.values()))
-            from v2v import video as V
-
-            info = V.probe(video)
-            frames = [f.image for f in V.Decoder(info, size, size)]
-            poses = det.detect(frames)
             try:
                 row["diffusers"] = run_diffusers(models, poses, size, size, a.device, a.steps, 16, 4)
                 row["speedup"] = round(row["v2v"]["fps"] / row["diffusers"]["fps"], 3)
             except Exception as e:  # e.g. out of memory at long lengths: record it, keep going
                 row["diffusers"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
-            if a.device.startswith("cuda"):
+            if cuda:
                 torch.cuda.empty_cache()
         row["io"] = run_io(video, work / f"io{n}.mp4", size, size)
         results.append(row)
+        save()
         print(json.dumps(row), flush=True)
+
+    if a.levers:
+        which = [x for x in a.lever_list.split(",") if x]
+        bad = [x for x in which if x not in LEVERS]
+        if bad:
+            raise SystemExit(f"unknown levers {bad}: choose from {LEVERS}")
+        report["levers"] = {"frames": a.levers}
+        report["levers"].update(run_levers(restyler, sample(a.levers), work, a.device, a.steps, which,
+                                           t_start + a.deadline))
+        save()
 
     print(f"\n{env}\n")
     print(f"{'frames':>6} | {'v2v f/s':>8} | {'peak MB':>8} | {'busy':>5} | {'passes':>6} | {'gen x classic':>13} | "
@@ -356,7 +472,17 @@ def main() -> None:
               f"{r.get('speedup', float('nan')):>8.2f} | {r['io'].get('ratio_v2v_over_ffmpeg', float('nan')):>9.2f} | "
               f"{r['io'].get('ratio_v2v_over_ffmpeg_rgb', float('nan')):>9.2f} | "
               f"{v['seconds']}")
-    a.json.write_text(json.dumps({"env": env, "results": results}, indent=2))
+    if a.levers:
+        base = report["levers"].get("default", {}).get("fps")
+        print(f"\nlevers at {a.levers} frames (one changed at a time):")
+        for name in which:
+            r = report["levers"][name]
+            if "fps" in r:
+                ratio = f"{r['fps'] / base:.2f}x default" if base else ""
+                print(f"  {name:>16}: {r['fps']:7.2f} f/s  {ratio:>14}  peak {r['peak_mb']:.0f} MB  {r['seconds']}")
+            else:
+                print(f"  {name:>16}: {r}")
+    save()
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # The prepared GPU benchmark: one command on a lent GPU machine (it has torch, transformers and onnxruntime,
-# not diffusers, av or platformdirs). Fetch the missing wheels here first, for the device's Python:
-#   pip download --no-deps diffusers av platformdirs importlib_metadata -d .whl --python-version 3.12 --only-binary=:all:
+# not diffusers, av or platformdirs). Fetch the missing wheels here first, for the device's Python (3.12):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 -d .whl diffusers av platformdirs importlib_metadata lazy-importer
 # then run (from the repository root, carrying .whl):  bash scripts/gpu_bench.sh
-# Writes the JSON to $OUT (when set) or ./benchmarks/, and prints the table. About 5 minutes on an H100/H200.
+# Writes the JSON to $OUT (when set) or ./benchmarks/, and prints the table. About 6 minutes on an H100/H200.
+# FRAMES (default 48,160,480), LEVERS (frames of the one-lever-at-a-time runs, default 240; 0: none),
+# LEVER_LIST and DEADLINE (seconds after which no lever run starts) pass through to scripts/bench.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! python3 -c "import diffusers, av, platformdirs" 2>/dev/null; then
-  python3 -m pip install -q --no-deps .whl/*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
 gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-').lower())")
 dest="${OUT:-benchmarks}/${gpu}-sd15-random-$(date +%F).json"
-python3 scripts/bench.py --device cuda --models sd15-random --frames "${FRAMES:-48,160,480}" --classic --json "$dest"
+python3 scripts/bench.py --device cuda --models sd15-random --frames "${FRAMES:-48,160,480}" --classic \
+  --classic-max-frames "${CLASSIC_MAX:-160}" --levers "${LEVERS:-240}" \
+  --lever-list "${LEVER_LIST:-default,fast_decode,channels_last,frame_budget_32,compile}" \
+  --deadline "${DEADLINE:-inf}" --json "$dest"
 echo "figures: $dest"
