@@ -75,8 +75,12 @@ def _tiny_taesd(root: Path) -> Path:
 
 def _tiny_openpose(root: Path) -> Path:
     """The tiny OpenPose .pth files, built on first use (a few seconds: it instantiates the full networks)."""
+    import importlib.util
+
     from .pose import OPENPOSE_FILES, write_tiny_openpose
 
+    if importlib.util.find_spec("controlnet_aux") is None:  # the optional extra: loading it says what to install
+        return root / "openpose"
     return _built_once(root / "openpose", write_tiny_openpose, OPENPOSE_FILES)
 
 
