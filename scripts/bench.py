@@ -295,14 +295,17 @@ def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     return res
 
 
-LEVERS = ("default", "fast_decode", "channels_last", "frame_budget_32", "compile")
+LEVERS = ("default", "fast_decode", "channels_last", "frame_budget_32", "frame_budget_128", "pose_workers_1",
+          "unbatched_windows", "cudnn_benchmark", "compile")
 
 
 def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which: list[str], deadline: float) -> dict:
     """v2v at one length with one speed lever changed at a time (same run, same frames): --fast-decode (TAESD),
-    channels-last memory format, a smaller frame budget, --compile. A lever that fails is recorded, not fatal;
-    none starts after ``deadline`` (time.perf_counter())."""
+    channels-last memory format, another frame budget, pose detection on one thread (as before it ran on
+    several), one motion-module call per window (as before windows were batched), cuDNN's autotuner, --compile.
+    A lever that fails is recorded, not fatal; none starts after ``deadline`` (time.perf_counter())."""
     import v2v.pipeline as P
+    from v2v.motion import MotionPlan
 
     out: dict = {}
     for name in which:
@@ -312,12 +315,19 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
         opts: dict = {}
         if name == "fast_decode":
             opts["fast_decode"] = True
-        elif name == "frame_budget_32":
-            opts["frame_budget"] = 32
+        elif name.startswith("frame_budget_"):
+            opts["frame_budget"] = int(name.rsplit("_", 1)[1])
         elif name == "compile":
             opts["compile"] = True
         models = None
+        saved = (os.environ.get("V2V_POSE_WORKERS"), MotionPlan.batch_windows, torch.backends.cudnn.benchmark)
         try:
+            if name == "pose_workers_1":
+                os.environ["V2V_POSE_WORKERS"] = "1"
+            elif name == "unbatched_windows":
+                MotionPlan.batch_windows = False
+            elif name == "cudnn_benchmark":  # its first use: the autotuning is in the figure
+                torch.backends.cudnn.benchmark = True
             if name == "channels_last":
                 o = restyler._options("x", {})
                 models = restyler.diffusion_models(o, P._resolve_device(o.device), P._resolve_dtype(o.dtype, o.device))
@@ -332,6 +342,11 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
         finally:
             if models is not None:
                 set_memory_format(models, torch.contiguous_format)
+            if saved[0] is None:
+                os.environ.pop("V2V_POSE_WORKERS", None)
+            else:
+                os.environ["V2V_POSE_WORKERS"] = saved[0]
+            MotionPlan.batch_windows, torch.backends.cudnn.benchmark = saved[1], saved[2]
         print(json.dumps({"lever": name, **out[name]}), flush=True)
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -395,6 +410,9 @@ def main() -> None:
            "cpus": os.cpu_count(), "device": a.device,
            "gpu": torch.cuda.get_device_name(0) if cuda else None,
            "models": a.models, "size": size, "steps": a.steps, "dtype": dtype, "build_models_s": round(build_s, 1)}
+    from v2v.streams import default_workers
+
+    env["pose_workers"] = default_workers()
     for mod in ("diffusers", "transformers", "onnxruntime", "av"):
         try:
             env[mod] = __import__(mod).__version__

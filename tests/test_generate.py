@@ -252,7 +252,12 @@ def test_windowed_motion_module_fuses_its_windows(models):
         y = inner(xs[:, list(win)].reshape(-1, c, hh, ww), num_frames=len(win)).view(b, len(win), c, hh, ww)
         want[:, list(win)] += y * torch.from_numpy(share)[None, :, None, None, None]
     assert torch.allclose(got, want, atol=1e-5)
-    assert plan.calls == 3
+    assert plan.calls == 2  # the two 6-frame windows went through the module together, as one batch
+    plan.batch_windows = False  # one call per window: the same result
+    one_by_one = wrapped(x, num_frames=n).view(b, n, c, hh, ww)
+    assert plan.calls == 2 + 3
+    assert torch.allclose(one_by_one, want, atol=1e-5) and torch.allclose(one_by_one, got, atol=1e-5)
+    plan.batch_windows = True
     plan.set(n, [tuple(range(n))], [np.ones(n, np.float32)], "cpu", torch.float32)
     assert torch.equal(wrapped(x, num_frames=n), inner(x, num_frames=n))
     with pytest.raises(RuntimeError, match="motion plan"):

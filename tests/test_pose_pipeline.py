@@ -197,3 +197,46 @@ def test_pose_command_outputs(tmp_path, tiny_models):
 
 def test_api_exports_pose_names():
     assert v2v.RestyleOptions(prompt="x").pose == "dwpose"
+
+
+def test_pose_detection_on_several_threads_gives_the_same_keypoints_in_order(tmp_path, tiny_models, monkeypatch):
+    """The pose stage hands batches to several threads when the detector allows it (DWPose does); the keypoints
+    and their order are those of one thread, and a detector without ``thread_safe`` stays on one thread."""
+    import threading
+
+    real = Restyler.pose_detector
+    threads: list[set] = []
+
+    class Recording:
+        def __init__(self, inner, safe):
+            self.inner, self.thread_safe, self.seen = inner, safe, set()
+
+        def detect(self, images):
+            self.seen.add(threading.get_ident())
+            return self.inner.detect(images)
+
+    def run(workers: str, safe: bool) -> list:
+        monkeypatch.setenv("V2V_POSE_WORKERS", workers)
+
+        def pose_detector(self, o, device):
+            d = Recording(real(self, o, device), safe)
+            threads.append(d.seen)
+            return d
+
+        monkeypatch.setattr(Restyler, "pose_detector", pose_detector)
+        js = tmp_path / f"{workers}-{safe}.json"
+        Restyler(models="tiny", size=64, pose_cache=False, show_progress=False).pose(SAMPLE, json_path=js,
+                                                                                     max_frames=40)
+        return json.loads(js.read_text())
+
+    from v2v.pose.dwpose import DWPose
+
+    assert DWPose.thread_safe is True
+    one = run("1", True)
+    assert len(threads[-1]) == 1
+    many = run("3", True)
+    assert len(threads[-1]) > 1  # 5 batches of 8 frames over 3 threads
+    assert many == one and len(one) == 40
+    run("3", False)
+    assert len(threads[-1]) == 1
+

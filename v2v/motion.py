@@ -21,10 +21,15 @@ log = logging.getLogger("v2v")
 class MotionPlan:
     """The windows the motion modules use for the segment now in the UNet (shared by every wrapped module)."""
 
+    # windows of one length go through the module together, as one batch (fewer, larger kernels); False: one
+    # call per window (the benchmark's comparison)
+    batch_windows = True
+
     def __init__(self) -> None:
         self.windows: list[tuple[torch.Tensor | slice, torch.Tensor, int]] | None = None
+        self.groups: list[tuple[torch.Tensor, list[int]]] = []  # (frame index of all its windows, which windows)
         self.frames = 0
-        self.calls = 0  # windowed module calls, for tests and benchmarks
+        self.calls = 0  # motion-module calls made for windows (one per batch of windows), for tests and benchmarks
 
     def set(self, num_frames: int, windows: Sequence[Sequence[int]], shares: Sequence[np.ndarray],
             device, dtype) -> None:
@@ -32,18 +37,21 @@ class MotionPlan:
         ``windows.segment_weights``). One window over all the frames: the plain module runs."""
         self.frames = num_frames
         if len(windows) == 1 and tuple(windows[0]) == tuple(range(num_frames)):
-            self.windows = None
+            self.windows, self.groups = None, []
             return
-        plan = []
-        for w, s in zip(windows, shares):
+        plan, by_length = [], {}
+        for k, (w, s) in enumerate(zip(windows, shares)):
             w = [int(i) for i in w]
             contiguous = w == list(range(w[0], w[0] + len(w)))
             index = slice(w[0], w[0] + len(w)) if contiguous else torch.tensor(w, device=device)
             plan.append((index, torch.as_tensor(s, device=device, dtype=dtype).view(1, -1, 1, 1, 1), len(w)))
+            by_length.setdefault(len(w), []).append(k)
         self.windows = plan
+        self.groups = [(torch.tensor([i for k in ks for i in windows[k]], device=device), ks)
+                       for ks in by_length.values()]
 
     def clear(self) -> None:
-        self.windows, self.frames = None, 0
+        self.windows, self.groups, self.frames = None, [], 0
 
 
 class WindowedMotionModule(torch.nn.Module):
@@ -66,14 +74,28 @@ class WindowedMotionModule(torch.nn.Module):
         b = bf // num_frames
         x = hidden_states.view(b, num_frames, c, h, w)
         out = torch.zeros_like(x)
-        for index, share, n in plan.windows:
-            xw = x[:, index] if isinstance(index, slice) else x.index_select(1, index)
-            yw = self.inner(xw.reshape(b * n, c, h, w), encoder_hidden_states, timestep, class_labels, n,
-                            cross_attention_kwargs).view(b, n, c, h, w)
+
+        def add(k: int, yw: torch.Tensor) -> None:  # window k's output, times its shares, into its frames
+            index, share, _ = plan.windows[k]
             if isinstance(index, slice):
                 out[:, index] += yw * share
-            else:
+            else:  # a window that wraps (--loop): its frames are distinct, so the sum is deterministic
                 out.index_add_(1, index, yw * share)
+
+        if plan.batch_windows:
+            for flat, ks in plan.groups:  # the windows of one length as one batch: (b, k, n) -> b * k clips
+                n = plan.windows[ks[0]][2]
+                xw = x.index_select(1, flat).view(b * len(ks) * n, c, h, w)
+                y = self.inner(xw, encoder_hidden_states, timestep, class_labels, n,
+                               cross_attention_kwargs).view(b, len(ks), n, c, h, w)
+                for j, k in enumerate(ks):
+                    add(k, y[:, j])
+                plan.calls += 1
+            return out.view(bf, c, h, w)
+        for k, (index, _, n) in enumerate(plan.windows):
+            xw = x[:, index] if isinstance(index, slice) else x.index_select(1, index)
+            add(k, self.inner(xw.reshape(b * n, c, h, w), encoder_hidden_states, timestep, class_labels, n,
+                              cross_attention_kwargs).view(b, n, c, h, w))
             plan.calls += 1
         return out.view(bf, c, h, w)
 

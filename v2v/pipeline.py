@@ -35,7 +35,7 @@ from .errors import Interrupted, InvalidOptions, OutOfMemory, OutputError
 from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE,
                       RestyleOptions, option_names)
 from .progress import ProgressCallback, expected_frames
-from .streams import Background, prefetch
+from .streams import Background, default_workers, parallel_map, prefetch
 
 log = logging.getLogger("v2v")
 
@@ -607,22 +607,31 @@ class Restyler:
 
     # ------------------------------------------------------------------ stages
     def _pose_stage(self, decoder, detector, progress, show, info):
+        """Keypoints and times of the kept frames: batches of POSE_BATCH frames detected on several threads
+        (a detector that can be called from several at once, as DWPose's onnxruntime sessions can; results in
+        frame order, the same as one thread's) while decoding runs ahead on another."""
         total = expected_frames(decoder)
         stage = _Stage("pose", total, progress, show)
-        poses, times, batch = [], [], []
+        workers = default_workers() if getattr(detector, "thread_safe", False) else 1
+        poses, times = [], []
 
-        def flush():
-            poses.extend(detector.detect([f.image for f in batch]))
-            times.extend(f.time for f in batch)
-            stage.update(len(batch))
-            batch.clear()
+        def batches():
+            batch = []
+            for frame in prefetch(decoder, depth=2 * POSE_BATCH * workers):
+                batch.append(frame)
+                if len(batch) == POSE_BATCH:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
 
-        for frame in prefetch(decoder, depth=2 * POSE_BATCH):  # decoding runs ahead while the detector works
-            batch.append(frame)
-            if len(batch) == POSE_BATCH:
-                flush()
-        if batch:
-            flush()
+        def detect(batch):
+            return detector.detect([f.image for f in batch]), [f.time for f in batch]
+
+        for found, batch_times in parallel_map(detect, batches(), workers):
+            poses.extend(found)
+            times.extend(batch_times)
+            stage.update(len(batch_times))
         stage.finish()
         stage.close()
         return poses, times

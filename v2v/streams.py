@@ -6,12 +6,16 @@ frames while the pose model works on the current ones. Memory stays bounded by `
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _DONE = object()
 
@@ -69,6 +73,56 @@ def prefetch(iterable: Iterable[T], depth: int = 8) -> Iterator[T]:
     finally:
         stop.set()
         worker.join()
+
+
+def default_workers(limit: int = 4) -> int:
+    """Threads for a CPU stage that runs beside the rest: a quarter of the cores, 1 to ``limit``; the
+    environment variable ``V2V_POSE_WORKERS`` overrides it."""
+    env = os.environ.get("V2V_POSE_WORKERS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"V2V_POSE_WORKERS must be a whole number, got {env!r}") from None
+    return max(1, min(limit, (os.cpu_count() or 1) // 4))
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, results in the input's order.
+
+    For work that releases the GIL (onnxruntime, OpenCV, large NumPy operations). At most ``workers + 1``
+    items are taken from ``items`` ahead of the consumer, so memory stays bounded. An exception in ``fn`` is
+    raised at that item's place; leaving early cancels what has not started and waits for what has.
+    ``workers == 1`` runs ``fn`` on the caller's thread, with no pool.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    it = iter(items)
+    if workers == 1:
+        try:
+            for item in it:
+                yield fn(item)
+        finally:
+            _close(it)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="v2v-worker")
+    pending: deque = deque()
+    try:
+        for item in it:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _close(it)
+
+
+def _close(it) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
 
 
 class Background:

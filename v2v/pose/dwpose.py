@@ -248,6 +248,8 @@ class DWPose:
     installed (``onnxruntime-gpu``), else the CPU with one warning.
     """
 
+    thread_safe = True  # detect() may run on several threads at once (onnxruntime sessions allow concurrent runs)
+
     def __init__(self, det_path, pose_path, device="cpu", *, score_threshold: float = DET_SCORE_THR,
                  iou_threshold: float = NMS_IOU_THR, max_batch: int = MAX_POSE_BATCH):
         providers, missing_gpu = _providers(device)
