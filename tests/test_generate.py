@@ -416,6 +416,24 @@ def test_compile_gives_the_same_frames(tmp_path_factory):
     assert images.shape == (n, 32, 32, 3)
 
 
+def test_compile_raises_dynamo_recompile_limit_never_lowers_it(tmp_path_factory, monkeypatch):
+    """Every ResNet/attention block of one class is a new compiled version of the same code: with dynamo's
+    default limit (8) most of an SD 1.5 UNet would stay uncompiled. compile_models raises it (lazily compiled
+    here: nothing runs), and leaves a higher limit the user set alone."""
+    import torch._dynamo.config as dc
+
+    from v2v.generate import RECOMPILE_LIMIT, compile_models
+
+    tiny = write_tiny_diffusion_set(tmp_path_factory.mktemp("tiny-limit"))
+    monkeypatch.setattr(dc, "recompile_limit", 8)
+    monkeypatch.setattr(dc, "accumulated_recompile_limit", 256)
+    compile_models(load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"]))
+    assert dc.recompile_limit == RECOMPILE_LIMIT and dc.accumulated_recompile_limit >= 8 * RECOMPILE_LIMIT
+    monkeypatch.setattr(dc, "recompile_limit", 1000)
+    compile_models(load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"]))
+    assert dc.recompile_limit == 1000
+
+
 @pytest.mark.gpu
 def test_offload_on_gpu(tmp_path_factory):
     """--offload: the text encoder and VAE sit in CPU RAM between uses; results equal the resident run."""

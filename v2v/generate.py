@@ -410,6 +410,7 @@ def enable_offload(models: DiffusionModels) -> DiffusionModels:
 
 # The building blocks torch.compile gets, each compiled on its own: the windowed motion modules and the sampler's
 # Python around them stay eager, so a new segment plan never forces a recompile of the whole UNet.
+RECOMPILE_LIMIT = 64  # compiled versions per block class: its shapes x the segment lengths of a plan (and tails)
 _COMPILED_BLOCKS = ("ResnetBlock2D", "Transformer2DModel", "AnimateDiffTransformer3D", "Downsample2D", "Upsample2D")
 
 
@@ -418,7 +419,17 @@ def compile_models(models: DiffusionModels) -> int:
     --fast-decode) in place; returns how many modules.
 
     The first run pays the compilation (a minute or more); later segments and runs reuse it. Equal results
-    within float rounding."""
+    within float rounding.
+
+    Blocks of one class share their code, so each distinct shape (channels, resolution, segment length) is one
+    more compiled version of it: the SD 1.5 UNet's ResNets alone need about 15 per segment length. dynamo's
+    default limit of 8 versions per function made the rest run uncompiled (seen on an H200), so the limit is
+    raised here (never lowered)."""
+    import torch._dynamo.config as dynamo_config
+
+    for name, value in (("recompile_limit", RECOMPILE_LIMIT), ("accumulated_recompile_limit", 8 * RECOMPILE_LIMIT)):
+        if isinstance(getattr(dynamo_config, name, None), int) and getattr(dynamo_config, name) < value:
+            setattr(dynamo_config, name, value)
     n = 0
     for m in models.unet.modules():
         if type(m).__name__ in _COMPILED_BLOCKS:
