@@ -115,3 +115,30 @@ def test_times_must_match():
     frames, _ = trajectory(3, lambda i: np.zeros(2))
     with pytest.raises(ValueError):
         smooth_poses(frames, [0.0, 0.1])
+
+
+def test_frame_by_frame_equals_the_whole_sequence_and_ignores_later_frames():
+    """The pose stage streams: frame i's smoothed pose must not depend on frames after i, and PoseSmoother fed
+    one frame at a time gives exactly smooth_poses' result (two dancers crossing, one vanishing for a while)."""
+    from v2v.pose.smooth import PoseSmoother
+
+    a, _ = trajectory(60, lambda i: np.array([6.0 * i, 0.0]), noise=2.0, seed=1, hands=True)
+    b, _ = trajectory(60, lambda i: np.array([360 - 6.0 * i, 10.0]), noise=2.0, seed=2)
+    frames = [FramePose(fa.people + ([] if 20 <= i < 30 else fb.people), 512, 512)
+              for i, (fa, fb) in enumerate(zip(a, b))]
+    ts = times(60)
+    whole = smooth_poses(frames, ts)
+    prefix = smooth_poses(frames[:37], ts[:37])
+    smoother = PoseSmoother()
+    one_by_one = [smoother(f, t) for f, t in zip(frames, ts)]
+
+    def same(x, y):
+        return len(x.people) == len(y.people) and all(
+            np.array_equal(p.body, q.body) and ((p.hand_left is None) == (q.hand_left is None))
+            and (p.hand_left is None or np.array_equal(p.hand_left, q.hand_left)) for p, q in zip(x.people, y.people))
+
+    assert all(same(x, y) for x, y in zip(whole, one_by_one))
+    assert all(same(x, y) for x, y in zip(whole[:37], prefix))
+    assert not same(whole[40], frames[40])  # it did smooth
+    with pytest.raises(ValueError, match="strength"):
+        PoseSmoother(strength=0)

@@ -3,10 +3,13 @@
     1. options      validate every option (before any weights load)
     2. probe        VideoInfo; bad input fails here
     3. paths        the output path (never the input), its folder writable, a temp file beside it
-    4. pose         decode frames (streamed) -> keypoints per frame (detected, cached or from --pose-json; the
-                    pose models load only when detection runs); parts kept, smoothed; frames dropped once posed
+    4. pose         on its own thread: decode frames (streamed) -> keypoints per frame (detected on several
+                    threads, cached or from --pose-json; the pose models load only when detection runs); parts
+                    kept, smoothed frame by frame; frames dropped once posed
     5. models       load (or reuse) the diffusion models, on a background thread while step 4 runs
-    6. generate     AnimateDiff-Lightning + ControlNet over fused windows; control maps rendered on demand
+    6. generate     AnimateDiff-Lightning + ControlNet over fused windows; control maps rendered on demand. It
+                    starts while step 4 runs (the first denoising step of a segment waits for its frames' poses)
+                    when the container gives the frame count; generated again if the count proves wrong
     7. encode       VAE decode in chunks -> the output format (H.264 MP4 by default; v2v.outputs) with each frame's
                     source timestamp, audio of the kept span; optionally scaled to the source size, played
                     ping-pong, and a compare video (source decoded again | pose map | result)
@@ -51,7 +54,10 @@ class RestyleResult:
     output: Path  # the restyled video
     frames: int  # frames written
     fps: float  # average frame rate of the output
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    # wall time per stage: probe; pose (until the last frame is posed); load (waiting for the models, which load
+    # while the pose stage runs); generate (from the models' arrival, overlapping the pose stage's end); encode;
+    # total (the truth: the stages overlap)
+    seconds: dict[str, float] = field(default_factory=dict)
     frames_without_people: int = 0  # frames whose pose map is empty (nobody found, or no point above the threshold)
     width: int = 0
     height: int = 0
@@ -327,15 +333,29 @@ class Restyler:
     def _show(self) -> bool:
         return self.show_progress if self.show_progress is not None else log.isEnabledFor(logging.INFO)
 
-    def _poses(self, o: RestyleOptions, info, width: int, height: int, device: str, progress):
+    def _poses(self, o: RestyleOptions, info, width: int, height: int, device: str, progress, sink=None):
         """Keypoints per kept frame (at the processing size), their times, the kept span, the empty-map count.
 
         The frames are always decoded (their timestamps are the truth); the keypoints come from ``--pose-json``,
-        the cache, or the detector (loaded only then), in that order. Then parts are kept and smoothing applied.
+        the cache, or the detector (loaded only then), in that order. Then parts are kept and smoothing applied,
+        frame by frame as they come (smoothing looks only at earlier frames): ``sink(pose)``, when given, gets
+        each frame's final pose in order as soon as it is known, so generation can start on the first frames.
         """
         from .pose import cache
         from .pose.keypoints import has_visible_person, keep_parts
-        from .pose.smooth import smooth_poses
+        from .pose.smooth import PoseSmoother
+
+        smoother = (PoseSmoother(strength=o.pose_smoothing, threshold=o.pose_threshold)
+                    if o.pose_smoothing > 0 else None)
+        final: list = []
+
+        def finalise(pose, t) -> None:
+            pose = keep_parts(pose, o.pose_parts)
+            if smoother is not None:
+                pose = smoother(pose, t)
+            final.append(pose)
+            if sink is not None:
+                sink(pose)
 
         def decoder():
             return _kept_frames(o, info, width, height)
@@ -356,19 +376,19 @@ class Restyler:
                     poses = None
             if poses is None:
                 dec = decoder()
-                poses, times = self._pose_stage(dec, self.pose_detector(o, device), progress, show, info)
+                poses, times = self._pose_stage(dec, self.pose_detector(o, device), progress, show, info,
+                                                on_pose=finalise)
                 if key and poses:
                     cache.save(key, poses)
         if not poses:
             raise InvalidOptions("no frames are left to process: check --start/--end/--max-frames")
-        poses = [keep_parts(p, o.pose_parts) for p in poses]
-        if o.pose_smoothing > 0:
-            poses = smooth_poses(poses, [float(t) for t in times], strength=o.pose_smoothing,
-                                 threshold=o.pose_threshold)
-        empty = sum(1 for p in poses if not has_visible_person(p, o.pose_threshold))
+        if not final:  # from --pose-json or the cache: all at once
+            for pose, t in zip(poses, times):
+                finalise(pose, t)
+        empty = sum(1 for p in final if not has_visible_person(p, o.pose_threshold))
         if empty:
-            log.info("%d of %d frames have no person: their pose maps are empty", empty, len(poses))
-        return poses, times, dec.span, empty
+            log.info("%d of %d frames have no person: their pose maps are empty", empty, len(final))
+        return final, times, dec.span, empty
 
     def _times_stage(self, decoder, total: int, progress, show) -> list[Fraction]:
         stage = _Stage("pose", total, progress, show)
@@ -485,34 +505,58 @@ class Restyler:
 
         device = _resolve_device(o.device)
         dtype = _resolve_dtype(o.dtype, device)
+        progress = _serialized(progress)  # the pose and generate stages report from two threads
         with self._guard(device):
             # 5 (started first). the diffusion models load on a background thread while the pose stage runs
             loading = Background(lambda: self.diffusion_models(o, device, dtype), name="v2v-load-models")
 
-            # 4. pose (decode streamed; frames dropped after pose detection; the pose models load only when
-            #    detection runs: not with --pose-json, not on a cache hit)
+            # 4. pose, on its own thread (decode streamed; frames dropped once posed; the pose models load only
+            #    when detection runs: not with --pose-json, not on a cache hit). Each frame's final pose goes into
+            #    `stream` as soon as it is known, so step 6 starts on the first frames while later ones are still
+            #    being decoded and posed.
             t = time.perf_counter()
-            poses, times, span, empty = self._poses(o, info, width, height, device, progress)
+            stream = _PoseStream()
+            posing = Background(lambda: stream.run(
+                lambda: self._poses(o, info, width, height, device, progress, sink=stream.push)), name="v2v-pose")
+            try:
+                # 5. models (what is left of their loading; a pose-stage error ends the wait)
+                t_load = time.perf_counter()
+                while not loading.wait(0.05):
+                    stream.raise_if_failed()
+                models = loading.result()
+                seconds["load"] = time.perf_counter() - t_load
+
+                # 6. generate: streamed from the pose stage when the frame count is known up front (from the
+                #    container); with --strength < 1 from the source frames' latents, after the pose stage
+                t_gen = time.perf_counter()
+                if o.frame_budget is None:  # resolved now and recorded, so a --settings rerun makes the same frames
+                    from .generate import pick_frame_budget
+
+                    o = o.replace(frame_budget=pick_frame_budget(models, height, width, o.guidance > 1, o.context))
+                expected = _streamable_frames(o, info, width, height)
+                latents = None
+                if expected:
+                    try:
+                        latents = self._generate(models, o, stream, width, height, progress, n=expected)
+                    except _StreamEnded:
+                        pass
+                poses, times, span, empty = posing.result()
+                seconds["pose"] = (stream.finished_at or time.perf_counter()) - t
+                if expected and (latents is None or len(poses) != expected):
+                    log.info("the video has %d kept frames, not the %d its header gave: generating again",
+                             len(poses), expected)
+                    latents = None
+                if latents is None:
+                    init = self._source_latents(models, o, info, width, height) if o.strength < 1 else None
+                    latents = self._generate(models, o, poses, width, height, progress, init)
+                seconds["generate"] = time.perf_counter() - t_gen
+            except BaseException:
+                stream.cancel()  # the pose thread stops at its next frame
+                raise
             timing = self._timing(o, info, span, times)
             if pose_path is not None:
                 self._write_pose_video(pose_path, poses, timing, width, height, o,
                                        outputs.side_crf(pose_fmt, fmt, o.crf), pose_fmt)
-            seconds["pose"] = time.perf_counter() - t
-
-            # 5. models (what is left of their loading: the wait after the pose stage)
-            t = time.perf_counter()
-            models = loading.result()
-            seconds["load"] = time.perf_counter() - t
-
-            # 6. generate (with --strength < 1, from the source frames' latents)
-            t = time.perf_counter()
-            if o.frame_budget is None:  # resolved now and recorded, so a --settings rerun makes the same frames
-                from .generate import pick_frame_budget
-
-                o = o.replace(frame_budget=pick_frame_budget(models, height, width, o.guidance > 1, o.context))
-            init = self._source_latents(models, o, info, width, height) if o.strength < 1 else None
-            latents = self._generate(models, o, poses, width, height, progress, init)
-            seconds["generate"] = time.perf_counter() - t
 
             # 7. encode (VAE decode streams into the encoder) + 8. rename
             t = time.perf_counter()
@@ -606,10 +650,11 @@ class Restyler:
                           frames_without_people=empty, seconds={"total": time.perf_counter() - t_all})
 
     # ------------------------------------------------------------------ stages
-    def _pose_stage(self, decoder, detector, progress, show, info):
+    def _pose_stage(self, decoder, detector, progress, show, info, on_pose=None):
         """Keypoints and times of the kept frames: batches of POSE_BATCH frames detected on several threads
         (a detector that can be called from several at once, as DWPose's onnxruntime sessions can; results in
-        frame order, the same as one thread's) while decoding runs ahead on another."""
+        frame order, the same as one thread's) while decoding runs ahead on another. ``on_pose(pose, time)``
+        gets each frame's detection in order as its batch completes."""
         total = expected_frames(decoder)
         stage = _Stage("pose", total, progress, show)
         workers = default_workers() if getattr(detector, "thread_safe", False) else 1
@@ -631,6 +676,9 @@ class Restyler:
         for found, batch_times in parallel_map(detect, batches(), workers):
             poses.extend(found)
             times.extend(batch_times)
+            if on_pose is not None:
+                for pose, t in zip(found, batch_times):
+                    on_pose(pose, t)
             stage.update(len(batch_times))
         stage.finish()
         stage.close()
@@ -642,10 +690,13 @@ class Restyler:
 
         return encode_frames(models, (f.image for f in prefetch(_kept_frames(o, info, width, height), depth=16)))
 
-    def _generate(self, models, o: RestyleOptions, poses, width, height, progress, init_latents=None):
+    def _generate(self, models, o: RestyleOptions, poses, width, height, progress, init_latents=None,
+                  n: int | None = None):
+        """The latents of ``n`` frames (default ``len(poses)``); ``poses[i]`` is read as the sampler reaches
+        frame i (a _PoseStream waits there for the pose stage)."""
         from .generate import generate
 
-        n = len(poses)
+        n = len(poses) if n is None else n
         travel = list(o.prompt_at)
         if travel and travel[0][0] != 0:
             travel.insert(0, (0, o.prompt))  # -p holds until the first keyframe
@@ -675,6 +726,92 @@ class Restyler:
                  "frame)", n, stats.get("windows", 0), stats.get("segments", 0), stats.get("frame_budget", 0),
                  stats.get("spatial_passes", 0.0))
         return latents
+
+
+def _serialized(progress: ProgressFn | None) -> ProgressFn | None:
+    """``progress`` called under a lock: the pose and generate stages may report at the same time."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def call(stage: str, done: int, total: int) -> None:
+        with lock:
+            progress(stage, done, total)
+
+    return call
+
+
+def _streamable_frames(o: RestyleOptions, info, width: int, height: int) -> int:
+    """The kept-frame count the container promises, when generation may start before the pose stage ends:
+    0 when it may not (--strength < 1 needs every source latent first; an unknown count; a --prompt-at
+    keyframe the estimate does not reach)."""
+    if o.strength < 1:
+        return 0
+    n = expected_frames(_kept_frames(o, info, width, height))
+    if n <= 0 or (o.prompt_at and max(k for k, _ in o.prompt_at) >= n):
+        return 0
+    return n
+
+
+class _StreamEnded(Exception):
+    """The pose stage ended before the frame the sampler asked for (the container promised more frames)."""
+
+
+class _Cancelled(Exception):
+    """The run failed elsewhere: the pose thread stops."""
+
+
+class _PoseStream:
+    """Final poses, in frame order, as the pose stage makes them on its thread, for a sampler that starts before
+    the stage ends: ``stream[i]`` waits for frame i. The stage's error is raised there too; a stage that ended
+    before frame i raises _StreamEnded; ``cancel()`` makes the stage stop at its next frame."""
+
+    def __init__(self) -> None:
+        self._poses: list = []
+        self._cond = threading.Condition()
+        self._ended = False
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self.finished_at: float | None = None  # perf_counter() when the stage ended well
+
+    def run(self, fn):
+        """``fn()`` (the pose stage, which pushes each pose), marking the stream ended or failed."""
+        try:
+            result = fn()
+        except BaseException as e:
+            with self._cond:
+                self._error, self._ended = e, True
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._ended, self.finished_at = True, time.perf_counter()
+            self._cond.notify_all()
+        return result
+
+    def push(self, pose) -> None:
+        with self._cond:
+            if self._cancelled:
+                raise _Cancelled()
+            self._poses.append(pose)
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self._cancelled = True
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __getitem__(self, i: int):
+        with self._cond:
+            while len(self._poses) <= i and not self._ended:
+                self._cond.wait(0.1)
+            if i < len(self._poses):
+                return self._poses[i]
+            if self._error is not None:
+                raise self._error
+            raise _StreamEnded(f"the pose stage ended at {len(self._poses)} frames; frame {i} was asked for")
 
 
 class _ControlMaps:

@@ -144,6 +144,11 @@ class Background:
         except BaseException as e:  # handed to the caller of result()
             self._error = e
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True once ``fn`` has returned or raised."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def result(self):
         self._thread.join()
         if self._error is not None:

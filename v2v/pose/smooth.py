@@ -105,47 +105,44 @@ def _assign(cost: np.ndarray) -> list[tuple[int, int]]:
     return [(r, c) for r, c in pairs if cost[r, c] <= MATCH_LIMIT]
 
 
-def smooth_poses(poses: Sequence[FramePose], times: Sequence[float | Fraction] | None = None, *,
-                 strength: float = 0.5, threshold: float = 0.3, max_gap: float = 0.25,
-                 min_cutoff: float | None = None, beta: float | None = None) -> list[FramePose]:
-    """Smoothed copies of ``poses`` (same canvases, same confidences, people in track order).
+class PoseSmoother:
+    """:func:`smooth_poses` one frame at a time: ``smoother(frame_pose, t)`` returns that frame smoothed.
 
-    ``times`` are each frame's time in seconds (default: ``i / 30``). ``strength`` 0 returns unchanged copies;
-    ``min_cutoff``/``beta`` override the values :func:`filter_params` derives from it. Points with confidence
-    ``<= threshold`` count as missing.
+    Tracking and filtering look only at earlier frames, so frame ``i``'s result is final as soon as it is
+    pushed: the pose stage hands smoothed frames to the sampler while later frames are still being detected.
+    ``strength`` must be > 0 (0 means no smoothing: skip the smoother). Arguments as :func:`smooth_poses`.
     """
-    if times is None:
-        ts = [i / DEFAULT_FPS for i in range(len(poses))]
-    else:
-        if len(times) != len(poses):
-            raise ValueError(f"{len(times)} times for {len(poses)} frames")
-        ts = [float(t) for t in times]
-    if strength <= 0:
-        return [FramePose([p.transformed(1.0, 1.0) for p in fp.people], fp.width, fp.height) for fp in poses]
-    mc, b = filter_params(strength)
-    mc = mc if min_cutoff is None else float(min_cutoff)
-    b = b if beta is None else float(beta)
 
-    tracks: list[_Track] = []
-    next_id = 0
-    out: list[FramePose] = []
-    prev_t = None
-    for fp, t in zip(poses, ts):
-        if prev_t is not None and t <= prev_t:   # equal or backwards times: fall back to a nominal spacing
-            t = prev_t + 1.0 / DEFAULT_FPS
-        prev_t = t
+    def __init__(self, *, strength: float = 0.5, threshold: float = 0.3, max_gap: float = 0.25,
+                 min_cutoff: float | None = None, beta: float | None = None):
+        if strength <= 0:
+            raise ValueError("PoseSmoother needs a strength > 0 (0: no smoothing)")
+        mc, b = filter_params(strength)
+        self.min_cutoff = mc if min_cutoff is None else float(min_cutoff)
+        self.beta = b if beta is None else float(beta)
+        self.threshold, self.max_gap = threshold, max_gap
+        self.tracks: list[_Track] = []
+        self.next_id = 0
+        self.prev_t: float | None = None
+
+    def __call__(self, fp: FramePose, t: float | Fraction) -> FramePose:
+        t = float(t)
+        if self.prev_t is not None and t <= self.prev_t:  # equal or backwards times: fall back to a nominal spacing
+            t = self.prev_t + 1.0 / DEFAULT_FPS
+        self.prev_t = t
+        mc, b, threshold, max_gap = self.min_cutoff, self.beta, self.threshold, self.max_gap
         scale = float(max(fp.width, fp.height, 1))
         raw = [_stack(p) for p in fp.people]
         pts = [r[:, :2] / scale for r in raw]
         present = [r[:, 2] > threshold for r in raw]
-        tracks = [tr for tr in tracks if t - tr.seen <= max_gap + 1e-9]
+        self.tracks = tracks = [tr for tr in self.tracks if t - tr.seen <= max_gap + 1e-9]
         cost = np.array([[_match_cost(tr, pts[j][:N_BODY], present[j][:N_BODY], t) for j in range(len(raw))]
                          for tr in tracks]).reshape(len(tracks), len(raw))
         owner: dict[int, _Track] = {j: tracks[i] for i, j in _assign(cost)}
         for j in range(len(raw)):
             if j not in owner:
-                owner[j] = _Track(next_id)
-                next_id += 1
+                owner[j] = _Track(self.next_id)
+                self.next_id += 1
                 tracks.append(owner[j])
         smoothed: list[tuple[int, Person]] = []
         for j, person in enumerate(fp.people):
@@ -173,8 +170,30 @@ def smooth_poses(poses: Sequence[FramePose], times: Sequence[float | Fraction] |
                      for name, sl in _SLICES.items()}
             smoothed.append((tr.id, Person(**parts)))
         smoothed.sort(key=lambda x: x[0])
-        out.append(FramePose([p for _, p in smoothed], fp.width, fp.height))
-    return out
+        return FramePose([p for _, p in smoothed], fp.width, fp.height)
+
+
+def smooth_poses(poses: Sequence[FramePose], times: Sequence[float | Fraction] | None = None, *,
+                 strength: float = 0.5, threshold: float = 0.3, max_gap: float = 0.25,
+                 min_cutoff: float | None = None, beta: float | None = None) -> list[FramePose]:
+    """Smoothed copies of ``poses`` (same canvases, same confidences, people in track order).
+
+    ``times`` are each frame's time in seconds (default: ``i / 30``). ``strength`` 0 returns unchanged copies;
+    ``min_cutoff``/``beta`` override the values :func:`filter_params` derives from it. Points with confidence
+    ``<= threshold`` count as missing. Frame ``i``'s result depends on frames ``0..i`` only (see
+    :class:`PoseSmoother`, which this runs).
+    """
+    if times is None:
+        ts = [i / DEFAULT_FPS for i in range(len(poses))]
+    else:
+        if len(times) != len(poses):
+            raise ValueError(f"{len(times)} times for {len(poses)} frames")
+        ts = [float(t) for t in times]
+    if strength <= 0:
+        return [FramePose([p.transformed(1.0, 1.0) for p in fp.people], fp.width, fp.height) for fp in poses]
+    smoother = PoseSmoother(strength=strength, threshold=threshold, max_gap=max_gap, min_cutoff=min_cutoff,
+                            beta=beta)
+    return [smoother(fp, t) for fp, t in zip(poses, ts)]
 
 
 def jitter(poses: Sequence[FramePose], threshold: float = 0.3) -> float:

@@ -1,0 +1,171 @@
+"""Generation starts while the pose stage runs: the same frames as one stage after the other, the first denoising
+step reaching frames before the last are posed, a wrong frame count in the header caught, errors on both sides."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import v2v
+import v2v.pipeline as P
+from v2v.errors import VideoDecodeError
+from v2v.pipeline import Restyler
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
+KW = dict(models="tiny", size=64, max_frames=40, frame_budget=16, steps=2, pose_cache=False, show_progress=False)
+
+
+def frames_of(folder: Path) -> list[np.ndarray]:
+    import cv2
+
+    return [cv2.imread(str(f)) for f in sorted(folder.glob("*.png"))]
+
+
+class SlowDetector:
+    """The real detector, each batch a little slower and its start and end times recorded."""
+
+    thread_safe = True
+
+    def __init__(self, inner, delay=0.05, fail_at=None):
+        self.inner, self.delay, self.fail_at = inner, delay, fail_at
+        self.ends: list[float] = []
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def detect(self, images):
+        with self.lock:
+            self.calls += 1
+            k = self.calls
+        if self.fail_at is not None and k >= self.fail_at:
+            raise VideoDecodeError("frame 30 of 'dance.mp4' cannot be decoded (test)")
+        time.sleep(self.delay)
+        out = self.inner.detect(images)
+        with self.lock:
+            self.ends.append(time.perf_counter())
+        return out
+
+
+@pytest.fixture
+def slow(monkeypatch, tiny_models):
+    real = Restyler.pose_detector
+    made = []
+
+    def pose_detector(self, o, device, **kw):
+        made.append(SlowDetector(real(self, o, device), **kw))
+        return made[-1]
+
+    def use(**kw):
+        monkeypatch.setattr(Restyler, "pose_detector", lambda self, o, device: pose_detector(self, o, device, **kw))
+        return made
+
+    return use
+
+
+@pytest.fixture
+def control_calls(monkeypatch):
+    calls: list[float] = []
+    real = P._ControlMaps.__call__
+
+    def call(self, indices):
+        calls.append(time.perf_counter())
+        return real(self, indices)
+
+    monkeypatch.setattr(P._ControlMaps, "__call__", call)
+    return calls
+
+
+def run(tmp_path: Path, name: str, **kw) -> list[np.ndarray]:
+    out = tmp_path / name
+    Restyler(**KW).restyle(SAMPLE, out, prompt="claymation", format="png", **kw)
+    return frames_of(out)
+
+
+def test_streamed_equals_one_stage_after_the_other_and_starts_early(tmp_path, slow, control_calls, monkeypatch):
+    made = slow(delay=0.08)
+    streamed = run(tmp_path, "streamed")
+    assert len(streamed) == 40
+    ends = made[-1].ends
+    # the sampler asked for its first control maps while frames were still being posed
+    assert control_calls[0] < max(ends)
+    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)  # the pose stage first, then generation
+    control_calls.clear()
+    serial = run(tmp_path, "serial")
+    assert control_calls[0] > max(made[-1].ends)
+    assert len(serial) == 40 and all(np.array_equal(a, b) for a, b in zip(streamed, serial))
+
+
+@pytest.mark.parametrize("wrong", [+6, -6])
+def test_a_wrong_frame_count_in_the_header_generates_again(tmp_path, tiny_models, monkeypatch, caplog, wrong):
+    """The container's count is only an estimate: too many (the stream ends early) or too few (the plan was for
+    fewer frames) both end in a second generation with the true count, giving the same frames."""
+    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)
+    want = run(tmp_path, "want")
+    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 40 + wrong)
+    with caplog.at_level(logging.INFO, logger="v2v"):
+        got = run(tmp_path, f"got{wrong}")
+    assert "generating again" in caplog.text and "not the %d" % (40 + wrong) in caplog.text
+    assert len(got) == 40 and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+def test_streamable_frames_rules():
+    info = v2v.video.probe(SAMPLE)
+    o = v2v.RestyleOptions(prompt="x", models="tiny", max_frames=40)
+    assert P._streamable_frames(o, info, 64, 88) == 40
+    assert P._streamable_frames(o.replace(strength=0.5), info, 64, 88) == 0
+    assert P._streamable_frames(o.replace(prompt_at=((0, "a"), (39, "b"))), info, 64, 88) == 40
+    assert P._streamable_frames(o.replace(prompt_at=((0, "a"), (40, "b"))), info, 64, 88) == 0
+
+
+def test_a_pose_error_reaches_the_caller_as_itself_and_nothing_is_written(tmp_path, slow):
+    slow(delay=0.02, fail_at=3)
+    out = tmp_path / "o.mp4"
+    with pytest.raises(VideoDecodeError, match="cannot be decoded"):
+        Restyler(**KW).restyle(SAMPLE, out, prompt="x")
+    assert not out.exists() and not list(tmp_path.glob("*.restyled.json"))
+
+
+def test_a_generation_error_stops_the_pose_thread(tmp_path, slow, monkeypatch):
+    """40 frames are 5 batches of 0.3 s on one thread: the sampler fails on the first frame, and the pose thread
+    ends after the batch in hand instead of posing the other frames for nothing."""
+    monkeypatch.setenv("V2V_POSE_WORKERS", "1")
+    made = slow(delay=0.3)
+
+    def broken(self, *a, **kw):
+        self.poses[0]  # waits for the first frame, then fails as an out-of-memory would
+        raise RuntimeError("sampler broke")
+
+    monkeypatch.setattr(P._ControlMaps, "__call__", broken)
+    with pytest.raises(RuntimeError, match="sampler broke"):
+        Restyler(**KW).restyle(SAMPLE, tmp_path / "o.mp4", prompt="x")
+    deadline = time.perf_counter() + 5
+    while any(t.name == "v2v-pose" and t.is_alive() for t in threading.enumerate()) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "v2v-pose" and t.is_alive() for t in threading.enumerate())
+    assert made[-1].calls <= 3  # of 5: it stopped
+
+
+def test_progress_reports_from_both_stages_are_serialized(tmp_path, slow):
+    slow(delay=0.03)
+    inside, overlaps, seen = [0], [0], []
+    lock = threading.Lock()
+
+    def progress(stage, done, total):
+        with lock:
+            inside[0] += 1
+            overlaps[0] = max(overlaps[0], inside[0])
+        time.sleep(0.002)
+        seen.append((stage, done, total))
+        with lock:
+            inside[0] -= 1
+
+    Restyler(**KW).restyle(SAMPLE, tmp_path / "o.mp4", prompt="x", progress=progress)
+    assert overlaps[0] == 1
+    for stage in ("pose", "generate", "encode"):
+        done = [d for s, d, _ in seen if s == stage]
+        assert done[0] == 0 and done == sorted(done)
+    assert [s for s, _, _ in seen].index("generate") < max(i for i, (s, _, _) in enumerate(seen) if s == "pose")
