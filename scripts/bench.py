@@ -295,14 +295,15 @@ def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     return res
 
 
-LEVERS = ("default", "fast_decode", "channels_last", "frame_budget_32", "frame_budget_128", "pose_workers_1",
-          "unbatched_windows", "cudnn_benchmark", "compile")
+LEVERS = ("default", "pose_then_generate", "fast_decode", "channels_last", "frame_budget_32", "frame_budget_128",
+          "pose_workers_1", "unbatched_windows", "cudnn_benchmark", "compile")
 
 
 def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which: list[str], deadline: float) -> dict:
     """v2v at one length with one speed lever changed at a time (same run, same frames): --fast-decode (TAESD),
-    channels-last memory format, another frame budget, pose detection on one thread (as before it ran on
-    several), one motion-module call per window (as before windows were batched), cuDNN's autotuner, --compile.
+    channels-last memory format, another frame budget, generation only after the pose stage (as before they
+    overlapped), pose detection on one thread (as before it ran on several), one motion-module call per window
+    (as before windows were batched), cuDNN's autotuner, --compile.
     A lever that fails is recorded, not fatal; none starts after ``deadline`` (time.perf_counter())."""
     import v2v.pipeline as P
     from v2v.motion import MotionPlan
@@ -320,8 +321,11 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
         elif name == "compile":
             opts["compile"] = True
         models = None
-        saved = (os.environ.get("V2V_POSE_WORKERS"), MotionPlan.batch_windows, torch.backends.cudnn.benchmark)
+        saved = (os.environ.get("V2V_POSE_WORKERS"), MotionPlan.batch_windows, torch.backends.cudnn.benchmark,
+                 P._streamable_frames)
         try:
+            if name == "pose_then_generate":
+                P._streamable_frames = lambda *a: 0
             if name == "pose_workers_1":
                 os.environ["V2V_POSE_WORKERS"] = "1"
             elif name == "unbatched_windows":
@@ -346,7 +350,7 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
                 os.environ.pop("V2V_POSE_WORKERS", None)
             else:
                 os.environ["V2V_POSE_WORKERS"] = saved[0]
-            MotionPlan.batch_windows, torch.backends.cudnn.benchmark = saved[1], saved[2]
+            MotionPlan.batch_windows, torch.backends.cudnn.benchmark, P._streamable_frames = saved[1:]
         print(json.dumps({"lever": name, **out[name]}), flush=True)
         if device.startswith("cuda"):
             torch.cuda.empty_cache()

@@ -20,6 +20,12 @@ SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
 KW = dict(models="tiny", size=64, max_frames=40, frame_budget=16, steps=2, pose_cache=False, show_progress=False)
 
 
+@pytest.fixture(autouse=True)
+def overlap_on_cpu(monkeypatch):
+    """The overlap is for GPU runs (on the CPU both stages share the cores); here it runs on the CPU."""
+    monkeypatch.setattr(P, "OVERLAP_ON_CPU", True)
+
+
 def frames_of(folder: Path) -> list[np.ndarray]:
     import cv2
 
@@ -112,10 +118,15 @@ def test_a_wrong_frame_count_in_the_header_generates_again(tmp_path, tiny_models
     assert len(got) == 40 and all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
-def test_streamable_frames_rules():
+def test_streamable_frames_rules(monkeypatch):
     info = v2v.video.probe(SAMPLE)
     o = v2v.RestyleOptions(prompt="x", models="tiny", max_frames=40)
     assert P._streamable_frames(o, info, 64, 88) == 40
+    assert P._streamable_frames(o, info, 64, 88, "cuda:1") == 40
+    monkeypatch.setattr(P, "OVERLAP_ON_CPU", False)
+    assert P._streamable_frames(o, info, 64, 88, "cpu") == 0
+    assert P._streamable_frames(o, info, 64, 88, "cuda") == 40
+    monkeypatch.setattr(P, "OVERLAP_ON_CPU", True)
     assert P._streamable_frames(o.replace(strength=0.5), info, 64, 88) == 0
     assert P._streamable_frames(o.replace(prompt_at=((0, "a"), (39, "b"))), info, 64, 88) == 40
     assert P._streamable_frames(o.replace(prompt_at=((0, "a"), (40, "b"))), info, 64, 88) == 0

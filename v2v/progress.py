@@ -13,8 +13,8 @@ encode     frames VAE-decoded and encoded
 =========  ====================================================================================
 
 Each stage starts with a call ``done == 0``; ``done`` never decreases within a stage; the stages begin in the order
-pose, generate, encode (``v2v pose`` and ``Restyler.pose`` report "pose" only). "generate" usually begins before
-"pose" ends (generation starts on the first frames while later ones are posed): their calls interleave, from two
+pose, generate, encode (``v2v pose`` and ``Restyler.pose`` report "pose" only). On a GPU "generate" usually begins
+before "pose" ends (generation starts on the first frames while later ones are posed): their calls interleave, from two
 threads, never two at once. "encode" begins after both have ended.
 
 ``--progress json`` prints one JSON object per line on stdout (see :class:`JsonLines`)::
