@@ -180,3 +180,70 @@ def test_progress_reports_from_both_stages_are_serialized(tmp_path, slow):
         done = [d for s, d, _ in seen if s == stage]
         assert done[0] == 0 and done == sorted(done)
     assert [s for s, _, _ in seen].index("generate") < max(i for i, (s, _, _) in enumerate(seen) if s == "pose")
+
+
+class SlowDecoder:
+    """A decoder that takes 30 ms a frame (so the pose stage is still running when the main thread fails)."""
+
+    def __init__(self, inner, delay=0.03):
+        self.inner, self.delay = inner, delay
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __iter__(self):
+        for f in self.inner:
+            time.sleep(self.delay)
+            yield f
+
+
+@pytest.mark.parametrize("source", ["cache", "json"])
+def test_a_failed_run_leaves_no_pose_thread_behind(tmp_path, tiny_models, monkeypatch, source):
+    """With keypoints from the cache or --pose-json nothing reaches the sampler until every frame is decoded; a
+    failure meanwhile (here the models) must still stop the pose thread before restyle() returns, or in watch
+    mode it would report progress into the next video's run."""
+    from v2v.errors import ModelLoadError
+
+    kw = dict(KW, max_frames=96)
+    if source == "cache":
+        Restyler(**dict(kw, pose_cache=True)).pose(SAMPLE, tmp_path / "p.mp4")  # fills the cache
+        extra = dict(pose_cache=True)
+    else:
+        extra = dict(pose_json=str(SAMPLE.with_suffix(".pose.json")))
+    real = P._kept_frames
+    monkeypatch.setattr(P, "_kept_frames", lambda *a: SlowDecoder(real(*a)))  # ~3 s for 96 frames
+
+    def broken(self, o, device, dtype):
+        time.sleep(0.2)
+        raise ModelLoadError("bad checkpoint (test)")
+
+    monkeypatch.setattr(Restyler, "diffusion_models", broken)
+    calls = []
+    with pytest.raises(ModelLoadError):
+        Restyler(**dict(kw, **extra)).restyle(SAMPLE, tmp_path / "o.mp4", prompt="x",
+                                              progress=lambda s, d, t: calls.append(time.perf_counter()))
+    t_raise = time.perf_counter()
+    assert not any(t.name == "v2v-pose" and t.is_alive() for t in threading.enumerate())
+    time.sleep(0.5)
+    assert not [c for c in calls if c > t_raise]
+
+
+def test_an_error_from_a_wrong_count_is_retried_with_the_true_one(tmp_path, tiny_models, monkeypatch):
+    """A sampler error on the header's count (46; say a plan the model cannot take) is not the user's: with the
+    true count (40) the run goes through. The same error on the true count is raised as it is."""
+    from v2v.errors import InvalidOptions
+
+    real = Restyler._generate
+
+    def picky(self, models, o, poses, *a, n=None, **kw):
+        if (len(poses) if n is None else n) == 46:
+            raise InvalidOptions("46 frames do not fit (test)")
+        return real(self, models, o, poses, *a, n=n, **kw)
+
+    monkeypatch.setattr(Restyler, "_generate", picky)
+    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 46)
+    assert len(run(tmp_path, "retried")) == 40
+    monkeypatch.setattr(Restyler, "_generate", lambda *a, **kw: (_ for _ in ()).throw(InvalidOptions("no (test)")))
+    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 40)
+    with pytest.raises(InvalidOptions, match="no \\(test\\)"):
+        run(tmp_path, "raised")

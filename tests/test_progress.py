@@ -88,6 +88,10 @@ def test_expected_frames_matches_the_decoder(tmp_path):
 
     sample = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
     info = video.probe(sample)
-    for kw in ({}, {"start": 0.5, "end": 2.25}, {"every_nth": 3}, {"fps": Fraction(10)}):
+    cases = [{}, {"start": 0.5, "end": 2.25}, {"every_nth": 3}, {"fps": Fraction(10)}]
+    # trims that fall between frames (the count a GPU run plans its segments with before posing)
+    cases += [{"start": s, "end": e, "every_nth": k} for s in (None, 0.3, 0.5, 1.01) for e in (None, 2.3, 3.49)
+              for k in (1, 2, 5)]
+    for kw in cases:
         dec = video.Decoder(info, 32, 32, **kw)
         assert expected_frames(dec) == sum(1 for _ in dec), kw

@@ -333,7 +333,8 @@ class Restyler:
     def _show(self) -> bool:
         return self.show_progress if self.show_progress is not None else log.isEnabledFor(logging.INFO)
 
-    def _poses(self, o: RestyleOptions, info, width: int, height: int, device: str, progress, sink=None):
+    def _poses(self, o: RestyleOptions, info, width: int, height: int, device: str, progress, sink=None,
+               check=None):
         """Keypoints per kept frame (at the processing size), their times, the kept span, the empty-map count.
 
         The frames are always decoded (their timestamps are the truth); the keypoints come from ``--pose-json``,
@@ -358,7 +359,8 @@ class Restyler:
                 sink(pose)
 
         def decoder():
-            return _kept_frames(o, info, width, height)
+            dec = _kept_frames(o, info, width, height)
+            return _Checked(dec, check) if check is not None else dec
 
         show = self._show()
         if o.pose_json is not None:
@@ -517,7 +519,8 @@ class Restyler:
             t = time.perf_counter()
             stream = _PoseStream()
             posing = Background(lambda: stream.run(
-                lambda: self._poses(o, info, width, height, device, progress, sink=stream.push)), name="v2v-pose")
+                lambda: self._poses(o, info, width, height, device, progress, sink=stream.push, check=stream.check)),
+                name="v2v-pose")
             try:
                 # 5. models (what is left of their loading; a pose-stage error ends the wait)
                 t_load = time.perf_counter()
@@ -534,14 +537,18 @@ class Restyler:
 
                     o = o.replace(frame_budget=pick_frame_budget(models, height, width, o.guidance > 1, o.context))
                 expected = _streamable_frames(o, info, width, height, device)
-                latents = None
+                latents, failed = None, None
                 if expected:
                     try:
                         latents = self._generate(models, o, stream, width, height, progress, n=expected)
                     except _StreamEnded:
                         pass
+                    except InvalidOptions as e:  # maybe the header's count's fault (e.g. more frames than the
+                        failed = e               # model's context allows): believed once the true count is known
                 poses, times, span, empty = posing.result()
                 seconds["pose"] = (stream.finished_at or time.perf_counter()) - t
+                if expected and len(poses) == expected and failed is not None:
+                    raise failed
                 if expected and (latents is None or len(poses) != expected):
                     log.info("the video has %d kept frames, not the %d its header gave: generating again",
                              len(poses), expected)
@@ -552,6 +559,7 @@ class Restyler:
                 seconds["generate"] = time.perf_counter() - t_gen
             except BaseException:
                 stream.cancel()  # the pose thread stops at its next frame
+                stream.wait_ended(30)  # and is done before the caller (watch mode: the next video) goes on
                 raise
             timing = self._timing(o, info, span, times)
             if pose_path is not None:
@@ -804,6 +812,18 @@ class _PoseStream:
         with self._cond:
             self._cancelled = True
 
+    def wait_ended(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) for the stage to end. Not Thread.join: on 3.11 a Ctrl-C inside join()
+        marks the thread stopped while it still runs, and a second join returns at once."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._ended and time.monotonic() < deadline:
+                self._cond.wait(0.1)
+
+    def check(self) -> None:
+        if self._cancelled:
+            raise _Cancelled()
+
     def raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
@@ -817,6 +837,21 @@ class _PoseStream:
             if self._error is not None:
                 raise self._error
             raise _StreamEnded(f"the pose stage ended at {len(self._poses)} frames; frame {i} was asked for")
+
+
+class _Checked:
+    """A decoder whose iteration stops (``check()`` raises) once the run is cancelled."""
+
+    def __init__(self, dec, check):
+        self._dec, self._check = dec, check
+
+    def __getattr__(self, name):
+        return getattr(self._dec, name)
+
+    def __iter__(self):
+        for frame in self._dec:
+            self._check()
+            yield frame
 
 
 class _ControlMaps:

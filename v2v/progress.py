@@ -15,7 +15,8 @@ encode     frames VAE-decoded and encoded
 Each stage starts with a call ``done == 0``; ``done`` never decreases within a stage; the stages begin in the order
 pose, generate, encode (``v2v pose`` and ``Restyler.pose`` report "pose" only). On a GPU "generate" usually begins
 before "pose" ends (generation starts on the first frames while later ones are posed): their calls interleave, from two
-threads, never two at once. "encode" begins after both have ended.
+threads, never two at once. "encode" begins after both have ended. When the container's frame count proves wrong,
+generation runs again and "generate" starts again from 0.
 
 ``--progress json`` prints one JSON object per line on stdout (see :class:`JsonLines`)::
 
@@ -26,6 +27,7 @@ threads, never two at once. "encode" begins after both have ended.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import Literal, Protocol, TextIO
@@ -52,11 +54,15 @@ def expected_frames(decoder) -> int:
         return 0
     start = float(decoder.start or 0)
     end = min(float(decoder.end), duration) if decoder.end is not None else duration
-    span = max(0.0, end - start)
     if decoder.fps is not None:
-        n = round(span * float(decoder.fps))
+        n = round(max(0.0, end - start) * float(decoder.fps))
     else:
-        n = round(span / duration * (info.frames or duration * float(info.fps)))
+        # source frame k shows at k / rate and is kept when start <= k / rate < end (the decoder's rule)
+        rate = float(info.fps)
+        total = int(info.frames or round(duration * rate))
+        first = math.ceil(start * rate - 1e-6)
+        last = min(math.ceil(end * rate - 1e-6), total) if decoder.end is not None else total
+        n = max(0, last - first)
         n = -(-n // decoder.every_nth)
     if decoder.max_frames is not None:
         n = min(n, decoder.max_frames)
