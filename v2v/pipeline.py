@@ -547,6 +547,8 @@ class Restyler:
                         failed = e               # model's context allows): believed once the true count is known
                 poses, times, span, empty = posing.result()
                 seconds["pose"] = (stream.finished_at or time.perf_counter()) - t
+                if not expected:  # generation starts now: the wait for the pose stage is not its time
+                    t_gen = time.perf_counter()
                 if expected and len(poses) == expected and failed is not None:
                     raise failed
                 if expected and (latents is None or len(poses) != expected):
