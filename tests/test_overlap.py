@@ -112,10 +112,17 @@ def test_a_wrong_frame_count_in_the_header_generates_again(tmp_path, tiny_models
     monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)
     want = run(tmp_path, "want")
     monkeypatch.setattr(P, "_streamable_frames", lambda *a: 40 + wrong)
+    passes = []
     with caplog.at_level(logging.INFO, logger="v2v"):
-        got = run(tmp_path, f"got{wrong}")
+        out = tmp_path / f"got{wrong}"
+        Restyler(**KW).restyle(SAMPLE, out, prompt="claymation", format="png",
+                               progress=lambda s, d, t: passes.append((d, t)) if s == "generate" else None)
+        got = frames_of(out)
     assert "generating again" in caplog.text and "not the %d" % (40 + wrong) in caplog.text
     assert len(got) == 40 and all(np.array_equal(a, b) for a, b in zip(got, want))
+    # the first attempt stopped before its last pass (the second starts again from 0)
+    restart = next(i for i in range(1, len(passes)) if passes[i][0] < passes[i - 1][0])
+    assert passes[restart - 1][0] < passes[restart - 1][1]
 
 
 def test_streamable_frames_rules(monkeypatch):
@@ -247,3 +254,30 @@ def test_an_error_from_a_wrong_count_is_retried_with_the_true_one(tmp_path, tiny
     monkeypatch.setattr(P, "_streamable_frames", lambda *a: 40)
     with pytest.raises(InvalidOptions, match="no \\(test\\)"):
         run(tmp_path, "raised")
+
+
+@pytest.mark.parametrize("case", ["vfr-mkv", "webm-resampled", "every-nth-trimmed", "rotated"])
+def test_streamed_equals_serial_on_varied_inputs(tmp_path, tiny_models, monkeypatch, case):
+    """Containers whose frame count is estimated (mkv/webm carry none), irregular frame times, resampling,
+    trimming and rotation: the overlapped run gives the serial run's frames, whether the estimate held or not."""
+    from media import make_video
+
+    spec = {"vfr-mkv": (dict(path="v.mkv", seconds=1.6, vfr=True), {}),
+            "webm-resampled": (dict(path="v.webm", seconds=1.6, fps=25, vcodec="libvpx-vp9", acodec="libopus"),
+                               {"fps": 12}),
+            "every-nth-trimmed": (dict(path="v.mp4", seconds=2.4, fps=30), {"every_nth": 3, "start": 0.31,
+                                                                             "end": 2.05}),
+            "rotated": (dict(path="v.mp4", seconds=1.2, rotation=90), {})}[case]
+    video = make_video(tmp_path / spec[0].pop("path"), size=(96, 64), **spec[0])
+    opts = dict(KW, max_frames=None, **spec[1])
+
+    def out(name):
+        folder = tmp_path / name
+        Restyler(**opts).restyle(video, folder, prompt="x", format="png")
+        return frames_of(folder)
+
+    streamed = out("streamed")
+    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)
+    serial = out("serial")
+    assert len(streamed) == len(serial) > 8
+    assert all(np.array_equal(a, b) for a, b in zip(streamed, serial))

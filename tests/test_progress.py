@@ -92,6 +92,7 @@ def test_expected_frames_matches_the_decoder(tmp_path):
     # trims that fall between frames (the count a GPU run plans its segments with before posing)
     cases += [{"start": s, "end": e, "every_nth": k} for s in (None, 0.3, 0.5, 1.01) for e in (None, 2.3, 3.49)
               for k in (1, 2, 5)]
+    cases += [{"start": s, "end": e, "fps": f} for s in (None, 0.3) for e in (None, 2.3) for f in (12, 10, 7.5, 30)]
     for kw in cases:
         dec = video.Decoder(info, 32, 32, **kw)
         assert expected_frames(dec) == sum(1 for _ in dec), kw

@@ -720,6 +720,8 @@ class Restyler:
         def on_progress(done: int, total: int) -> None:
             stage.total = stage.bar.total = total
             stage.update(done - stage.done)
+            if isinstance(poses, _PoseStream):
+                poses.raise_if_longer_than(n)  # a plan for too few frames: stop now, not after the last step
 
         stats: dict = {}
         try:
@@ -769,7 +771,8 @@ def _streamable_frames(o: RestyleOptions, info, width: int, height: int, device:
 
 
 class _StreamEnded(Exception):
-    """The pose stage ended before the frame the sampler asked for (the container promised more frames)."""
+    """The frame count the sampler planned with proved wrong: the pose stage ended before the frame it asked for,
+    or made more frames than planned."""
 
 
 class _Cancelled(Exception):
@@ -829,6 +832,11 @@ class _PoseStream:
     def raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
+
+    def raise_if_longer_than(self, n: int) -> None:
+        """_StreamEnded once the stage has made more than ``n`` frames (the header promised too few)."""
+        if len(self._poses) > n:
+            raise _StreamEnded(f"the pose stage passed {n} frames")
 
     def __getitem__(self, i: int):
         with self._cond:

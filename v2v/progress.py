@@ -54,13 +54,13 @@ def expected_frames(decoder) -> int:
         return 0
     start = float(decoder.start or 0)
     end = min(float(decoder.end), duration) if decoder.end is not None else duration
-    if decoder.fps is not None:
-        n = round(max(0.0, end - start) * float(decoder.fps))
+    # source frame k shows at k / rate and is kept when start <= k / rate < end (the decoder's rule)
+    rate = float(info.fps)
+    first = math.ceil(start * rate - 1e-6)
+    if decoder.fps is not None:  # the grid first + j / fps, every point before the end
+        n = max(0, math.ceil((end - first / rate) * float(decoder.fps) - 1e-6))
     else:
-        # source frame k shows at k / rate and is kept when start <= k / rate < end (the decoder's rule)
-        rate = float(info.fps)
         total = int(info.frames or round(duration * rate))
-        first = math.ceil(start * rate - 1e-6)
         last = min(math.ceil(end * rate - 1e-6), total) if decoder.end is not None else total
         n = max(0, last - first)
         n = -(-n // decoder.every_nth)
