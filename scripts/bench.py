@@ -267,8 +267,9 @@ def run_diffusers(models, poses, width, height, device: str, steps: int, context
 
 def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     """v2v's I/O path as the pipeline runs it (decoding prefetched on a thread into RGB frames at the processing
-    size, then the H.264 writer converting and encoding on its own thread) against the ffmpeg command line: plainly (scaling in YUV, no RGB frames at all),
-    and doing the same work as v2v (frames through RGB at the processing size, back to BT.709 YUV)."""
+    size, then the H.264 writer converting and encoding on its own thread) against the ffmpeg command line: plainly
+    (scaling in YUV, no RGB frames at all, x264's defaults), and doing the same work as v2v (frames through RGB at
+    the processing size, back to BT.709 YUV, x264 with v2v's options)."""
     from v2v import video as V
     from v2v.streams import prefetch
 
@@ -283,12 +284,16 @@ def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     v2v_s = time.perf_counter() - t
     res = {"v2v_io_s": round(v2v_s, 3)}
     if shutil.which("ffmpeg"):
-        for key, vf in (("ffmpeg", f"scale={width}:{height}"),
-                        ("ffmpeg_rgb", f"scale={width}:{height},format=rgb24,"
-                                       "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p")):
+        # "the same work" also means x264 with v2v's options (on an AVX-512 CPU v2v holds it to AVX2 so that
+        # equal frames encode equally: v2v.video._x264_params)
+        same = [x for k, v in V._x264_params().items() for x in (f"-{k}", v)]
+        for key, vf, opts in (("ffmpeg", f"scale={width}:{height}", []),
+                              ("ffmpeg_rgb", f"scale={width}:{height},format=rgb24,"
+                                             "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", same)):
             t = time.perf_counter()
             subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(video), "-vf", vf, "-c:v", "libx264", "-crf",
-                            "18", "-pix_fmt", "yuv420p", "-an", str(out.with_suffix(f".{key}.mp4"))], check=True)
+                            "18", *opts, "-pix_fmt", "yuv420p", "-an", str(out.with_suffix(f".{key}.mp4"))],
+                           check=True)
             res[f"{key}_s"] = round(time.perf_counter() - t, 3)
         res["ratio_v2v_over_ffmpeg"] = round(v2v_s / res["ffmpeg_s"], 3)
         res["ratio_v2v_over_ffmpeg_rgb"] = round(v2v_s / res["ffmpeg_rgb_s"], 3)
