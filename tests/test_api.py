@@ -50,6 +50,10 @@ def test_restyler_keeps_models_loaded_and_reports(tmp_path, tiny_models):
     # 384x512 at short side 64 would round to 64x88 (3% off the aspect): the short side moves to 72 (exact)
     assert a.fps == pytest.approx(24.0) and (a.width, a.height) == (72, 96)
     assert {"probe", "load", "pose", "generate", "encode", "total"} <= set(a.seconds)
+    # time inside the overlapped stages: decoding within pose, VAE decoding and encoding within encode
+    sec = a.seconds
+    assert 0 < sec["video_decode"] <= sec["pose"] and 0 < sec["vae_decode"] <= sec["encode"]
+    assert 0 < sec["video_encode"] <= sec["encode"] and sec["total"] >= sec["encode"]
     assert a.settings["prompt"] == "claymation" and b.settings["seed"] == 3
     stages = {s for s, _, _ in seen}
     assert stages == {"pose", "generate", "encode"}

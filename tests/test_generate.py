@@ -1,5 +1,7 @@
 """The sampler, on the tiny models: equal to diffusers' AnimateDiffControlNetPipeline on one window; windows."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -77,7 +79,10 @@ def test_one_window_equals_diffusers_pipeline(models, guidance, steps, num_frame
 
     decoded = decode_to_float(models, latents).permute(0, 2, 3, 1).numpy()
     assert np.abs(decoded - ref_frames).max() <= 1e-4
-    images = np.stack(list(decode_latents(models, latents, chunk=3)))
+    stats = {}
+    t = time.perf_counter()
+    images = np.stack(list(decode_latents(models, latents, chunk=3, stats=stats)))
+    assert 0 < stats["seconds"] <= time.perf_counter() - t  # the decoding time is counted, and only that
     assert images.shape == (num_frames, h, w, 3) and images.dtype == np.uint8
     assert np.abs(images.astype(int) - np.round(ref_frames * 255).astype(int)).max() <= 1
 

@@ -56,7 +56,9 @@ class RestyleResult:
     fps: float  # average frame rate of the output
     # wall time per stage: probe; pose (until the last frame is posed); load (waiting for the models, which load
     # while the pose stage runs); generate (from the models' arrival, overlapping the pose stage's end); encode;
-    # total (the truth: the stages overlap)
+    # total (the truth: the stages overlap). Time spent inside a stage, running beside the rest of it:
+    # video_decode (decoding and converting source frames, in pose), vae_decode (the GPU's time, in encode) and,
+    # for the H.264/H.265/VP9/AV1/ProRes writers, video_encode (colour conversion, encoder, muxing, in encode)
     seconds: dict[str, float] = field(default_factory=dict)
     frames_without_people: int = 0  # frames whose pose map is empty (nobody found, or no point above the threshold)
     width: int = 0
@@ -334,7 +336,7 @@ class Restyler:
         return self.show_progress if self.show_progress is not None else log.isEnabledFor(logging.INFO)
 
     def _poses(self, o: RestyleOptions, info, width: int, height: int, device: str, progress, sink=None,
-               check=None):
+               check=None, seconds: dict | None = None):
         """Keypoints per kept frame (at the processing size), their times, the kept span, the empty-map count.
 
         The frames are always decoded (their timestamps are the truth); the keypoints come from ``--pose-json``,
@@ -390,6 +392,8 @@ class Restyler:
         empty = sum(1 for p in final if not has_visible_person(p, o.pose_threshold))
         if empty:
             log.info("%d of %d frames have no person: their pose maps are empty", empty, len(final))
+        if seconds is not None:
+            seconds["video_decode"] = dec.busy  # within the pose stage's time
         return final, times, dec.span, empty
 
     def _times_stage(self, decoder, total: int, progress, show) -> list[Fraction]:
@@ -519,7 +523,8 @@ class Restyler:
             t = time.perf_counter()
             stream = _PoseStream()
             posing = Background(lambda: stream.run(
-                lambda: self._poses(o, info, width, height, device, progress, sink=stream.push, check=stream.check)),
+                lambda: self._poses(o, info, width, height, device, progress, sink=stream.push, check=stream.check,
+                                    seconds=seconds)),
                 name="v2v-pose")
             try:
                 # 5. models (what is left of their loading; a pose-stage error ends the wait)
@@ -588,7 +593,8 @@ class Restyler:
                 w = stack.enter_context(self._writer(tmp, width, height, timing, o.crf, meta, fmt=fmt, size=out_size,
                                                      ping_pong=o.ping_pong, gif_loop=o.gif_loop, name=in_path.stem,
                                                      threaded=True))
-                for img, tt in zip(decode_latents(models, latents), timing.times):
+                vae: dict = {}
+                for img, tt in zip(decode_latents(models, latents, stats=vae), timing.times):
                     w.write(img, tt)
                     if cw is not None:
                         cw.write(img, tt)
@@ -596,6 +602,9 @@ class Restyler:
             run_settings.write_sidecar(settings_path, record)
             stage.close()
             seconds["encode"] = time.perf_counter() - t
+            seconds["vae_decode"] = vae["seconds"]  # within the encode stage's time, as is the writer's:
+            if isinstance(getattr(w, "busy", None), float):
+                seconds["video_encode"] = w.busy
         seconds["total"] = time.perf_counter() - t_all
         log.info("wrote %s: %d frames (%d without people) in %.1f s", out_path, len(poses), empty,
                  seconds["total"])

@@ -11,6 +11,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -418,6 +419,7 @@ class Decoder:
                 raise InvalidOptions("use either fps or every_nth, not both")
         self.fps = fps
         self.span: tuple[Fraction, Fraction] | None = None
+        self.busy = 0.0  # seconds the last iteration spent decoding and converting (not waiting for its consumer)
         self.abs_start = info.start + (self.start or 0)
         self.abs_end = info.start + self.end if self.end is not None else None
         self._tail = 1 / info.fps  # display time of the very last source frame
@@ -545,6 +547,8 @@ class Decoder:
         first: Fraction | None = None
         count = 0
         span_end: Fraction | None = None
+        self.busy = 0.0
+        started = time.perf_counter()
         try:
             for t, (source_index, frame) in items:
                 if self.max_frames is not None and count >= self.max_frames:
@@ -552,7 +556,10 @@ class Decoder:
                     break
                 if first is None:
                     first = t
-                yield Frame(count, source_index, t, self._image(frame))
+                image = self._image(frame)
+                self.busy += time.perf_counter() - started  # decoding and converting, not the consumer's time
+                yield Frame(count, source_index, t, image)
+                started = time.perf_counter()
                 count += 1
         finally:
             items.close()
@@ -839,6 +846,7 @@ class VideoWriter(ClosingWriter):
         self._closed = False
         self._audio: _AudioSource | None = None
         self._frames = 0
+        self.busy = 0.0  # seconds spent converting, encoding and muxing frames (on the worker when threaded)
         self._held = None  # the last video packet, held back so close() can set its duration
         self._first_dts: int | None = None
         self._first_pts: int | None = None
@@ -940,10 +948,12 @@ class VideoWriter(ClosingWriter):
 
     def _encode(self, frame, t: Fraction) -> None:
         """Convert, encode and mux one frame (and the audio before it). Runs on the worker when threaded."""
+        start = time.perf_counter()
         frame = frame.reformat(format=self._pix_fmt, dst_colorspace="ITU709")
         if self._audio is not None:
             self._audio.pump(t)
         self._mux(self._vs.encode(frame))
+        self.busy += time.perf_counter() - start
 
     # --- the encoding thread: it alone touches the container while it runs
     def _work(self) -> None:
