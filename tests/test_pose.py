@@ -268,6 +268,15 @@ def test_yolox_decode_known_box():
     assert scores.shape == (1, 8400, 80) and scores[0, row, 0] == pytest.approx(0.72)
     kept = dw.person_boxes(boxes[0], scores[0], ratio=0.5)
     np.testing.assert_allclose(kept, [[160, 64, 288, 256]], atol=1e-3)   # back to image pixels
+    # the person column alone (what the detector asks for): the same boxes, the same scores
+    raw[0, :, 5:] = np.random.default_rng(1).random((8400, 80), dtype=np.float32) * 0.1
+    boxes, scores = dw.decode_yolox(raw)
+    b1, person = dw.decode_yolox(raw, classes=(dw.PERSON_CLASS,))
+    b2, picked = dw.decode_yolox(raw, classes=(7, 0))
+    assert person.shape == (1, 8400, 1) and np.array_equal(b1, boxes)
+    assert np.array_equal(person[..., 0], scores[..., 0]) and np.array_equal(picked, scores[..., [7, 0]])
+    np.testing.assert_array_equal(dw.person_boxes(boxes[0], person[0, :, 0], ratio=0.5),
+                                  dw.person_boxes(boxes[0], scores[0], ratio=0.5))
 
 
 def test_nms_and_person_filter():

@@ -86,17 +86,21 @@ def yolox_grids(size=DET_SIZE, strides=DET_STRIDES) -> tuple[np.ndarray, np.ndar
     return np.concatenate(grids).astype(np.float32), np.concatenate(strs).astype(np.float32)
 
 
-def decode_yolox(raw: np.ndarray, size=DET_SIZE, strides=DET_STRIDES) -> tuple[np.ndarray, np.ndarray]:
-    """Raw YOLOX output ``(..., A, 5 + C)`` -> boxes ``(..., A, 4)`` xyxy in input pixels, scores ``(..., A, C)``."""
+def decode_yolox(raw: np.ndarray, size=DET_SIZE, strides=DET_STRIDES,
+                 classes: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw YOLOX output ``(..., A, 5 + C)`` -> boxes ``(..., A, 4)`` xyxy in input pixels, scores ``(..., A, C)``
+    (with ``classes``, only those columns, in that order: the detector needs the person class alone, and
+    scoring all 80 classes cost more than the rest of the decoding)."""
     grids, strs = yolox_grids(size, strides)
     if raw.shape[-2] != len(grids):
         raise ModelLoadError(f"person detector gave {raw.shape[-2]} boxes, expected {len(grids)} for a "
                              f"{size[1]}x{size[0]} input: use DWPose's yolox_l.onnx")
-    raw = raw.astype(np.float32)
+    raw = np.asarray(raw, dtype=np.float32)
     xy = (raw[..., :2] + grids) * strs
     wh = np.exp(raw[..., 2:4]) * strs
     boxes = np.concatenate([xy - wh / 2.0, xy + wh / 2.0], -1)
-    scores = raw[..., 4:5] * raw[..., 5:]
+    cls = raw[..., 5:] if classes is None else raw[..., [5 + c for c in classes]]
+    scores = raw[..., 4:5] * cls
     return boxes, scores
 
 
@@ -121,12 +125,13 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float = NMS_IOU_THR) -> 
 
 def person_boxes(boxes: np.ndarray, scores: np.ndarray, ratio: float, score_thr: float = DET_SCORE_THR,
                  iou_thr: float = NMS_IOU_THR) -> np.ndarray:
-    """Person boxes ``(n, 4)`` xyxy in image pixels, best first, from one image's decoded boxes/scores.
+    """Person boxes ``(n, 4)`` xyxy in image pixels, best first, from one image's decoded boxes/scores
+    (``scores``: every class's ``(A, C)``, or the person class's alone ``(A,)``).
 
     Same result as the reference's class-aware NMS at score 0.1 followed by "class 0 and score > 0.3": boxes
     between 0.1 and 0.3 can only suppress boxes scoring even lower, which the 0.3 filter drops anyway.
     """
-    s = scores[:, PERSON_CLASS]
+    s = scores[:, PERSON_CLASS] if scores.ndim == 2 else scores  # all classes' scores, or the person's alone
     m = s > score_thr
     if not np.any(m):
         return np.zeros((0, 4), np.float32)
@@ -305,8 +310,8 @@ class DWPose:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self._det_batch - len(chunk), 0)])
             raws.append(self.det.run(None, {self._det_input: chunk})[0][:min(step, len(images) - i)])
         raw = np.concatenate(raws) if raws else np.zeros((0, 0, 85), np.float32)
-        boxes, scores = decode_yolox(raw, self.det_size) if len(images) else (raw, raw)
-        return [person_boxes(boxes[i], scores[i], ratios[i], self.score_threshold, self.iou_threshold)
+        boxes, scores = decode_yolox(raw, self.det_size, classes=(PERSON_CLASS,)) if len(images) else (raw, raw)
+        return [person_boxes(boxes[i], scores[i, :, 0], ratios[i], self.score_threshold, self.iou_threshold)
                 for i in range(len(images))]
 
     def run_pose(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
