@@ -348,6 +348,18 @@ def _wrong(path, what: str, kind: str, fix: str) -> ModelLoadError:
     return ModelLoadError(f"'{path}' is {KINDS[kind]}, not {what}: {fix}")
 
 
+def _header_of_kind(path: Path, what: str, kinds: tuple[str, ...], expected: str, fix: str,
+                    use_instead: bool = True) -> dict[str, tuple[int, ...]]:
+    """``path``'s header (``read_header``) when ``model_kind`` finds one of ``kinds``; else the one-line error
+    saying what the file is, not ``expected``, and ``fix`` (with ``use_instead``: where a file of the kind
+    found goes, when ``_USE_INSTEAD`` knows it)."""
+    header = read_header(path, what)
+    kind = model_kind(header)
+    if kind not in kinds:
+        raise _wrong(path, expected, kind, _USE_INSTEAD.get(kind, fix) if use_instead else fix)
+    return header
+
+
 def _motion_layout(sd: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], int | None]:
     """Any motion module state dict (real or meta tensors) in diffusers' ``MotionAdapter`` layout, and the max
     sequence length when it says (``pos_embed.pe`` / ``pos_encoder.pe``)."""
@@ -639,10 +651,7 @@ def _check_base(base: str, base_config: str, has_vae: bool) -> tuple[dict, Path 
     """The base's UNet config, and the folder of configs a single-file checkpoint loads with (None: a folder)."""
     if _is_file_spec(base):
         path = hub.resolve_file(base, what="base model")
-        header = read_header(path, "base model")
-        kind = model_kind(header)
-        if kind != "sd1":
-            raise _wrong(path, "a Stable Diffusion 1.5 base model", kind, _USE_INSTEAD.get(kind, _SD15))
+        header = _header_of_kind(path, "base model", ("sd1",), "a Stable Diffusion 1.5 base model", _SD15)
         config_dir = _config_folder(base_config, "the SD1.5 configs for single-file checkpoints,")
         if not (config_dir / "unet" / "config.json").is_file():
             raise ModelLoadError(f"'{base_config}' has no unet/config.json: the configs for single-file checkpoints "
@@ -680,12 +689,9 @@ def _check_base(base: str, base_config: str, has_vae: bool) -> tuple[dict, Path 
 
 def _check_motion(path: Path, unet_cfg: Mapping) -> dict[str, tuple[int, ...]]:
     """The motion module fits the base UNet; returns its weights' shapes (diffusers names) for the LoRA checks."""
-    header = read_header(path, "motion module")
-    kind = model_kind(header)
-    if kind != "motion":
-        raise _wrong(path, "an AnimateDiff motion module", kind, _USE_INSTEAD.get(
-            kind, "pass an AnimateDiff-Lightning file (animatediff_lightning_*_diffusers.safetensors) or an SD1.5 "
-                  "AnimateDiff motion module"))
+    header = _header_of_kind(path, "motion module", ("motion",), "an AnimateDiff motion module",
+                             "pass an AnimateDiff-Lightning file (animatediff_lightning_*_diffusers.safetensors) "
+                             "or an SD1.5 AnimateDiff motion module")
     sd, max_seq = _motion_layout(_meta(header), path)
     infer_motion_config(sd, unet_cfg, max_seq)
     return {k: tuple(v.shape) for k, v in sd.items()}
@@ -710,10 +716,7 @@ def _check_controlnet(spec: str, controlnet_config: str, unet_cfg: Mapping) -> P
     xdim, channels = unet_cfg["cross_attention_dim"], tuple(unet_cfg["block_out_channels"])
     if _is_file_spec(spec):
         path = hub.resolve_file(spec, what="ControlNet")
-        header = read_header(path, "ControlNet")
-        kind = model_kind(header)
-        if kind != "controlnet":
-            raise _wrong(path, "a ControlNet", kind, _USE_INSTEAD.get(kind, _OPENPOSE_CN))
+        header = _header_of_kind(path, "ControlNet", ("controlnet",), "a ControlNet", _OPENPOSE_CN)
         h = {k.removeprefix("control_model."): v for k, v in header.items()}
         hint = h.get("input_hint_block.0.weight") or h.get("controlnet_cond_embedding.conv_in.weight") or ()
         cn_xdim = _xattn_dim(h)
@@ -759,11 +762,9 @@ def _vae_config(folder: Path) -> dict:
 def _check_vae(spec: str) -> None:
     if _is_file_spec(spec):
         path = hub.resolve_file(spec, what="VAE")
-        header = read_header(path, "VAE")
-        kind = model_kind(header)
-        if kind not in ("vae", "sd1"):
-            raise _wrong(path, "an SD1.5 VAE", kind, "pass an SD1.5 VAE such as stabilityai/sd-vae-ft-mse or "
-                                                     "vae-ft-mse-840000-ema-pruned.safetensors")
+        header = _header_of_kind(path, "VAE", ("vae", "sd1"), "an SD1.5 VAE",
+                                 "pass an SD1.5 VAE such as stabilityai/sd-vae-ft-mse or "
+                                 "vae-ft-mse-840000-ema-pruned.safetensors", use_instead=False)
         quant = next((v for k, v in header.items() if k.endswith("quant_conv.weight") and "post_" not in k), None)
         if quant and quant[0] != 8:
             raise ModelLoadError(f"VAE '{path}' has {quant[0] // 2} latent channels, SD1.5 has 4: pass an SD1.5 VAE "
@@ -805,12 +806,9 @@ def check_models(base: str, motion: str, controlnet: str, *, lightning_steps: in
     motion_shapes = _check_motion(resolve_motion(motion, lightning_steps), unet_cfg)
     for spec, _strength in motion_loras:
         path = resolve_motion_lora(str(spec))
-        header = read_header(path, "motion LoRA")
-        kind = model_kind(header)
-        if kind != "motion_lora":
-            raise _wrong(path, "a motion LoRA", kind, _USE_INSTEAD.get(
-                kind, "pass an AnimateDiff motion LoRA such as guoyww/animatediff-motion-lora-zoom-in or "
-                      "v2_lora_ZoomIn.ckpt"))
+        header = _header_of_kind(path, "motion LoRA", ("motion_lora",), "a motion LoRA",
+                                 "pass an AnimateDiff motion LoRA such as guoyww/animatediff-motion-lora-zoom-in "
+                                 "or v2_lora_ZoomIn.ckpt")
         check_motion_lora(path, header, motion_shapes)
 
 
