@@ -406,9 +406,11 @@ def test_tiny_end_to_end(tiny_dir):
     run = d.pose.run
 
     class Counting:
-        def run(self, names, feeds):
-            calls.append(next(iter(feeds.values())).shape[0])
-            return run(names, feeds)
+        output_names = d.pose.output_names
+
+        def run(self, x):
+            calls.append(x.shape[0])
+            return run(x)
 
     d.pose = Counting()
     images = [_person_image(), np.zeros((120, 200, 3), np.uint8), _person_image(200, 300)]
@@ -438,7 +440,7 @@ def test_known_answer_through_detect(tiny_dir):
     d = DWPose(tiny_dir / "yolox_l.onnx", tiny_dir / "dw-ll_ucoco_384.onnx")
 
     class Det:
-        def run(self, names, feeds):
+        def run(self, x):
             raw = np.zeros((1, 8400, 85), np.float32)
             row = 6400 + 1600 + 5 * 20 + 4                    # stride 32 cell (4, 5): centre (144, 160)
             raw[0, row, :4] = [0.5, 0.0, math.log(3.0), math.log(4.0)]   # 96 x 128 in the 640 input
@@ -446,8 +448,10 @@ def test_known_answer_through_detect(tiny_dir):
             return [raw]
 
     class Pose:
-        def run(self, names, feeds):
-            n = next(iter(feeds.values())).shape[0]
+        output_names = ["simcc_x", "simcc_y"]
+
+        def run(self, x):
+            n = x.shape[0]
             sx = np.zeros((n, 133, 576), np.float32)
             sy = np.zeros((n, 133, 768), np.float32)
             sx[:, :, 288], sy[:, :, 384] = 0.9, 0.7           # every point at the crop centre
@@ -468,8 +472,8 @@ def test_no_person_when_scores_low(tiny_dir):
     real = d.det
 
     class Low:
-        def run(self, names, feeds):
-            out = real.run(names, feeds)[0].copy()
+        def run(self, x):
+            out = real.run(x)[0].copy()
             out[..., 4] *= 0.1                                  # objectness forced low
             return [out]
 

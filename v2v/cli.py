@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_CODES, InvalidOptions, V2VError
-from .options import LIGHTNING_STEPS, MODEL_SETS, OUTPUT_FORMATS, POSE_DETECTORS, parse_fps
+from .options import LIGHTNING_STEPS, MODEL_SETS, OUTPUT_FORMATS, POSE_DETECTORS, POSE_RUNTIMES, parse_fps
 
 log = logging.getLogger("v2v")
 
@@ -178,8 +178,13 @@ def _add_pose(sub) -> None:
 def _add_pose_options(g, restyle: bool) -> None:
     g.add_argument("--pose", choices=POSE_DETECTORS, default="dwpose",
                    help="pose detector: dwpose (default; ONNX, whole body) or openpose (controlnet_aux networks)")
-    g.add_argument("--pose-model", help="pose weights: hub id or folder (dwpose: yolox_l.onnx, dw-ll_ucoco_384.onnx; "
-                                        "openpose: body_pose_model.pth, hand_pose_model.pth, facenet.pth)")
+    g.add_argument("--pose-model", help="pose weights: hub id or folder (dwpose: yolox_l.onnx, dw-ll_ucoco_384.onnx, "
+                                        "or with --pose-runtime torch yolox_l.torchscript.pt, "
+                                        "dw-ll_ucoco_384_bs5.torchscript.pt; openpose: body_pose_model.pth, "
+                                        "hand_pose_model.pth, facenet.pth)")
+    g.add_argument("--pose-runtime", choices=POSE_RUNTIMES, default="auto",
+                   help="what runs DWPose: onnx (onnxruntime; the GPU with onnxruntime-gpu), torch (TorchScript "
+                        "files on torch's device); auto (default): onnx, or torch on a GPU onnxruntime cannot use")
     g.add_argument("--pose-parts", default="body,hands,face", metavar="PARTS",
                    help="comma-separated parts to keep and draw: body, hands, face (default all)")
     g.add_argument("--pose-threshold", type=float, default=0.3,
@@ -195,7 +200,7 @@ def _add_pose_options(g, restyle: bool) -> None:
 
 
 def _pose_opts(a: argparse.Namespace) -> dict:
-    return dict(pose=a.pose, pose_model=a.pose_model, pose_parts=a.pose_parts, pose_threshold=a.pose_threshold,
+    return dict(pose=a.pose, pose_runtime=a.pose_runtime, pose_model=a.pose_model, pose_parts=a.pose_parts, pose_threshold=a.pose_threshold,
                 pose_smoothing=a.pose_smoothing, pose_json=a.pose_json, pose_cache=a.pose_cache)
 
 

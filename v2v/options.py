@@ -23,6 +23,7 @@ DTYPES = ("auto", "float16", "bfloat16", "float32")
 DEFAULT_SIZE = {"default": 512, "tiny": 128}  # short side of the processing size
 MAX_CONTEXT = 32  # the motion module's positional embedding stops at 32 frames
 POSE_DETECTORS = ("dwpose", "openpose")
+POSE_RUNTIMES = ("auto", "onnx", "torch")  # DWPose's: v2v.pose.dwpose.choose_runtime
 NOISE_KINDS = ("freenoise", "random")
 FUSION_KINDS = ("pyramid", "flat")
 POSE_PARTS = ("body", "hands", "face")
@@ -181,6 +182,8 @@ class RestyleOptions:
     offload: bool = False  # keep the text encoder and VAE in CPU RAM, on the GPU only while used (small GPUs)
     # --- pose ---
     pose: str = "dwpose"  # pose detector: "dwpose" (ONNX, whole body) or "openpose" (controlnet_aux networks)
+    pose_runtime: str = "auto"  # DWPose's runtime: "onnx" (onnxruntime), "torch" (TorchScript files on torch's
+    #                             device); "auto": onnx, or torch on a GPU onnxruntime cannot use (no onnxruntime-gpu)
     pose_parts: tuple[str, ...] = POSE_PARTS  # which parts are kept and drawn: any of body, hands, face
     pose_threshold: float = 0.3  # keypoints at or below this confidence are not drawn (and count as missing)
     pose_smoothing: float = 0.5  # temporal keypoint smoothing, 0 (off) .. 1 (strongest); people tracked across frames
@@ -307,6 +310,10 @@ class RestyleOptions:
             bad("--offload moves models between the GPU and CPU RAM: it does nothing with --device cpu; drop it")
         if self.pose not in POSE_DETECTORS:
             bad(f"--pose must be one of {', '.join(POSE_DETECTORS)}, got {self.pose!r}")
+        if self.pose_runtime not in POSE_RUNTIMES:
+            bad(f"--pose-runtime must be one of {', '.join(POSE_RUNTIMES)}, got {self.pose_runtime!r}")
+        if self.pose_runtime != "auto" and self.pose != "dwpose":
+            bad(f"--pose-runtime {self.pose_runtime} applies to --pose dwpose (OpenPose always runs on torch): drop it")
         parts = self.pose_parts
         if not isinstance(parts, tuple) or not parts or any(p not in POSE_PARTS for p in parts):
             bad(f"--pose-parts must be a comma-separated subset of {','.join(POSE_PARTS)}, got "

@@ -292,11 +292,27 @@ class Restyler:
 
         return DWPose
 
+    @staticmethod
+    def _concrete_pose_runtime(o: RestyleOptions, device: str) -> RestyleOptions:
+        """``o`` with DWPose's runtime "auto" made concrete for ``device`` (so the pose cache, the model files and
+        the settings record name what runs, and a --settings rerun runs the same)."""
+        if o.pose != "dwpose" or o.pose_runtime != "auto":
+            return o
+        from .pose.dwpose import choose_runtime
+
+        return o.replace(pose_runtime=choose_runtime("auto", device))
+
+    def _pose_files(self, o: RestyleOptions) -> list[Path]:
+        spec = self._model_specs(o)["pose_model"]
+        if o.pose == "openpose":
+            return self._pose_class(o).model_files(spec)
+        return self._pose_class(o).model_files(spec, "onnx" if o.pose_runtime == "auto" else o.pose_runtime)
+
     def pose_detector(self, o: RestyleOptions, device: str):
         """The pose detector for ``o`` (kept loaded across calls); ``.detect(images) -> list[FramePose]``."""
         spec = self._model_specs(o)["pose_model"]
         cls = self._pose_class(o)
-        kwargs = {"parts": o.pose_parts} if o.pose == "openpose" else {}
+        kwargs = {"parts": o.pose_parts} if o.pose == "openpose" else {"runtime": o.pose_runtime}
         key = (o.pose, spec, device, tuple(sorted(kwargs.items())))
         if key not in self._pose:
             self._pose.clear()  # one pose detector at a time
@@ -307,7 +323,7 @@ class Restyler:
     def _cache_key(self, o: RestyleOptions, in_path: Path, width: int, height: int) -> str:
         from .pose import cache
 
-        files = self._pose_class(o).model_files(self._model_specs(o)["pose_model"])
+        files = self._pose_files(o)
         settings = {"size": [width, height], "start": o.start, "end": o.end, "every_nth": o.every_nth,
                     "max_frames": o.max_frames, "fps": str(o.fps) if o.fps is not None else None,
                     "parts": list(o.pose_parts) if o.pose == "openpose" else None}
@@ -511,6 +527,7 @@ class Restyler:
 
         device = _resolve_device(o.device)
         dtype = _resolve_dtype(o.dtype, device)
+        o = self._concrete_pose_runtime(o, device)
         progress = _serialized(progress)  # the pose and generate stages report from two threads
         with self._guard(device):
             # 5 (started first). the diffusion models load on a background thread while the pose stage runs
@@ -651,6 +668,7 @@ class Restyler:
             raise OutputError(f"cannot write the pose JSON to '{json_out}': choose another --json path")
         png_out = Path(png_dir).expanduser() if png_dir is not None else None
         device = _resolve_device(o.device)
+        o = self._concrete_pose_runtime(o, device)
         with self._guard(device):
             poses, times, span, empty = self._poses(o, info, width, height, device, progress)
             timing = self._timing(o, info, span, times)

@@ -216,7 +216,8 @@ def _resolved_files(o, specs: dict) -> dict[str, list[Path]]:
             else:
                 from .pose.dwpose import DWPose
 
-                out["pose_model"] = DWPose.model_files(str(specs["pose_model"]))
+                out["pose_model"] = DWPose.model_files(str(specs["pose_model"]),
+                                                       "onnx" if o.pose_runtime == "auto" else o.pose_runtime)
         except V2VError:
             pass
     return out

@@ -1,4 +1,15 @@
-"""DWPose (YOLOX-L person boxes + DWPose-L whole-body SimCC) through onnxruntime.
+"""DWPose (YOLOX-L person boxes + DWPose-L whole-body SimCC) through onnxruntime or TorchScript.
+
+Two runtimes run the same two networks (see :func:`choose_runtime`):
+
+* ``onnx``: DWPose's ONNX files (``yzd-v/DWPose``) on onnxruntime, on the GPU when ``onnxruntime-gpu``'s CUDA
+  provider loads, else on the CPU;
+* ``torch``: the TorchScript exports of the same networks that ComfyUI's DWPose node uses
+  (``hr16/yolox-onnx`` ``yolox_l.torchscript.pt``, ``hr16/DWPose-TorchScript-BatchSize5``
+  ``dw-ll_ucoco_384_bs5.torchscript.pt``) on torch's device: pose on the GPU with nothing more to install.
+  Their inputs and outputs are the ONNX files' (same pre/post-processing); a file named ``..._bsN...`` was
+  traced for batches of N, so crops go in chunks of N (the last one padded), and any other TorchScript file
+  gets one image at a time.
 
 Pre/post-processing follows DWPose's ONNX reference code (``annotator/dwpose/onnxdet.py`` / ``onnxpose.py``):
 
@@ -26,6 +37,8 @@ Differences from the reference, on purpose:
 from __future__ import annotations
 
 import logging
+import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -33,6 +46,7 @@ import numpy as np
 
 from .. import hub
 from ..errors import InvalidOptions, ModelLoadError
+from ..options import POSE_RUNTIMES as RUNTIMES
 from .keypoints import FramePose, Person
 
 log = logging.getLogger("v2v")
@@ -40,6 +54,9 @@ log = logging.getLogger("v2v")
 DET_FILE = "yolox_l.onnx"
 POSE_FILE = "dw-ll_ucoco_384.onnx"
 DEFAULT_REPO = "yzd-v/DWPose"
+# the TorchScript exports (runtime "torch"), where ComfyUI's DWPose node downloads them from
+TORCH_DET = ("hr16/yolox-onnx", "yolox_l.torchscript.pt")
+TORCH_POSE = ("hr16/DWPose-TorchScript-BatchSize5", "dw-ll_ucoco_384_bs5.torchscript.pt")
 
 DET_SIZE = (640, 640)            # (h, w)
 DET_STRIDES = (8, 16, 32)
@@ -214,88 +231,196 @@ def wholebody_to_openpose(keypoints: np.ndarray, scores: np.ndarray) -> list[Per
     return [Person(body[i], pts[i, LEFT_HAND_SLICE], pts[i, RIGHT_HAND_SLICE], face[i]) for i in range(len(pts))]
 
 
-# ---------------------------------------------------------------------------------------------- the detector
+# ------------------------------------------------------------------------------------------------ runtimes
+
+def ort_has_cuda() -> bool:
+    """True when onnxruntime offers its CUDA provider (``onnxruntime-gpu`` installed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def choose_runtime(requested: str, device) -> str:
+    """The runtime ``requested`` ("auto", "onnx" or "torch") stands for on ``device``.
+
+    "auto" is onnxruntime, except on a CUDA device that onnxruntime cannot use (no ``onnxruntime-gpu``) and torch
+    can: there the TorchScript files run on the GPU rather than the ONNX ones on the CPU."""
+    if requested not in RUNTIMES:
+        raise InvalidOptions(f"--pose-runtime must be one of {', '.join(RUNTIMES)}, not {requested!r}")
+    if requested != "auto":
+        return requested
+    if not str(device or "cpu").lower().startswith("cuda") or ort_has_cuda():
+        return "onnx"
+    import torch
+
+    return "torch" if torch.cuda.is_available() else "onnx"  # no GPU at all: onnxruntime on the CPU, as asked
+
 
 def _providers(device) -> tuple[list[str], bool]:
     """onnxruntime providers for ``device``; the flag says a GPU was asked for but is not available."""
-    import onnxruntime as ort
-
     dev = str(device or "cpu").lower()
     if dev.startswith("cuda"):
-        if "CUDAExecutionProvider" in ort.get_available_providers():
+        if ort_has_cuda():
             dev_id = int(dev.split(":", 1)[1]) if ":" in dev else 0
             return [("CUDAExecutionProvider", {"device_id": dev_id}), "CPUExecutionProvider"], False
         return ["CPUExecutionProvider"], True
     return ["CPUExecutionProvider"], False
 
 
-def _session(path: Path, providers, what: str):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-    except Exception as e:  # onnxruntime raises its own types for corrupt or foreign files
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"{what} '{path}' cannot be loaded by onnxruntime ({msg[:200]}): "
-                             f"use DWPose's {path.name} or delete it to download it again") from e
-
-
 def _static(dim) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
+class _OnnxNet:
+    """One ONNX network on onnxruntime: ``input_shape`` (static dims, else None), ``run(x) -> outputs``."""
+
+    def __init__(self, path: Path, providers, what: str):
+        import onnxruntime as ort
+
+        if hasattr(ort, "preload_dlls") and any(isinstance(p, tuple) for p in providers):
+            try:  # onnxruntime-gpu >= 1.21 finds CUDA/cuDNN in the nvidia-* wheels torch installed
+                ort.preload_dlls()
+            except Exception as e:  # noqa: BLE001 - a failed preload leaves the system's libraries to try
+                log.debug("onnxruntime.preload_dlls: %s", e)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own types for corrupt or foreign files
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"{what} '{path}' cannot be loaded by onnxruntime ({msg[:200]}): "
+                                 f"use DWPose's {path.name} or delete it to download it again") from e
+        i = self.session.get_inputs()[0]
+        self.input_name, self.input_shape = i.name, [_static(d) for d in i.shape]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.fixed_batch = self.input_shape[0] if self.input_shape else None
+        self.providers = self.session.get_providers()
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, {self.input_name: x})
+
+
+def _traced_batch(path: Path) -> int:
+    """The batch a TorchScript file was traced for: N of ``..._bsN...`` in its name, else 1."""
+    m = re.search(r"_bs(\d+)(?:\.|_|$)", path.name)
+    return max(1, int(m.group(1))) if m else 1
+
+
+class _TorchScriptNet:
+    """One TorchScript network on torch's ``device``, with the interface of :class:`_OnnxNet`. Inputs are cast
+    to the network's own dtype (float16 exports take float16), outputs come back as float32 arrays."""
+
+    def __init__(self, path: Path, device, what: str, expected_file: str):
+        import torch
+
+        self._torch = torch
+        self.device = torch.device(str(device or "cpu"))
+        try:
+            with warnings.catch_warnings():  # torch >= 2.10 calls TorchScript deprecated; the files are TorchScript
+                warnings.simplefilter("ignore", FutureWarning)
+                net = torch.jit.load(str(path), map_location=self.device)
+        except Exception as e:  # a corrupt file, a pickle rather than TorchScript, a CUDA-only export on a CPU
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"{what} '{path}' cannot be loaded as TorchScript ({msg[:200]}): use "
+                                 f"{expected_file}, delete it to download it again, or use --pose-runtime onnx") from e
+        self.net = net.eval()
+        param = next(iter(self.net.parameters()), None)
+        self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        self.fixed_batch = _traced_batch(path)
+        self.input_shape = [self.fixed_batch, 3, None, None]  # TorchScript keeps no input metadata
+        self.output_names: list[str] = []
+        self.providers = [f"torch:{self.device}"]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.net(torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype))
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        return [o.float().cpu().numpy() for o in outs]
+
+
+def load_net(path: Path, device, what: str, expected_file: str):
+    """``path`` as a network: an ``.onnx`` file on onnxruntime (its CUDA provider on a CUDA ``device`` when
+    installed, else the CPU), anything else as TorchScript on torch's ``device``."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return _OnnxNet(path, _providers(device)[0], what)
+    return _TorchScriptNet(path, device, what, expected_file)
+
+
+def _warn_if_cpu(nets, device) -> None:
+    """One warning when a GPU was asked for and an ONNX network runs on the CPU, saying what to do."""
+    onnx = [n for n in nets if isinstance(n, _OnnxNet)]
+    if not onnx or not str(device or "cpu").lower().startswith("cuda"):
+        return
+    if not ort_has_cuda():
+        log.warning("DWPose: onnxruntime has no CUDA provider here (install onnxruntime-gpu, or use "
+                    "--pose-runtime torch); running pose detection on the CPU")
+    elif any("CUDAExecutionProvider" not in n.providers for n in onnx):
+        log.warning("DWPose: onnxruntime's CUDA provider did not load (CUDA or cuDNN libraries not found), so "
+                    "pose detection runs on the CPU: use --pose-runtime torch to run it on the GPU")
+
+
+# ---------------------------------------------------------------------------------------------- the detector
+
 class DWPose:
     """Whole-body pose (body, hands, face) of every person in a batch of frames.
 
-    ``DWPose(det_path, pose_path, device="cpu")``; ``device="cuda"`` uses onnxruntime's CUDA provider when it is
-    installed (``onnxruntime-gpu``), else the CPU with one warning.
+    ``DWPose(det_path, pose_path, device="cpu")``. Each file runs on the runtime its format calls for: an ONNX
+    file on onnxruntime (with ``device="cuda"``, its CUDA provider when ``onnxruntime-gpu`` is installed, else
+    the CPU with one warning), a TorchScript file on torch's ``device``.
     """
 
-    thread_safe = True  # detect() may run on several threads at once (onnxruntime sessions allow concurrent runs)
+    thread_safe = True  # detect() may run on several threads at once (onnxruntime sessions and TorchScript
+    #                     modules allow concurrent calls)
 
     def __init__(self, det_path, pose_path, device="cpu", *, score_threshold: float = DET_SCORE_THR,
                  iou_threshold: float = NMS_IOU_THR, max_batch: int = MAX_POSE_BATCH):
-        providers, missing_gpu = _providers(device)
-        if missing_gpu:
-            log.warning("DWPose: onnxruntime has no CUDA provider here (install onnxruntime-gpu); "
-                        "running pose detection on the CPU")
         self.device = str(device)
         self.det_path, self.pose_path = Path(det_path), Path(pose_path)
-        self.det = _session(self.det_path, providers, "person detector")
-        self.pose = _session(self.pose_path, providers, "DWPose model")
-        self.providers = self.pose.get_providers()
+        self.det = load_net(self.det_path, device, "person detector", DET_FILE)
+        self.pose = load_net(self.pose_path, device, "DWPose model", POSE_FILE)
+        _warn_if_cpu((self.det, self.pose), device)
+        self.providers = self.pose.providers
+        self.runtime = "onnx" if isinstance(self.pose, _OnnxNet) else "torch"
         self.score_threshold, self.iou_threshold, self.max_batch = score_threshold, iou_threshold, max(1, max_batch)
 
-        di = self.det.get_inputs()[0]
-        if len(di.shape) != 4:
-            raise ModelLoadError(f"person detector '{self.det_path}' takes {di.shape}, not NCHW images: "
+        ds = self.det.input_shape
+        if len(ds) != 4:
+            raise ModelLoadError(f"person detector '{self.det_path}' takes {ds}, not NCHW images: "
                                  f"use DWPose's {DET_FILE}")
-        self._det_input = di.name
-        self._det_batch = _static(di.shape[0])
-        self.det_size = (_static(di.shape[2]) or DET_SIZE[0], _static(di.shape[3]) or DET_SIZE[1])
-        pi = self.pose.get_inputs()[0]
-        outs = [o.name for o in self.pose.get_outputs()]
-        if len(pi.shape) != 4 or len(outs) != 2:
+        self._det_batch = ds[0]
+        self.det_size = (ds[2] or DET_SIZE[0], ds[3] or DET_SIZE[1])
+        ps = self.pose.input_shape
+        if len(ps) != 4 or (self.pose.output_names and len(self.pose.output_names) != 2):
             raise ModelLoadError(f"DWPose model '{self.pose_path}' does not look like a SimCC pose model "
-                                 f"(input {pi.shape}, {len(outs)} outputs): use DWPose's {POSE_FILE}")
-        self._pose_input, self._pose_outputs = pi.name, outs
-        self._pose_batch = _static(pi.shape[0])
-        self.pose_size = (_static(pi.shape[3]) or POSE_SIZE[0], _static(pi.shape[2]) or POSE_SIZE[1])  # (w, h)
+                                 f"(input {ps}, {len(self.pose.output_names)} outputs): use DWPose's {POSE_FILE}")
+        self._pose_batch = ps[0]
+        self.pose_size = (ps[3] or POSE_SIZE[0], ps[2] or POSE_SIZE[1])  # (w, h)
 
     @staticmethod
-    def model_files(spec: str = DEFAULT_REPO) -> list[Path]:
-        """The two ONNX files of ``spec`` (hub id or folder), resolved without loading them."""
+    def model_files(spec: str = DEFAULT_REPO, runtime: str = "onnx") -> list[Path]:
+        """The two model files of ``spec`` (hub id or folder) for ``runtime`` ("onnx" or "torch"), resolved
+        without loading them. For "torch", the default repo stands for the TorchScript repos (TORCH_DET,
+        TORCH_POSE); a folder or another repo must hold both TorchScript files under those names."""
+        if runtime == "torch":
+            if spec == DEFAULT_REPO:
+                return [hub.resolve_file(TORCH_DET[0], TORCH_DET[1], what="DWPose person detector (TorchScript)"),
+                        hub.resolve_file(TORCH_POSE[0], TORCH_POSE[1], what="DWPose model (TorchScript)")]
+            return [hub.resolve_file(spec, TORCH_DET[1], what="DWPose person detector (TorchScript)"),
+                    hub.resolve_file(spec, TORCH_POSE[1], what="DWPose model (TorchScript)")]
+        if runtime != "onnx":
+            raise InvalidOptions(f"DWPose runtime must be onnx or torch here, not {runtime!r}")
         return [hub.resolve_file(spec, DET_FILE, what="DWPose person detector"),
                 hub.resolve_file(spec, POSE_FILE, what="DWPose model")]
 
     @classmethod
-    def from_spec(cls, spec: str = DEFAULT_REPO, device="cpu", *, det_file: str = DET_FILE,
-                  pose_file: str = POSE_FILE, **kwargs) -> "DWPose":
-        """DWPose from a hub repo id (default ``yzd-v/DWPose``) or a local folder holding the two ONNX files."""
-        det = hub.resolve_file(spec, det_file, what="DWPose person detector")
-        pose = hub.resolve_file(spec, pose_file, what="DWPose model")
+    def from_spec(cls, spec: str = DEFAULT_REPO, device="cpu", *, runtime: str = "auto", **kwargs) -> "DWPose":
+        """DWPose from a hub repo id (default ``yzd-v/DWPose``) or a local folder holding the two model files of
+        ``runtime`` (:func:`choose_runtime`: "auto" is TorchScript on a GPU onnxruntime cannot use)."""
+        det, pose = cls.model_files(spec, choose_runtime(runtime, device))
         return cls(det, pose, device=device, **kwargs)
 
     # -- stages
@@ -308,7 +433,7 @@ class DWPose:
             chunk = np.stack(inputs[i:i + step])
             if self._det_batch and len(chunk) < self._det_batch:   # a fixed batch > 1: pad the last chunk
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self._det_batch - len(chunk), 0)])
-            raws.append(self.det.run(None, {self._det_input: chunk})[0][:min(step, len(images) - i)])
+            raws.append(self.det.run(chunk)[0][:min(step, len(images) - i)])
         raw = np.concatenate(raws) if raws else np.zeros((0, 0, 85), np.float32)
         boxes, scores = decode_yolox(raw, self.det_size, classes=(PERSON_CLASS,)) if len(images) else (raw, raw)
         return [person_boxes(boxes[i], scores[i, :, 0], ratios[i], self.score_threshold, self.iou_threshold)
@@ -323,10 +448,14 @@ class DWPose:
             n = len(chunk)
             if self._pose_batch and n < self._pose_batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self._pose_batch - n, 0)])
-            out = dict(zip(self._pose_outputs, self.pose.run(self._pose_outputs, {self._pose_input: chunk})))
+            outs = self.pose.run(chunk)
+            if len(outs) != 2:
+                raise ModelLoadError(f"DWPose model '{self.pose_path}' gave {len(outs)} outputs, not SimCC's "
+                                     f"two: use DWPose's {POSE_FILE}")
+            out = dict(zip(self.pose.output_names, outs))
             sx, sy = out.get("simcc_x"), out.get("simcc_y")
             if sx is None or sy is None:  # unknown names: the x distribution is the shorter one (w < h)
-                sx, sy = sorted(out.values(), key=lambda a: a.shape[-1])
+                sx, sy = sorted(outs, key=lambda a: a.shape[-1])
             xs.append(sx[:n])
             ys.append(sy[:n])
         return np.concatenate(xs), np.concatenate(ys)

@@ -17,7 +17,7 @@ from ..options import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_
 
 log = logging.getLogger("v2v")
 
-TINY_VERSION = "1"  # bump when the tiny models change, so stale copies are rebuilt
+TINY_VERSION = "2"  # 2: the TorchScript DWPose twins  # bump when the tiny models change, so stale copies are rebuilt
 
 
 def tiny_dir() -> Path:
@@ -118,6 +118,10 @@ def build_fake_hub_cache(cache_dir: Path) -> Path:
                          (DEFAULT_OPENPOSE, t["openpose"]), (DEFAULT_TAESD, t["taesd"]),
                          ("stabilityai/sd-vae-ft-mse", t["base"] / "vae")):
         lay_out_hub_repo(cache_dir, repo, {"": folder})
+    from ..pose.dwpose import TORCH_DET, TORCH_POSE
+
+    for repo, name in (TORCH_DET, TORCH_POSE):  # --pose-runtime torch's two repos
+        lay_out_hub_repo(cache_dir, repo, {name: t["dwpose"] / name})
     with tempfile.TemporaryDirectory() as tmp:
         lora = write_tiny_motion_lora(Path(tmp), fmt="diffusers")
         lay_out_hub_repo(cache_dir, "guoyww/animatediff-motion-lora-zoom-in", {lora.name: lora})

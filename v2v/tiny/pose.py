@@ -18,6 +18,7 @@ plumbing are real.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -134,12 +135,89 @@ def _save(graph, path: Path) -> None:
 
 
 def write_tiny_dwpose(folder) -> None:
-    """Write ``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx`` (tiny, deterministic) into ``folder``."""
+    """Write ``yolox_l.onnx`` and ``dw-ll_ucoco_384.onnx`` (tiny, deterministic) into ``folder``, and their
+    TorchScript twins ``yolox_l.torchscript.pt`` and ``dw-ll_ucoco_384_bs5.torchscript.pt`` (the same
+    functions of the same weights, for ``--pose-runtime torch``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(SEED)
     _save(_tiny_detector(rng), folder / DET_NAME)
     _save(_tiny_pose(rng), folder / POSE_NAME)
+    write_tiny_dwpose_torchscript(folder)
+
+
+# ------------------------------------------------------------------------------- DWPose (TorchScript twins)
+
+TORCH_DET_NAME, TORCH_POSE_NAME = "yolox_l.torchscript.pt", "dw-ll_ucoco_384_bs5.torchscript.pt"
+TORCH_POSE_BATCH = 5  # traced for batches of 5, like hr16/DWPose-TorchScript-BatchSize5: other batches fail
+
+
+def _initializers(path: Path) -> dict[str, np.ndarray]:
+    onnx, _, _, nh = _onnx()
+    return {t.name: nh.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def _torch_twins(w_det: dict, w_pose: dict):
+    """torch modules computing what the tiny ONNX graphs compute, from their weights."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    def t(a):
+        return torch.from_numpy(np.array(a, dtype=np.float32))
+
+    class TinyDetector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.strides = (8, 16, 32)
+            for s in self.strides:
+                self.register_parameter(f"w{s}", nn.Parameter(t(w_det[f"w{s}"]), requires_grad=False))
+                self.register_parameter(f"b{s}", nn.Parameter(t(w_det[f"b{s}"]), requires_grad=False))
+
+        def forward(self, images):
+            levels = []
+            for s in self.strides:
+                c = F.conv2d(F.avg_pool2d(images, s, s), getattr(self, f"w{s}"), getattr(self, f"b{s}"))
+                levels.append(c.reshape(1, 85, -1))
+            rows = torch.cat(levels, 2).transpose(1, 2)                 # 1 x 8400 x 85
+            return torch.cat([rows[..., :4], torch.sigmoid(rows[..., 4:])], 2)
+
+    class TinyPose(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for k in ("wx", "wy", "wc", "bc"):
+                self.register_parameter(k, nn.Parameter(t(w_pose[k]), requires_grad=False))
+            for k in ("bins_x", "bins_y", "sharp"):
+                self.register_buffer(k, t(w_pose[k]))
+
+        def forward(self, x):
+            f = F.avg_pool2d(x, 96, 96).reshape(TORCH_POSE_BATCH, -1)  # the batch is fixed, as in the real export
+            conf = torch.sigmoid(f @ self.wc + self.bc).unsqueeze(2)
+            out = []
+            for w, bins in ((self.wx, self.bins_x), (self.wy, self.bins_y)):
+                d = bins - torch.sigmoid(f @ w).unsqueeze(2)
+                out.append(torch.exp(d * d * self.sharp) * conf)
+            return out[0], out[1]
+
+    return TinyDetector().eval(), TinyPose().eval()
+
+
+def write_tiny_dwpose_torchscript(folder) -> None:
+    """Trace the tiny ONNX models' torch twins into ``yolox_l.torchscript.pt`` (batch 1) and
+    ``dw-ll_ucoco_384_bs5.torchscript.pt`` (batch 5) in ``folder``, which must hold the ONNX files."""
+    import torch
+
+    folder = Path(folder)
+    det, pose = _torch_twins(_initializers(folder / DET_NAME), _initializers(folder / POSE_NAME))
+    for net, example, name in ((det, torch.zeros(1, 3, 640, 640), TORCH_DET_NAME),
+                               (pose, torch.zeros(TORCH_POSE_BATCH, 3, 384, 288), TORCH_POSE_NAME)):
+        with torch.no_grad(), warnings.catch_warnings():  # TorchScript is deprecated; the real files are TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            traced = torch.jit.trace(net, example, check_trace=False)
+            path = folder / name
+            tmp = path.with_name(path.name + ".tmp")
+            traced.save(str(tmp))
+        tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------ OpenPose (.pth)
