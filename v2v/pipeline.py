@@ -316,7 +316,8 @@ class Restyler:
         key = (o.pose, spec, device, tuple(sorted(kwargs.items())))
         if key not in self._pose:
             self._pose.clear()  # one pose detector at a time
-            log.info("loading the pose detector: %s %s", o.pose, spec)
+            log.info("loading the pose detector: %s%s %s", o.pose,
+                     f" ({o.pose_runtime})" if o.pose == "dwpose" else "", spec)
             self._pose[key] = cls.from_spec(spec, device=device, **kwargs)
         return self._pose[key]
 

@@ -160,9 +160,13 @@ def model_record(spec: str | None, files: list[Path] | None = None) -> dict | No
         if len(files) == 1:
             return {"spec": spec, **local_record(Path(files[0]))}
         return {"spec": spec, "files": [local_record(Path(f)) for f in files]}
-    rec = {"spec": spec, "repo": spec, "revision": hub_revision(spec)}
     if files:
         found = [_in_hub_cache(Path(f)) for f in files]
+        if any(f and f["repo"] != spec for f in found):  # the spec stands for other repos (DWPose's TorchScript
+            #                                               files): each file with its own repo and commit
+            return {"spec": spec, "sources": [f or {"path": str(Path(p).resolve())} for f, p in zip(found, files)]}
+    rec = {"spec": spec, "repo": spec, "revision": hub_revision(spec)}
+    if files:
         rec["files"] = sorted({f["file"] for f in found if f})
         revs = {f["revision"] for f in found if f}
         if len(revs) == 1:
