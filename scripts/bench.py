@@ -300,14 +300,14 @@ def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     return res
 
 
-LEVERS = ("default", "pose_then_generate", "fast_decode", "channels_last", "frame_budget_32", "frame_budget_128",
-          "pose_workers_1", "unbatched_windows", "cudnn_benchmark", "compile")
+LEVERS = ("default", "pose_then_generate", "pose_onnx", "pose_torch", "fast_decode", "channels_last",
+          "frame_budget_32", "frame_budget_128", "pose_workers_1", "unbatched_windows", "cudnn_benchmark", "compile")
 
 
 def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which: list[str], deadline: float) -> dict:
     """v2v at one length with one speed lever changed at a time (same run, same frames): --fast-decode (TAESD),
     channels-last memory format, another frame budget, generation only after the pose stage (as before they
-    overlapped), pose detection on one thread (as before it ran on several), one motion-module call per window
+    overlapped), DWPose on onnxruntime or on torch (TorchScript), pose detection on one thread (as before it ran on several), one motion-module call per window
     (as before windows were batched), cuDNN's autotuner, --compile.
     A lever that fails is recorded, not fatal; none starts after ``deadline`` (time.perf_counter())."""
     import v2v.pipeline as P
@@ -325,6 +325,8 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
             opts["frame_budget"] = int(name.rsplit("_", 1)[1])
         elif name == "compile":
             opts["compile"] = True
+        elif name in ("pose_onnx", "pose_torch"):  # DWPose on onnxruntime / on torch (TorchScript), not "auto"
+            opts["pose_runtime"] = name.split("_")[1]
         models = None
         saved = (os.environ.get("V2V_POSE_WORKERS"), MotionPlan.batch_windows, torch.backends.cudnn.benchmark,
                  P._streamable_frames)
@@ -440,8 +442,9 @@ def main() -> None:
             shutil.move(work / f"s{n}" / "dance.mp4", video)
         return video
 
-    o = restyler._options("x", {})
+    o = restyler._concrete_pose_runtime(restyler._options("x", {}), a.device)  # what restyle() will load
     recorder = PoseRecorder(restyler.pose_detector(o, a.device))
+    env["pose_runtime"] = o.pose_runtime
     warm = a.warmup if a.warmup is not None else (32 if cuda else 0)
     if warm:  # untimed: CUDA context, cuDNN autotuning, the allocator's first growth, lazy imports
         t = time.perf_counter()
@@ -492,13 +495,11 @@ def main() -> None:
     for r in results:
         v, d = r["v2v"], r.get("diffusers", {})
         busy = f"{v['gpu_busy']:.2f}" if v.get("gpu_busy") is not None else "-"
-        classic = r.get("spatial_once_speedup", float("nan"))
         print(f"{r['frames']:>6} | {v['fps']:>8.2f} | {v['peak_mb']:>8.0f} | {busy:>5} | {v['spatial_passes']:>6.3f} | "
-              f"{classic:>13.2f} | "
-              f"{d.get('fps', float('nan')):>13.2f} | {d.get('peak_mb', float('nan')):>8.0f} | "
-              f"{r.get('speedup', float('nan')):>8.2f} | {r['io'].get('ratio_v2v_over_ffmpeg', float('nan')):>9.2f} | "
-              f"{r['io'].get('ratio_v2v_over_ffmpeg_rgb', float('nan')):>9.2f} | "
-              f"{v['seconds']}")
+              f"{_cell(r.get('spatial_once_speedup'), 13, '.2f')} | {_cell(d.get('fps'), 13, '.2f')} | "
+              f"{_cell(d.get('peak_mb'), 8, '.0f')} | {_cell(r.get('speedup'), 8, '.2f')} | "
+              f"{_cell(r['io'].get('ratio_v2v_over_ffmpeg'), 9, '.2f')} | "
+              f"{_cell(r['io'].get('ratio_v2v_over_ffmpeg_rgb'), 9, '.2f')} | {_stages(v['seconds'])}")
     if a.levers:
         base = report["levers"].get("default", {}).get("fps")
         print(f"\nlevers at {a.levers} frames (one changed at a time):")
@@ -506,9 +507,10 @@ def main() -> None:
             r = report["levers"][name]
             if "fps" in r:
                 ratio = f"{r['fps'] / base:.2f}x default" if base else ""
-                print(f"  {name:>16}: {r['fps']:7.2f} f/s  {ratio:>14}  peak {r['peak_mb']:.0f} MB  {r['seconds']}")
+                print(f"  {name:>18}: {r['fps']:7.2f} f/s  {ratio:>14}  peak {r['peak_mb']:.0f} MB  "
+                      f"{_stages(r['seconds'])}")
             else:
-                print(f"  {name:>16}: {r}")
+                print(f"  {name:>18}: {r}")
     save()
     shutil.rmtree(work, ignore_errors=True)
 

@@ -287,3 +287,18 @@ def test_cli_pose_runtime(tmp_path, tiny_models):
     r = v2v(*common, tmp_path / "y.json", "--pose", "openpose", "--pose-runtime", "torch")
     assert r.returncode != 0 and "dwpose" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "y.json").exists()
+
+
+@pytest.mark.gpu
+def test_torch_runtime_on_the_gpu_equals_onnx_on_the_cpu(tiny_dir):
+    """On a CUDA machine: the TorchScript files run on the GPU and give the CPU onnxruntime's keypoints."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    gpu = DWPose(*(tiny_dir / f for f in TORCH), device="cuda")
+    assert gpu.providers == ["torch:cuda"]
+    cpu = DWPose(*(tiny_dir / f for f in ONNX), device="cpu")
+    rng = np.random.default_rng(5)
+    images = [_people_image(rng, n) for n in (2, 1, 3)]
+    _assert_same_frames(cpu.detect(images), gpu.detect(images))
