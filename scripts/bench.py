@@ -364,6 +364,23 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
     return out
 
 
+def _cell(value, width: int, fmt: str) -> str:
+    """A table cell: the number, or "-" where the figure was not measured."""
+    return f"{value:>{width}{fmt}}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
+
+
+def _stages(seconds: dict) -> str:
+    """Stage seconds for the table: the overlapping stages, the work inside them in brackets."""
+    inner = {"pose": ["video_decode"], "encode": ["vae_decode", "video_encode"]}
+    parts = []
+    for stage in ("pose", "generate", "encode"):
+        if stage in seconds:
+            within = ", ".join(f"{k.replace('_', ' ')} {seconds[k]:.2f}" for k in inner.get(stage, [])
+                               if k in seconds)
+            parts.append(f"{stage} {seconds[stage]:.2f}" + (f" ({within})" if within else ""))
+    return ", ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -402,6 +419,10 @@ def main() -> None:
     import v2v
     from make_sample import make
 
+    which = [x for x in a.lever_list.split(",") if x]
+    bad = [x for x in which if x not in LEVERS]
+    if bad:  # before any run: a typo must not cost a GPU session's minutes
+        raise SystemExit(f"unknown levers {bad}: choose from {', '.join(LEVERS)}")
     size = a.size or (128 if a.models == "tiny" else 512)
     cuda = a.device.startswith("cuda")
     t = time.perf_counter()
@@ -480,10 +501,6 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     if a.levers:
-        which = [x for x in a.lever_list.split(",") if x]
-        bad = [x for x in which if x not in LEVERS]
-        if bad:
-            raise SystemExit(f"unknown levers {bad}: choose from {LEVERS}")
         report["levers"] = {"frames": a.levers}
         report["levers"].update(run_levers(restyler, sample(a.levers), work, a.device, a.steps, which,
                                            t_start + a.deadline))

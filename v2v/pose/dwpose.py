@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
@@ -332,13 +334,24 @@ class _TorchScriptNet:
         self.input_shape = [self.fixed_batch, 3, None, None]  # TorchScript keeps no input metadata
         self.output_names: list[str] = []
         self.providers = [f"torch:{self.device}"]
+        self._local = threading.local()  # per-thread CUDA streams (run() may be called from several threads)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         torch = self._torch
-        with torch.inference_mode():
+        stream = self._stream()
+        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else nullcontext()):
             out = self.net(torch.from_numpy(np.ascontiguousarray(x)).to(self.device, self.dtype))
-        outs = list(out) if isinstance(out, (tuple, list)) else [out]
-        return [o.float().cpu().numpy() for o in outs]
+            outs = list(out) if isinstance(out, (tuple, list)) else [out]
+            return [o.float().cpu().numpy() for o in outs]  # waits for this stream only
+
+    def _stream(self):
+        """On CUDA, a stream of this thread's own: the pose stage runs while the denoiser fills the GPU, and its
+        results must not wait behind the denoiser's queued kernels on the default stream."""
+        if self.device.type != "cuda":
+            return None
+        if not hasattr(self._local, "stream"):
+            self._local.stream = self._torch.cuda.Stream(device=self.device)
+        return self._local.stream
 
 
 def load_net(path: Path, device, what: str, expected_file: str):

@@ -1,0 +1,52 @@
+"""scripts/bench.py end to end on the tiny models (a few seconds): the figures the performance issue asks for
+are there, per length, with the baselines measured in the same run. Speed itself is never asserted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the I/O baseline needs the ffmpeg binary")
+def test_bench_cpu_tiny(tmp_path, tiny_models):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cpu", "--models", "tiny",
+                        "--frames", "16,24", "--size", "64", "--levers", "16", "--lever-list",
+                        "default,pose_torch", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["env"]["device"] == "cpu" and report["env"]["pose_runtime"] == "onnx"
+    assert [row["frames"] for row in report["results"]] == [16, 24]
+    for row in report["results"]:
+        v = row["v2v"]
+        assert v["frames"] == row["frames"] and v["fps"] > 0 and v["peak_mb"] > 0
+        for stage in ("video_decode", "pose", "generate", "vae_decode", "encode", "video_encode", "total"):
+            assert v["seconds"][stage] > 0, stage
+        assert v["seconds"]["video_decode"] <= v["seconds"]["pose"]          # inside the pose stage
+        assert v["spatial_passes"] >= 1.0
+        assert row["diffusers"]["fps"] > 0                                      # the baseline, same run
+        assert row["speedup"] == pytest.approx(v["fps"] / row["diffusers"]["fps"], rel=1e-2)
+        io = row["io"]
+        assert io["ffmpeg_s"] > 0 and io["ratio_v2v_over_ffmpeg"] == pytest.approx(io["v2v_io_s"] / io["ffmpeg_s"],
+                                                                                    rel=2e-2, abs=2e-3)
+    lev = report["levers"]
+    assert lev["frames"] == 16 and lev["default"]["fps"] > 0 and lev["pose_torch"]["fps"] > 0
+    # the table: a row per length, "-" where a figure was not measured (no --classic here)
+    rows = [line for line in r.stdout.splitlines() if line.strip().startswith(("16 |", "24 |"))]
+    assert len(rows) == 2 and all(" - " in line and "pose " in line for line in rows)
+    assert "pose_torch" in r.stdout
+
+
+def test_bench_rejects_unknown_lever(tmp_path, tiny_models):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cpu", "--models", "tiny",
+                        "--frames", "8", "--size", "64", "--no-baseline", "--levers", "8", "--lever-list", "warp_drive",
+                        "--json", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "warp_drive" in r.stderr
