@@ -35,8 +35,8 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
         assert row["diffusers"]["fps"] > 0                                      # the baseline, same run
         assert row["speedup"] == pytest.approx(v["fps"] / row["diffusers"]["fps"], rel=1e-2)
         io = row["io"]
-        assert io["ffmpeg_s"] > 0 and io["ratio_v2v_over_ffmpeg"] == pytest.approx(io["v2v_io_s"] / io["ffmpeg_s"],
-                                                                                    rel=2e-2, abs=2e-3)
+        v_s, f_s, e = io["v2v_io_s"], io["ffmpeg_s"], 0.0005   # seconds rounded to 3 decimals in the JSON
+        assert f_s > 0 and (v_s - e) / (f_s + e) <= io["ratio_v2v_over_ffmpeg"] <= (v_s + e) / (f_s - e)
     lev = report["levers"]
     assert lev["frames"] == 16 and lev["default"]["fps"] > 0 and lev["pose_torch"]["fps"] > 0
     # the table: a row per length, "-" where a figure was not measured (no --classic here)
