@@ -115,6 +115,32 @@ def test_torchscript_crops_go_in_chunks_of_the_traced_batch(tiny_dir):
     assert torch.get_default_dtype() == torch.float32
 
 
+def test_wrong_torchscript_networks_fail_at_load(tiny_dir, tmp_path):
+    """A TorchScript file keeps no metadata: DWPose probes it once at load, so swapped files or a network with
+    the wrong outputs fail there, in one line, naming the file."""
+    import torch
+
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    (swapped / TORCH[0]).write_bytes((tiny_dir / TORCH[1]).read_bytes())      # the pose net as the detector
+    (swapped / TORCH[1]).write_bytes((tiny_dir / TORCH[0]).read_bytes())
+    with pytest.raises(ModelLoadError) as e:
+        DWPose.from_spec(str(swapped), runtime="torch")
+    assert TORCH[0] in str(e.value) and "\n" not in str(e.value)
+
+    class OneOutput(torch.nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3)).unsqueeze(1)
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / TORCH[0]).write_bytes((tiny_dir / TORCH[0]).read_bytes())
+    torch.jit.trace(OneOutput(), torch.zeros(5, 3, 384, 288)).save(str(odd / TORCH[1]))
+    with pytest.raises(ModelLoadError) as e:
+        DWPose.from_spec(str(odd), runtime="torch")
+    assert TORCH[1] in str(e.value) and "--pose-runtime onnx" in str(e.value)
+
+
 def test_traced_batch_from_the_file_name():
     assert dw._traced_batch(Path("dw-ll_ucoco_384_bs5.torchscript.pt")) == 5
     assert dw._traced_batch(Path("rtmpose-m_ap10k_256_bs12.torchscript.pt")) == 12

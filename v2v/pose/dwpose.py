@@ -412,6 +412,35 @@ class DWPose:
                                  f"(input {ps}, {len(self.pose.output_names)} outputs): use DWPose's {POSE_FILE}")
         self._pose_batch = ps[0]
         self.pose_size = (ps[3] or POSE_SIZE[0], ps[2] or POSE_SIZE[1])  # (w, h)
+        if self.runtime == "torch" or isinstance(self.det, _TorchScriptNet):
+            self._probe_torchscript()
+
+    def _probe_torchscript(self) -> None:
+        """TorchScript files keep no input/output metadata: one run on blank input checks what they give, so a
+        wrong or broken file (or one traced with a device baked in) fails here, in one line, not mid-video."""
+        checks = []
+        if isinstance(self.det, _TorchScriptNet):
+            checks.append((self.det, self.det_path, DET_FILE, np.full((self.det.fixed_batch, 3, *self.det_size),
+                                                                      DET_PAD_VALUE, np.float32)))
+        if isinstance(self.pose, _TorchScriptNet):
+            checks.append((self.pose, self.pose_path, POSE_FILE,
+                           np.zeros((self.pose.fixed_batch, 3, self.pose_size[1], self.pose_size[0]), np.float32)))
+        for net, path, expected, x in checks:
+            try:
+                outs = net.run(x)
+            except Exception as e:  # noqa: BLE001 - any failure of a foreign file is the file's
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ModelLoadError(f"'{path}' fails on a {'x'.join(map(str, x.shape))} input ({msg[:200]}): use "
+                                     f"the TorchScript export of {expected}, or --pose-runtime onnx") from e
+            n = len(x)
+            if net is self.det:
+                ok = len(outs) >= 1 and outs[0].ndim == 3 and outs[0].shape[0] == n and outs[0].shape[2] >= 6
+            else:
+                ok = (len(outs) == 2 and all(o.ndim == 3 and o.shape[0] == n for o in outs)
+                      and outs[0].shape[1] == outs[1].shape[1])
+            if not ok:
+                raise ModelLoadError(f"'{path}' gives {[tuple(o.shape) for o in outs]}, not what the TorchScript "
+                                     f"export of {expected} gives: use that file, or --pose-runtime onnx")
 
     @staticmethod
     def model_files(spec: str = DEFAULT_REPO, runtime: str = "onnx") -> list[Path]:
