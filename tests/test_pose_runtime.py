@@ -199,10 +199,33 @@ def test_unknown_runtime_is_invalid():
     with pytest.raises(InvalidOptions) as e:
         RestyleOptions(prompt="x", pose_runtime="tensorrt").validate()
     assert "--pose-runtime" in str(e.value)
-    with pytest.raises(InvalidOptions) as e:
-        RestyleOptions(prompt="x", pose="openpose", pose_runtime="torch").validate()
-    assert "dwpose" in str(e.value)
-    RestyleOptions(prompt="x", pose="openpose").validate()   # auto is fine with openpose
+    # DWPose's runtime does not apply to OpenPose: a rerun of a DWPose run's record (which names its runtime)
+    # with --pose openpose must work, and OpenPose takes its own files whatever the field says
+    RestyleOptions(prompt="x", pose="openpose", pose_runtime="torch").validate()
+
+
+def test_auto_falls_back_to_onnx_where_torchscript_files_are_not_to_be_had(tiny_dir, tmp_path, monkeypatch,
+                                                                           offline_hub):
+    """On a GPU onnxruntime cannot use, "auto" takes the TorchScript files where they are to be had (the default
+    repo, a folder holding them), and stays on onnxruntime for a folder of ONNX files, for the default repo
+    offline without them cached, and with --offload (a small GPU)."""
+    monkeypatch.setattr(dw, "choose_runtime", lambda requested, device: "onnx" if requested == "onnx" else "torch")
+    onnx_only = tmp_path / "onnx-only"
+    onnx_only.mkdir()
+    for f in ONNX:
+        (onnx_only / f).write_bytes((tiny_dir / f).read_bytes())
+    assert dw.resolve_runtime("auto", "cuda", str(tiny_dir)) == "torch"          # both kinds of files there
+    assert dw.resolve_runtime("auto", "cuda", str(onnx_only)) == "onnx"          # only ONNX: the user's choice
+    assert dw.resolve_runtime("auto", "cuda", dw.DEFAULT_REPO) == "torch"         # cached (the fake hub)
+    assert dw.resolve_runtime("auto", "cuda", dw.DEFAULT_REPO, offload=True) == "onnx"
+    assert dw.resolve_runtime("torch", "cuda", str(onnx_only)) == "torch"        # asked for: not second-guessed
+    assert dw.resolve_runtime("auto", "cuda", "someone/dwpose-mirror") == "onnx"  # another repo, nothing cached
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert dw.resolve_runtime("auto", "cuda", dw.DEFAULT_REPO) == "onnx"          # offline, not cached
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert dw.resolve_runtime("auto", "cuda", dw.DEFAULT_REPO) == "torch"         # online: downloaded on use
 
 
 def test_cuda_provider_that_fails_to_load_warns_once(tiny_dir, monkeypatch, caplog):
@@ -266,11 +289,15 @@ def test_auto_is_recorded_as_what_ran(tmp_path, monkeypatch, tiny_models):
     assert res.settings["options"]["pose_runtime"] == "onnx"          # the CPU: onnxruntime
     files = [Path(f["path"]).name for f in res.settings["models"]["pose_model"]["files"]]
     assert files == list(ONNX)
-    monkeypatch.setattr(dw, "choose_runtime", lambda requested, device: "torch")
+    (loaded,) = r._pose.values()                                      # what actually ran
+    assert loaded.runtime == "onnx" and loaded.pose_path.name == ONNX[1]
+    monkeypatch.setattr(dw, "choose_runtime", lambda requested, device: "torch")   # as on a GPU without ORT-gpu
     res = r.restyle(SAMPLE, tmp_path / "out2.mp4", prompt="a robot", pose_cache=False)
     assert res.settings["options"]["pose_runtime"] == "torch"
     files = [Path(f["path"]).name for f in res.settings["models"]["pose_model"]["files"]]
     assert files == list(TORCH)
+    (loaded,) = r._pose.values()
+    assert loaded.runtime == "torch" and [loaded.det_path.name, loaded.pose_path.name] == list(TORCH)
 
 
 def test_default_torch_files_recorded_with_their_repos(offline_hub):
@@ -293,8 +320,7 @@ def test_no_deprecation_noise_when_loading(tiny_dir):
 
 
 def test_cli_pose_runtime(tmp_path, tiny_models):
-    """`v2v pose --pose-runtime torch` runs the TorchScript files; a bad value or the flag with openpose is a
-    one-line usage error."""
+    """`v2v pose --pose-runtime torch` runs the TorchScript files; a bad value is a one-line usage error."""
     import subprocess
     import sys
 
@@ -310,9 +336,6 @@ def test_cli_pose_runtime(tmp_path, tiny_models):
     assert len(json.loads((tmp_path / "t.json").read_text())) == 3
     r = v2v(*common, tmp_path / "x.json", "--pose-runtime", "tensorrt")
     assert r.returncode == 2 and "--pose-runtime" in r.stderr
-    r = v2v(*common, tmp_path / "y.json", "--pose", "openpose", "--pose-runtime", "torch")
-    assert r.returncode != 0 and "dwpose" in r.stderr and "Traceback" not in r.stderr
-    assert not (tmp_path / "y.json").exists()
 
 
 @pytest.mark.gpu

@@ -183,7 +183,8 @@ class RestyleOptions:
     # --- pose ---
     pose: str = "dwpose"  # pose detector: "dwpose" (ONNX, whole body) or "openpose" (controlnet_aux networks)
     pose_runtime: str = "auto"  # DWPose's runtime: "onnx" (onnxruntime), "torch" (TorchScript files on torch's
-    #                             device); "auto": onnx, or torch on a GPU onnxruntime cannot use (no onnxruntime-gpu)
+    #   device); "auto": onnx, or torch on a GPU onnxruntime cannot use. Not OpenPose's (always torch): a rerun's
+    #   recorded DWPose runtime must not stop `--pose openpose`
     pose_parts: tuple[str, ...] = POSE_PARTS  # which parts are kept and drawn: any of body, hands, face
     pose_threshold: float = 0.3  # keypoints at or below this confidence are not drawn (and count as missing)
     pose_smoothing: float = 0.5  # temporal keypoint smoothing, 0 (off) .. 1 (strongest); people tracked across frames
@@ -312,8 +313,6 @@ class RestyleOptions:
             bad(f"--pose must be one of {', '.join(POSE_DETECTORS)}, got {self.pose!r}")
         if self.pose_runtime not in POSE_RUNTIMES:
             bad(f"--pose-runtime must be one of {', '.join(POSE_RUNTIMES)}, got {self.pose_runtime!r}")
-        if self.pose_runtime != "auto" and self.pose != "dwpose":
-            bad(f"--pose-runtime {self.pose_runtime} applies to --pose dwpose (OpenPose always runs on torch): drop it")
         parts = self.pose_parts
         if not isinstance(parts, tuple) or not parts or any(p not in POSE_PARTS for p in parts):
             bad(f"--pose-parts must be a comma-separated subset of {','.join(POSE_PARTS)}, got "

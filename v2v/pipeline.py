@@ -292,21 +292,22 @@ class Restyler:
 
         return DWPose
 
-    @staticmethod
-    def _concrete_pose_runtime(o: RestyleOptions, device: str) -> RestyleOptions:
+    def _concrete_pose_runtime(self, o: RestyleOptions, device: str) -> RestyleOptions:
         """``o`` with DWPose's runtime "auto" made concrete for ``device`` (so the pose cache, the model files and
         the settings record name what runs, and a --settings rerun runs the same)."""
         if o.pose != "dwpose" or o.pose_runtime != "auto":
             return o
-        from .pose.dwpose import choose_runtime
+        from .pose.dwpose import resolve_runtime
 
-        return o.replace(pose_runtime=choose_runtime("auto", device))
+        return o.replace(pose_runtime=resolve_runtime("auto", device, self._model_specs(o)["pose_model"],
+                                                      offload=o.offload))
 
     def _pose_files(self, o: RestyleOptions) -> list[Path]:
         spec = self._model_specs(o)["pose_model"]
         if o.pose == "openpose":
             return self._pose_class(o).model_files(spec)
-        return self._pose_class(o).model_files(spec, "onnx" if o.pose_runtime == "auto" else o.pose_runtime)
+        o = self._concrete_pose_runtime(o, _resolve_device(o.device))
+        return self._pose_class(o).model_files(spec, o.pose_runtime)
 
     def pose_detector(self, o: RestyleOptions, device: str):
         """The pose detector for ``o`` (kept loaded across calls); ``.detect(images) -> list[FramePose]``."""

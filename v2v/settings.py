@@ -200,7 +200,7 @@ def _device_name(device: str) -> str | None:
         return None
 
 
-def _resolved_files(o, specs: dict) -> dict[str, list[Path]]:
+def _resolved_files(o, specs: dict, device: str) -> dict[str, list[Path]]:
     """The files actually taken for the motion module and the pose models (which file of a repo or folder)."""
     from .errors import V2VError
 
@@ -220,8 +220,10 @@ def _resolved_files(o, specs: dict) -> dict[str, list[Path]]:
             else:
                 from .pose.dwpose import DWPose
 
-                out["pose_model"] = DWPose.model_files(str(specs["pose_model"]),
-                                                       "onnx" if o.pose_runtime == "auto" else o.pose_runtime)
+                from .pose.dwpose import resolve_runtime
+
+                runtime = resolve_runtime(o.pose_runtime, device, str(specs["pose_model"]), offload=o.offload)
+                out["pose_model"] = DWPose.model_files(str(specs["pose_model"]), runtime)
         except V2VError:
             pass
     return out
@@ -239,7 +241,7 @@ def build_settings(o, specs: dict, *, input_path: Path, output_path: Path, devic
     for key in ("pose_json", "keep_pose"):
         if opts.get(key):
             opts[key] = str(Path(opts[key]).expanduser().resolve())
-    model_files = {**_resolved_files(o, specs), **(model_files or {})}
+    model_files = {**_resolved_files(o, specs, device), **(model_files or {})}
     models = {role: model_record(spec, model_files.get(role)) for role, spec in specs.items()
               if not (role == "pose_model" and o.pose_json is not None)}
     if o.pose_json is not None:

@@ -77,8 +77,8 @@ PARTIAL_SUFFIXES = frozenset({".part", ".partial", ".crdownload", ".download", "
                               ".tmp", ".temp", ".!qb", ".!ut"})
 PROCESSING, DONE, FAILED, RESTYLED = ".processing", "done", "failed", "restyled"
 OUTPUT_KEYS = frozenset({"output", "out", "out_dir", "output_dir", "input"})  # never allowed in a sidecar
-MODEL_KEYS = frozenset({"models", "base", "motion", "controlnet", "pose_model", "lightning", "steps", "device",
-                        "dtype"})  # a sidecar setting one of these owns its model errors
+MODEL_KEYS = frozenset({"models", "base", "motion", "controlnet", "pose_model", "pose", "pose_runtime", "lightning",
+                        "steps", "device", "dtype"})  # a sidecar setting one of these owns its model errors
 
 
 # ---------------------------------------------------------------------------------------------- results

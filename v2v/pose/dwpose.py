@@ -260,6 +260,41 @@ def choose_runtime(requested: str, device) -> str:
     return "torch" if torch.cuda.is_available() else "onnx"  # no GPU at all: onnxruntime on the CPU, as asked
 
 
+def torchscript_available(spec: str) -> bool:
+    """Whether ``spec``'s TorchScript files can be had without surprises: the default repo (downloaded like any
+    model; offline, only when already cached), a folder holding both files, another repo only when both are
+    cached (such a repo, or a folder of ONNX files, is the user's choice of the ONNX files)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if hub.is_local(spec):
+        folder = Path(spec).expanduser()
+        return folder.is_dir() and all((folder / name).is_file() for _, name in (TORCH_DET, TORCH_POSE))
+    repos = (TORCH_DET, TORCH_POSE) if spec == DEFAULT_REPO else ((spec, TORCH_DET[1]), (spec, TORCH_POSE[1]))
+    if spec == DEFAULT_REPO and not hub.offline():
+        return True
+    try:
+        return all(isinstance(try_to_load_from_cache(repo, name), str) for repo, name in repos)
+    except Exception:  # noqa: BLE001 - an odd repo id: not available
+        return False
+
+
+def resolve_runtime(requested: str, device, spec: str = DEFAULT_REPO, *, offload: bool = False) -> str:
+    """The runtime a run with ``--pose-runtime requested`` and ``--pose-model spec`` uses on ``device``: "auto"
+    is :func:`choose_runtime`'s pick, but stays onnxruntime (on the CPU) where the TorchScript files are not
+    to be had (a folder or repo of ONNX files, offline without them cached) or with ``offload`` (a small GPU:
+    the pose networks' memory would compete with the denoiser's)."""
+    runtime = choose_runtime(requested, device)
+    if requested == "auto" and runtime == "torch":
+        if offload:
+            log.info("DWPose runs on the CPU (onnxruntime) with --offload; --pose-runtime torch runs it on the GPU")
+            return "onnx"
+        if not torchscript_available(spec):
+            log.info("DWPose runs on the CPU (onnxruntime): onnxruntime has no CUDA provider here and %s has no "
+                     "TorchScript files (%s, %s)", spec, TORCH_DET[1], TORCH_POSE[1])
+            return "onnx"
+    return runtime
+
+
 def _providers(device) -> tuple[list[str], bool]:
     """onnxruntime providers for ``device``; the flag says a GPU was asked for but is not available."""
     dev = str(device or "cpu").lower()
@@ -363,6 +398,13 @@ def load_net(path: Path, device, what: str, expected_file: str):
     return _TorchScriptNet(path, device, what, expected_file)
 
 
+def _expected(onnx_name: str, path: Path) -> str:
+    """The file a model of ``path``'s format should be (for error messages)."""
+    if Path(path).suffix.lower() == ".onnx":
+        return onnx_name
+    return TORCH_DET[1] if onnx_name == DET_FILE else TORCH_POSE[1]
+
+
 def _warn_if_cpu(nets, device) -> None:
     """One warning when a GPU was asked for and an ONNX network runs on the CPU, saying what to do."""
     onnx = [n for n in nets if isinstance(n, _OnnxNet)]
@@ -393,8 +435,8 @@ class DWPose:
                  iou_threshold: float = NMS_IOU_THR, max_batch: int = MAX_POSE_BATCH):
         self.device = str(device)
         self.det_path, self.pose_path = Path(det_path), Path(pose_path)
-        self.det = load_net(self.det_path, device, "person detector", DET_FILE)
-        self.pose = load_net(self.pose_path, device, "DWPose model", POSE_FILE)
+        self.det = load_net(self.det_path, device, "person detector", _expected(DET_FILE, self.det_path))
+        self.pose = load_net(self.pose_path, device, "DWPose model", _expected(POSE_FILE, self.pose_path))
         _warn_if_cpu((self.det, self.pose), device)
         self.providers = self.pose.providers
         self.runtime = "onnx" if isinstance(self.pose, _OnnxNet) else "torch"
@@ -420,18 +462,21 @@ class DWPose:
         wrong or broken file (or one traced with a device baked in) fails here, in one line, not mid-video."""
         checks = []
         if isinstance(self.det, _TorchScriptNet):
-            checks.append((self.det, self.det_path, DET_FILE, np.full((self.det.fixed_batch, 3, *self.det_size),
-                                                                      DET_PAD_VALUE, np.float32)))
+            checks.append((self.det, self.det_path, TORCH_DET[1],
+                           np.full((self.det.fixed_batch, 3, *self.det_size), DET_PAD_VALUE, np.float32)))
         if isinstance(self.pose, _TorchScriptNet):
-            checks.append((self.pose, self.pose_path, POSE_FILE,
+            checks.append((self.pose, self.pose_path, TORCH_POSE[1],
                            np.zeros((self.pose.fixed_batch, 3, self.pose_size[1], self.pose_size[0]), np.float32)))
         for net, path, expected, x in checks:
             try:
                 outs = net.run(x)
-            except Exception as e:  # noqa: BLE001 - any failure of a foreign file is the file's
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ModelLoadError(f"'{path}' fails on a {'x'.join(map(str, x.shape))} input ({msg[:200]}): use "
-                                     f"the TorchScript export of {expected}, or --pose-runtime onnx") from e
+            except Exception as e:  # noqa: BLE001 - any failure of a foreign file is the file's ...
+                if type(e).__name__ == "OutOfMemoryError":  # ... but running out of memory is not
+                    raise
+                msg = " ".join(str(e).split())[-200:] if str(e).strip() else type(e).__name__
+                raise ModelLoadError(f"'{path.name}' fails on a {'x'.join(map(str, x.shape))} input (the batch a "
+                                     f"TorchScript file takes is read from '_bsN' in its name, else 1) ({msg}): use "
+                                     f"{expected}, or --pose-runtime onnx") from e
             n = len(x)
             if net is self.det:
                 ok = len(outs) >= 1 and outs[0].ndim == 3 and outs[0].shape[0] == n and outs[0].shape[2] >= 6
