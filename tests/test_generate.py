@@ -421,22 +421,46 @@ def test_compile_gives_the_same_frames(tmp_path_factory):
     assert images.shape == (n, 32, 32, 3)
 
 
-def test_compile_raises_dynamo_recompile_limit_never_lowers_it(tmp_path_factory, monkeypatch):
+def test_compiled_models_run_under_raised_recompile_limits_in_the_running_thread(tmp_path_factory):
     """Every ResNet/attention block of one class is a new compiled version of the same code: with dynamo's
-    default limit (8) most of an SD 1.5 UNet would stay uncompiled. compile_models raises it (lazily compiled
-    here: nothing runs), and leaves a higher limit the user set alone."""
+    default limit (8) most of an SD 1.5 UNet would stay uncompiled. torch keeps config overrides per thread, and
+    the pipeline compiles on its loading thread but samples and decodes on another: the limits must be in force
+    where the models run (generate, decode), raised, never lowered, and left as they were afterwards.
+    (Lazily compiled here: the compiled blocks are not called, the limits are read by hooks.)"""
+    import threading
+
     import torch._dynamo.config as dc
 
     from v2v.generate import RECOMPILE_LIMIT, compile_models
 
     tiny = write_tiny_diffusion_set(tmp_path_factory.mktemp("tiny-limit"))
-    monkeypatch.setattr(dc, "recompile_limit", 8)
-    monkeypatch.setattr(dc, "accumulated_recompile_limit", 256)
-    compile_models(load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"]))
-    assert dc.recompile_limit == RECOMPILE_LIMIT and dc.accumulated_recompile_limit >= 8 * RECOMPILE_LIMIT
-    monkeypatch.setattr(dc, "recompile_limit", 1000)
-    compile_models(load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"]))
-    assert dc.recompile_limit == 1000
+    m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"])
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(compile_models(m)))   # as the pipeline's loading thread
+    t.start()
+    t.join()
+    assert seen[0] > 10 and m.compiled
+    for mod in [*m.unet.modules(), *m.controlnet.modules(), *m.vae.decoder.modules()]:
+        if hasattr(mod, "_compiled_call_impl"):
+            mod._compiled_call_impl = None                               # keep the blocks eager (no compiling)
+    limits = []
+    hook = lambda *a: limits.append((dc.recompile_limit, dc.accumulated_recompile_limit))  # noqa: E731
+    handles = [m.unet.register_forward_pre_hook(hook), m.vae.decoder.register_forward_pre_hook(hook)]
+    before = (dc.recompile_limit, dc.accumulated_recompile_limit)
+    try:
+        _, control, _ = make_control(16, 32, 32)
+        lat = generate(m, prompt="a person", num_frames=16, height=32, width=32, control=control, steps=1, seed=1)
+        list(decode_latents(m, lat[:2], chunk=2))
+        assert len(limits) >= 2
+        assert all(r >= RECOMPILE_LIMIT and a >= 8 * RECOMPILE_LIMIT for r, a in limits), limits
+        assert (dc.recompile_limit, dc.accumulated_recompile_limit) == before          # restored afterwards
+        limits.clear()
+        with dc.patch(recompile_limit=1000):                              # a higher limit of the user's stays
+            generate(m, prompt="a person", num_frames=16, height=32, width=32, control=control, steps=1, seed=1)
+        assert limits and all(r == 1000 for r, _ in limits)
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @pytest.mark.gpu

@@ -9,6 +9,8 @@ diffusers' ``AnimateDiffControlNetPipeline`` run on the same components, prompt,
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import time
@@ -28,6 +30,52 @@ from .windows import (auto_frame_budget, control_scales, fusion_weights, plan_lo
 log = logging.getLogger("v2v")
 
 NOISE_KINDS = ("freenoise", "random")
+
+# The building blocks torch.compile gets, each compiled on its own: the windowed motion modules and the sampler's
+# Python around them stay eager, so a new segment plan never forces a recompile of the whole UNet.
+RECOMPILE_LIMIT = 64  # compiled versions per block class: its shapes x the segment lengths of a plan (and tails)
+_COMPILED_BLOCKS = ("ResnetBlock2D", "Transformer2DModel", "AnimateDiffTransformer3D", "Downsample2D", "Upsample2D")
+
+
+@contextmanager
+def compiled_limits(models: DiffusionModels):
+    """dynamo's recompile limits raised (never lowered) while compiled ``models`` run, in the calling thread.
+
+    Blocks of one class share their code, so each distinct shape (channels, resolution, segment length) is one
+    more compiled version of it: the SD 1.5 UNet's ResNets alone need about 15 per segment length. dynamo's
+    default limit of 8 versions per function leaves the rest uncompiled (seen on an H200). torch keeps config
+    overrides per thread (a ContextVar), so the limits are set here, in the thread that runs the models, not
+    where they were compiled (the loading thread): set there, they never reached the sampler."""
+    if not getattr(models, "compiled", False):
+        yield
+        return
+    import torch._dynamo.config as dynamo_config
+
+    changes = {name: value for name, value in (("recompile_limit", RECOMPILE_LIMIT),
+                                               ("accumulated_recompile_limit", 8 * RECOMPILE_LIMIT))
+               if isinstance(getattr(dynamo_config, name, None), int) and getattr(dynamo_config, name) < value}
+    if not changes:
+        yield
+        return
+    with dynamo_config.patch(**changes):
+        yield
+
+
+def _under_compiled_limits(fn):
+    """``fn(models, ...)`` (a function or a generator function) run under :func:`compiled_limits`."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(models, *args, **kwargs):
+            with compiled_limits(models):
+                yield from fn(models, *args, **kwargs)
+        return gen
+
+    @functools.wraps(fn)
+    def call(models, *args, **kwargs):
+        with compiled_limits(models):
+            return fn(models, *args, **kwargs)
+    return call
+
 
 
 @torch.no_grad()
@@ -105,6 +153,7 @@ def pick_frame_budget(models: DiffusionModels, height: int, width: int, cfg: boo
     return auto_frame_budget(free, height, width, dtype_bytes=dtype_bytes, cfg=cfg, context=context)
 
 
+@_under_compiled_limits
 @torch.no_grad()
 def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "", num_frames: int, height: int,
              width: int, control: Callable[[list[int]], torch.Tensor], steps: int = 4, guidance: float = 1.0,
@@ -299,6 +348,7 @@ def _predict_segment(models: DiffusionModels, scheduler, latents: torch.Tensor, 
     return pred[0].permute(1, 0, 2, 3).float().cpu()
 
 
+@_under_compiled_limits
 @torch.no_grad()
 def decode_to_float(models: DiffusionModels, latents: torch.Tensor) -> torch.Tensor:
     """VAE-decode a few frames' latents: (n, 3, H, W) float32 in [0, 1] on the CPU."""
@@ -307,6 +357,7 @@ def decode_to_float(models: DiffusionModels, latents: torch.Tensor) -> torch.Ten
         return (images * 0.5 + 0.5).clamp(0, 1).float().cpu()
 
 
+@_under_compiled_limits
 def decode_latents(models: DiffusionModels, latents: torch.Tensor, chunk: int = 8,
                    stats: dict | None = None) -> Iterator[np.ndarray]:
     """Decode latents (F, 4, h, w) chunk by chunk; yields (H, W, 3) uint8 RGB frames in order as they come.
@@ -423,28 +474,12 @@ def enable_offload(models: DiffusionModels) -> DiffusionModels:
     return models
 
 
-# The building blocks torch.compile gets, each compiled on its own: the windowed motion modules and the sampler's
-# Python around them stay eager, so a new segment plan never forces a recompile of the whole UNet.
-RECOMPILE_LIMIT = 64  # compiled versions per block class: its shapes x the segment lengths of a plan (and tails)
-_COMPILED_BLOCKS = ("ResnetBlock2D", "Transformer2DModel", "AnimateDiffTransformer3D", "Downsample2D", "Upsample2D")
-
-
 def compile_models(models: DiffusionModels) -> int:
     """torch.compile the UNet's blocks, the ControlNet and the decoder in use (the VAE's, or TAESD's with
     --fast-decode) in place; returns how many modules.
 
     The first run pays the compilation (a minute or more); later segments and runs reuse it. Equal results
-    within float rounding.
-
-    Blocks of one class share their code, so each distinct shape (channels, resolution, segment length) is one
-    more compiled version of it: the SD 1.5 UNet's ResNets alone need about 15 per segment length. dynamo's
-    default limit of 8 versions per function made the rest run uncompiled (seen on an H200), so the limit is
-    raised here (never lowered)."""
-    import torch._dynamo.config as dynamo_config
-
-    for name, value in (("recompile_limit", RECOMPILE_LIMIT), ("accumulated_recompile_limit", 8 * RECOMPILE_LIMIT)):
-        if isinstance(getattr(dynamo_config, name, None), int) and getattr(dynamo_config, name) < value:
-            setattr(dynamo_config, name, value)
+    within float rounding. The compiled models run under :func:`compiled_limits`."""
     n = 0
     for m in models.unet.modules():
         if type(m).__name__ in _COMPILED_BLOCKS:
@@ -452,4 +487,5 @@ def compile_models(models: DiffusionModels) -> int:
             n += 1
     models.controlnet.compile()
     (models.decoder if models.decoder is not None else models.vae).decoder.compile()  # what decodes (TAESD too)
+    models.compiled = True
     return n + 2
