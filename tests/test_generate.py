@@ -464,6 +464,23 @@ def test_compiled_models_run_under_raised_recompile_limits_in_the_running_thread
 
 
 @pytest.mark.gpu
+def test_decode_on_another_gpu_equals_the_cpu(tmp_path_factory):
+    """The decode's CUDA events and pinned copy follow the models' device: with --device cuda:1 the frames
+    must not be read before their copy from that device ends (bare event records go to the current device)."""
+    if torch.cuda.device_count() < 1:
+        pytest.skip("no CUDA GPU")
+    tiny = write_tiny_diffusion_set(tmp_path_factory.mktemp("tiny-dev"))
+    lat = torch.randn(12, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    ref = np.stack(list(decode_latents(load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"]),
+                                       lat, chunk=4)))
+    for dev in [f"cuda:{i}" for i in range(torch.cuda.device_count())][-1:]:  # the last GPU: cuda:1 on two
+        m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"], device=dev,
+                                  dtype=torch.float32)
+        got = np.stack(list(decode_latents(m, lat, chunk=4)))
+        assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+@pytest.mark.gpu
 def test_offload_on_gpu(tmp_path_factory):
     """--offload: the text encoder and VAE sit in CPU RAM between uses; results equal the resident run."""
     from v2v.generate import enable_offload

@@ -387,10 +387,13 @@ def decode_latents(models: DiffusionModels, latents: torch.Tensor, chunk: int = 
 @torch.no_grad()
 def _decode_uint8(models: DiffusionModels, latents: torch.Tensor, stats: dict):
     """Start decoding a chunk: ((n, H, W, 3) uint8 CPU tensor, CUDA events (start, done) or None)."""
-    cuda = torch.device(models.device).type == "cuda"
-    if cuda:
+    dev = torch.device(models.device)
+    cuda = dev.type == "cuda"
+    if cuda:  # events on the models' device's stream: a bare record() takes the current device's (cuda:0 for
+        #       --device cuda:1), and the frames would be read before their copy from cuda:1 ends
+        stream = torch.cuda.current_stream(dev)
         start = torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
     else:
         t = time.perf_counter()
     images = models.decode(latents)  # the VAE, or TAESD with --fast-decode (DiffusionModels.decode)
@@ -403,7 +406,7 @@ def _decode_uint8(models: DiffusionModels, latents: torch.Tensor, stats: dict):
     host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
     host.copy_(frames, non_blocking=True)
     done = torch.cuda.Event(enable_timing=True)
-    done.record()
+    done.record(stream)
     return host, (start, done)
 
 
