@@ -284,7 +284,7 @@ def test_pose_command_same_keypoints_either_runtime(tmp_path, tiny_models):
 def test_auto_is_recorded_as_what_ran(tmp_path, monkeypatch, tiny_models):
     """The settings record names the runtime that ran (so a --settings rerun runs the same), never "auto", and
     the pose model files that runtime took."""
-    r = Restyler(models="tiny", device="cpu", size=64, max_frames=4, steps=1)
+    r = Restyler(models="tiny", device="cpu", size=64, max_frames=4, steps=1, pose_cache=False)  # detect
     res = r.restyle(SAMPLE, tmp_path / "out.mp4", prompt="a robot")
     assert res.settings["options"]["pose_runtime"] == "onnx"          # the CPU: onnxruntime
     files = [Path(f["path"]).name for f in res.settings["models"]["pose_model"]["files"]]
@@ -292,7 +292,7 @@ def test_auto_is_recorded_as_what_ran(tmp_path, monkeypatch, tiny_models):
     (loaded,) = r._pose.values()                                      # what actually ran
     assert loaded.runtime == "onnx" and loaded.pose_path.name == ONNX[1]
     monkeypatch.setattr(dw, "choose_runtime", lambda requested, device: "torch")   # as on a GPU without ORT-gpu
-    res = r.restyle(SAMPLE, tmp_path / "out2.mp4", prompt="a robot", pose_cache=False)
+    res = r.restyle(SAMPLE, tmp_path / "out2.mp4", prompt="a robot")
     assert res.settings["options"]["pose_runtime"] == "torch"
     files = [Path(f["path"]).name for f in res.settings["models"]["pose_model"]["files"]]
     assert files == list(TORCH)
