@@ -93,17 +93,20 @@ def build_sd15_random(folder: Path, device: str, dtype=torch.float16) -> dict[st
 
 
 class GpuBusy:
-    """Samples the GPU's utilisation every 20 ms in a thread (NVML through torch)."""
+    """Samples the run's GPU's utilisation every 20 ms in a thread (NVML through torch). ``fraction``: the share
+    of samples in which the GPU was busy at all (the figure of runs 1-2); ``mean``: NVML's utilisation averaged,
+    0-1 (NVML's own figure is the share of its last sampling period, 1/6 s to 1 s, in which a kernel ran)."""
 
     def __init__(self, device: str):
         self.on = device.startswith("cuda")
+        self.device = torch.device(device) if self.on else None
         self.samples: list[int] = []
         self._stop = threading.Event()
 
     def __enter__(self):
         if self.on:
             try:
-                torch.cuda.utilization()
+                torch.cuda.utilization(self.device)
             except Exception:
                 self.on = False
         if self.on:
@@ -113,7 +116,7 @@ class GpuBusy:
 
     def _run(self):
         while not self._stop.is_set():
-            self.samples.append(torch.cuda.utilization())
+            self.samples.append(torch.cuda.utilization(self.device))
             time.sleep(0.02)
 
     def __exit__(self, *exc):
@@ -124,6 +127,10 @@ class GpuBusy:
     @property
     def fraction(self) -> float | None:
         return (sum(s > 0 for s in self.samples) / len(self.samples)) if self.samples else None
+
+    @property
+    def mean(self) -> float | None:
+        return (sum(self.samples) / len(self.samples) / 100.0) if self.samples else None
 
 
 class RssPeak:
@@ -173,33 +180,33 @@ class FrameCounter:
 
 def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
+        return torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark (RSS)
 
 
 def reset_peak(device: str) -> None:
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.synchronize(torch.device(device))
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
 
 
 # ------------------------------------------------------------------------- runs
 
 
 class PoseRecorder:
-    """Wraps a loaded pose detector's ``detect``: the poses of the last run, for diffusers' baseline (no second
-    detection, which would cost device time and measure nothing)."""
+    """Keeps the final poses of the last v2v run (in frame order, as the sampler got them), for diffusers'
+    baseline: the same control frames, and no second detection (it would cost device time and measure nothing)."""
 
-    def __init__(self, detector):
+    def __init__(self, restyler):
         self.poses: list = []
-        inner = detector.detect
+        inner = restyler._poses
 
-        def detect(images):
-            out = inner(images)
-            self.poses.extend(out)
+        def poses(*args, **kwargs):
+            out = inner(*args, **kwargs)
+            self.poses = list(out[0])
             return out
 
-        detector.detect = detect
+        restyler._poses = poses
 
 
 def set_memory_format(models, fmt) -> None:
@@ -229,7 +236,8 @@ def run_v2v(restyler, video: Path, out: Path, device: str, steps: int, **options
     work = wall - r.seconds.get("load", 0.0)
     return {"frames": r.frames, "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
             "fps": r.frames / work, "peak_mb": rss_mb if rss_mb is not None else peak_memory_mb(device),
-            "gpu_busy": busy.fraction, "spatial_passes": round(counter.frames / (r.frames * steps), 4)}
+            "gpu_busy": busy.fraction, "gpu_util_mean": busy.mean,
+            "spatial_passes": round(counter.frames / (r.frames * steps), 4)}
 
 
 def run_diffusers(models, poses, width, height, device: str, steps: int, context: int, overlap: int) -> dict:
@@ -253,16 +261,21 @@ def run_diffusers(models, poses, width, height, device: str, steps: int, context
     frames = [Image.fromarray(render_pose(p, width, height)) for p in poses]
     reset_peak(device)
     rss = RssPeak() if not device.startswith("cuda") else None
-    with GpuBusy(device) as busy:
-        t = time.perf_counter()
-        pipe(prompt="claymation astronaut", num_frames=n, height=height, width=width, conditioning_frames=frames,
-             num_inference_steps=steps, guidance_scale=1.0, output_type="np", decode_chunk_size=16,
-             generator=torch.Generator("cpu").manual_seed(0))
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        wall = time.perf_counter() - t
+    try:
+        with GpuBusy(device) as busy:
+            t = time.perf_counter()
+            pipe(prompt="claymation astronaut", num_frames=n, height=height, width=width, conditioning_frames=frames,
+                 num_inference_steps=steps, guidance_scale=1.0, output_type="np", decode_chunk_size=16,
+                 generator=torch.Generator("cpu").manual_seed(0))
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(torch.device(device))
+            wall = time.perf_counter() - t
+    finally:  # FreeNoise swaps the shared UNet's motion blocks in place: v2v's next runs must get them back
+        if n > context:
+            pipe.disable_free_noise()
     peak = rss.stop() if rss is not None else peak_memory_mb(device)
-    return {"frames": n, "seconds": round(wall, 3), "fps": n / wall, "peak_mb": peak, "gpu_busy": busy.fraction}
+    return {"frames": n, "seconds": round(wall, 3), "fps": n / wall, "peak_mb": peak, "gpu_busy": busy.fraction,
+            "gpu_util_mean": busy.mean}
 
 
 def run_io(video: Path, out: Path, width: int, height: int) -> dict:
@@ -304,12 +317,14 @@ LEVERS = ("default", "pose_then_generate", "pose_onnx", "pose_torch", "fast_deco
           "frame_budget_32", "frame_budget_128", "pose_workers_1", "unbatched_windows", "cudnn_benchmark", "compile")
 
 
-def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which: list[str], deadline: float) -> dict:
+def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which: list[str], deadline: float,
+               on_result=None) -> dict:
     """v2v at one length with one speed lever changed at a time (same run, same frames): --fast-decode (TAESD),
     channels-last memory format, another frame budget, generation only after the pose stage (as before they
     overlapped), DWPose on onnxruntime or on torch (TorchScript), pose detection on one thread (as before it ran on several), one motion-module call per window
     (as before windows were batched), cuDNN's autotuner, --compile.
-    A lever that fails is recorded, not fatal; none starts after ``deadline`` (time.perf_counter())."""
+    A lever that fails is recorded, not fatal; none starts after ``deadline`` (time.perf_counter()).
+    ``on_result(results so far)`` after each lever (the JSON is saved then: a run cut off keeps what it measured)."""
     import v2v.pipeline as P
     from v2v.motion import MotionPlan
 
@@ -359,6 +374,8 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
                 os.environ["V2V_POSE_WORKERS"] = saved[0]
             MotionPlan.batch_windows, torch.backends.cudnn.benchmark, P._streamable_frames = saved[1:]
         print(json.dumps({"lever": name, **out[name]}), flush=True)
+        if on_result is not None:
+            on_result(out)
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     return out
@@ -440,7 +457,7 @@ def main() -> None:
                             models="tiny" if a.models == "tiny" else "default")
     env = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
            "cpus": os.cpu_count(), "device": a.device,
-           "gpu": torch.cuda.get_device_name(0) if cuda else None,
+           "gpu": torch.cuda.get_device_name(torch.device(a.device)) if cuda else None,
            "models": a.models, "size": size, "steps": a.steps, "dtype": dtype, "build_models_s": round(build_s, 1)}
     from v2v.streams import default_workers
 
@@ -464,7 +481,8 @@ def main() -> None:
         return video
 
     o = restyler._concrete_pose_runtime(restyler._options("x", {}), a.device)  # what restyle() will load
-    recorder = PoseRecorder(restyler.pose_detector(o, a.device))
+    restyler.pose_detector(o, a.device)  # loaded before the timed runs, as the models are by the warm-up
+    recorder = PoseRecorder(restyler)
     env["pose_runtime"] = o.pose_runtime
     warm = a.warmup if a.warmup is not None else (32 if cuda else 0)
     if warm:  # untimed: CUDA context, cuDNN autotuning, the allocator's first growth, lazy imports
@@ -478,7 +496,7 @@ def main() -> None:
     results = report["results"]
     for n in [int(x) for x in a.frames.split(",")]:
         video = sample(n)
-        recorder.poses.clear()
+        recorder.poses = []
         row = {"frames": n, "v2v": run_v2v(restyler, video, work / f"out{n}.mp4", a.device, a.steps)}
         poses = recorder.poses[:n]
         if a.classic and n <= a.classic_max_frames:
@@ -501,18 +519,24 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     if a.levers:
+        models = None  # the levers that load other model sets (--fast-decode, --compile) must not count this one's
         report["levers"] = {"frames": a.levers}
-        report["levers"].update(run_levers(restyler, sample(a.levers), work, a.device, a.steps, which,
-                                           t_start + a.deadline))
-        save()
+
+        def lever_done(results: dict) -> None:
+            report["levers"].update(results)
+            save()
+
+        run_levers(restyler, sample(a.levers), work, a.device, a.steps, which, t_start + a.deadline, lever_done)
 
     print(f"\n{env}\n")
-    print(f"{'frames':>6} | {'v2v f/s':>8} | {'peak MB':>8} | {'busy':>5} | {'passes':>6} | {'gen x classic':>13} | "
+    print(f"{'frames':>6} | {'v2v f/s':>8} | {'peak MB':>8} | {'busy':>5} | {'util':>5} | {'passes':>6} | "
+          f"{'gen x classic':>13} | "
           f"{'diffusers f/s':>13} | {'peak MB':>8} | {'speed-up':>8} | {'io/ffmpeg':>9} | {'io/ff-rgb':>9} | stages (s)")
     for r in results:
         v, d = r["v2v"], r.get("diffusers", {})
         busy = f"{v['gpu_busy']:.2f}" if v.get("gpu_busy") is not None else "-"
-        print(f"{r['frames']:>6} | {v['fps']:>8.2f} | {v['peak_mb']:>8.0f} | {busy:>5} | {v['spatial_passes']:>6.3f} | "
+        print(f"{r['frames']:>6} | {v['fps']:>8.2f} | {v['peak_mb']:>8.0f} | {busy:>5} | "
+              f"{_cell(v.get('gpu_util_mean'), 5, '.2f')} | {v['spatial_passes']:>6.3f} | "
               f"{_cell(r.get('spatial_once_speedup'), 13, '.2f')} | {_cell(d.get('fps'), 13, '.2f')} | "
               f"{_cell(d.get('peak_mb'), 8, '.0f')} | {_cell(r.get('speedup'), 8, '.2f')} | "
               f"{_cell(r['io'].get('ratio_v2v_over_ffmpeg'), 9, '.2f')} | "

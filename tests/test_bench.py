@@ -50,3 +50,39 @@ def test_bench_rejects_unknown_lever(tmp_path, tiny_models):
                         "--frames", "8", "--size", "64", "--no-baseline", "--levers", "8", "--lever-list", "warp_drive",
                         "--json", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "warp_drive" in r.stderr
+
+
+def test_diffusers_baseline_leaves_the_shared_unet_as_it_was(tiny_models):
+    """The baseline runs diffusers' pipeline on v2v's own loaded components; FreeNoise (on for more than 16
+    frames) swaps the motion modules' blocks in place, and v2v's next runs must not inherit them."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+
+    from v2v.models import load_diffusion_models
+    from v2v.pose.keypoints import FramePose
+
+    m = load_diffusion_models(str(tiny_models["base"]), str(tiny_models["motion"]), str(tiny_models["controlnet"]))
+
+    def blocks():
+        return sorted({type(b).__name__ for b in m.unet.modules() if "TransformerBlock" in type(b).__name__})
+
+    before = blocks()
+    r = bench.run_diffusers(m, [FramePose([], 32, 32)] * 20, 32, 32, "cpu", 1, 16, 4)
+    assert r["frames"] == 20 and r["fps"] > 0
+    assert blocks() == before and "FreeNoiseTransformerBlock" not in before
+
+
+def test_pose_recorder_keeps_the_frame_order(tiny_models, tmp_path):
+    """The baseline gets the control frames v2v used, in frame order (pose threads finish out of order)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+
+    from v2v import Restyler
+
+    r = Restyler(models="tiny", device="cpu", size=64, max_frames=10, pose_cache=False, show_progress=False)
+    rec = bench.PoseRecorder(r)
+    res = r.pose(ROOT / "samples" / "dance.mp4", json_path=tmp_path / "p.json")
+    assert res.frames == 10 and len(rec.poses) == 10
+    saved = json.loads((tmp_path / "p.json").read_text())
+    # same people per frame, in order, as the JSON the run wrote
+    assert [len(f["people"]) for f in saved] == [len(p.people) for p in rec.poses]
