@@ -351,3 +351,37 @@ def test_torch_runtime_on_the_gpu_equals_onnx_on_the_cpu(tiny_dir):
     rng = np.random.default_rng(5)
     images = [_people_image(rng, n) for n in (2, 1, 3)]
     _assert_same_frames(cpu.detect(images), gpu.detect(images))
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_torch_detector_is_built_before_the_diffusion_models_load(tiny_models, tmp_path, monkeypatch, runtime):
+    """Loading the diffusion models changes process-wide torch state for a while (default dtype float16 under
+    diffusers/transformers, accelerate's patched register_parameter): a detector made of torch modules is built
+    before that starts. An ONNX detector is not waited for: the models load while it is built."""
+    import threading
+
+    events = []
+    loading_started = threading.Event()
+    real_detector, real_models = Restyler.pose_detector, Restyler.diffusion_models
+
+    def pose_detector(self, o, device):
+        if runtime == "onnx":  # the models' loading must start without waiting for this detector
+            events.append(("load started first", loading_started.wait(20)))
+        d = real_detector(self, o, device)
+        events.append(("detector", d.runtime))
+        return d
+
+    def diffusion_models(self, o, device, dtype):
+        events.append(("load", None))
+        loading_started.set()
+        return real_models(self, o, device, dtype)
+
+    monkeypatch.setattr(Restyler, "pose_detector", pose_detector)
+    monkeypatch.setattr(Restyler, "diffusion_models", diffusion_models)
+    r = Restyler(models="tiny", device="cpu", size=64, max_frames=4, steps=1, pose_cache=False,
+                 pose_runtime=runtime, show_progress=False)
+    r.restyle(SAMPLE, tmp_path / "o.mp4", prompt="x")
+    if runtime == "torch":
+        assert events.index(("detector", "torch")) < events.index(("load", None))
+    else:
+        assert ("load started first", True) in events

@@ -354,7 +354,7 @@ def decode_to_float(models: DiffusionModels, latents: torch.Tensor) -> torch.Ten
     """VAE-decode a few frames' latents: (n, 3, H, W) float32 in [0, 1] on the CPU."""
     with on_device(models, *_decoding(models)):
         images = models.decode(latents)  # the VAE, or TAESD with --fast-decode (DiffusionModels.decode)
-        return (images * 0.5 + 0.5).clamp(0, 1).float().cpu()
+        return (images.float() * 0.5 + 0.5).clamp(0, 1).cpu()  # float32 maths, as on the CPU
 
 
 @_under_compiled_limits
@@ -397,7 +397,7 @@ def _decode_uint8(models: DiffusionModels, latents: torch.Tensor, stats: dict):
     else:
         t = time.perf_counter()
     images = models.decode(latents)  # the VAE, or TAESD with --fast-decode (DiffusionModels.decode)
-    images = (images * 0.5 + 0.5).clamp(0, 1).float()  # as decode_to_float
+    images = (images.float() * 0.5 + 0.5).clamp(0, 1)  # as decode_to_float (float32 maths)
     frames = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
     if not cuda:
         frames = frames.contiguous().cpu()

@@ -309,6 +309,21 @@ class Restyler:
         o = self._concrete_pose_runtime(o, _resolve_device(o.device))
         return self._pose_class(o).model_files(spec, o.pose_runtime)
 
+    @staticmethod
+    def _builds_torch_detector(o: RestyleOptions) -> bool:
+        """Whether ``o``'s pose detector is built from torch modules (OpenPose, DWPose on torch)."""
+        return o.pose_json is None and (o.pose == "openpose" or o.pose_runtime == "torch")
+
+    def _build_detector(self, o: RestyleOptions, device: str):
+        """:meth:`pose_detector`, built under the model-loading lock when it is made of torch modules: loading
+        the diffusion models changes process-wide torch state for a while (diffusers/transformers set the default
+        dtype to float16; accelerate's empty-weights init patches ``nn.Module.register_parameter``), and a torch
+        module built at the same time on another thread could come out float16 or on the meta device."""
+        if not self._builds_torch_detector(o):
+            return self.pose_detector(o, device)
+        with self._load_lock:
+            return self.pose_detector(o, device)
+
     def pose_detector(self, o: RestyleOptions, device: str):
         """The pose detector for ``o`` (kept loaded across calls); ``.detect(images) -> list[FramePose]``."""
         spec = self._model_specs(o)["pose_model"]
@@ -354,13 +369,14 @@ class Restyler:
         return self.show_progress if self.show_progress is not None else log.isEnabledFor(logging.INFO)
 
     def _poses(self, o: RestyleOptions, info, width: int, height: int, device: str, progress, sink=None,
-               check=None, seconds: dict | None = None):
+               check=None, seconds: dict | None = None, detector_ready: threading.Event | None = None):
         """Keypoints per kept frame (at the processing size), their times, the kept span, the empty-map count.
 
         The frames are always decoded (their timestamps are the truth); the keypoints come from ``--pose-json``,
         the cache, or the detector (loaded only then), in that order. Then parts are kept and smoothing applied,
         frame by frame as they come (smoothing looks only at earlier frames): ``sink(pose)``, when given, gets
         each frame's final pose in order as soon as it is known, so generation can start on the first frames.
+        ``detector_ready`` is set once the pose stage builds no more torch modules (see :meth:`_build_detector`).
         """
         from .pose import cache
         from .pose.keypoints import has_visible_person, keep_parts
@@ -382,14 +398,22 @@ class Restyler:
             dec = _kept_frames(o, info, width, height)
             return _Checked(dec, check) if check is not None else dec
 
+        def ready() -> None:
+            if detector_ready is not None:
+                detector_ready.set()
+
+        if not self._builds_torch_detector(o):
+            ready()
         show = self._show()
         if o.pose_json is not None:
+            ready()
             dec = decoder()
             poses, times = self._json_stage(o, dec, info, width, height, progress, show)
         else:
             key = self._cache_key(o, info.path, width, height) if o.pose_cache else None
             poses = cache.load(key, width, height) if key else None
             if poses is not None:
+                ready()  # (a mismatching entry means detecting after all: _build_detector's lock covers that)
                 dec = decoder()
                 times = self._times_stage(dec, len(poses), progress, show)
                 if len(times) != len(poses):
@@ -398,8 +422,9 @@ class Restyler:
                     poses = None
             if poses is None:
                 dec = decoder()
-                poses, times = self._pose_stage(dec, self.pose_detector(o, device), progress, show, info,
-                                                on_pose=finalise)
+                detector = self._build_detector(o, device)
+                ready()
+                poses, times = self._pose_stage(dec, detector, progress, show, info, on_pose=finalise)
                 if key and poses:
                     cache.save(key, poses)
         if not poses:
@@ -532,8 +557,15 @@ class Restyler:
         o = self._concrete_pose_runtime(o, device)
         progress = _serialized(progress)  # the pose and generate stages report from two threads
         with self._guard(device):
-            # 5 (started first). the diffusion models load on a background thread while the pose stage runs
-            loading = Background(lambda: self.diffusion_models(o, device, dtype), name="v2v-load-models")
+            # 5 (started first). the diffusion models load on a background thread while the pose stage runs, once
+            #    the pose stage has built its detector when that is made of torch modules (_build_detector)
+            detector_ready = threading.Event()
+
+            def load():
+                detector_ready.wait()
+                return self.diffusion_models(o, device, dtype)
+
+            loading = Background(load, name="v2v-load-models")
 
             # 4. pose, on its own thread (decode streamed; frames dropped once posed; the pose models load only
             #    when detection runs: not with --pose-json, not on a cache hit). Each frame's final pose goes into
@@ -541,10 +573,15 @@ class Restyler:
             #    being decoded and posed.
             t = time.perf_counter()
             stream = _PoseStream()
-            posing = Background(lambda: stream.run(
-                lambda: self._poses(o, info, width, height, device, progress, sink=stream.push, check=stream.check,
-                                    seconds=seconds)),
-                name="v2v-pose")
+            def pose_stage():
+                try:
+                    return stream.run(lambda: self._poses(o, info, width, height, device, progress, sink=stream.push,
+                                                          check=stream.check, seconds=seconds,
+                                                          detector_ready=detector_ready))
+                finally:
+                    detector_ready.set()  # whatever happened, the models may load
+
+            posing = Background(pose_stage, name="v2v-pose")
             try:
                 # 5. models (what is left of their loading; a pose-stage error ends the wait)
                 t_load = time.perf_counter()
