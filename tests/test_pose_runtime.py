@@ -385,3 +385,21 @@ def test_torch_detector_is_built_before_the_diffusion_models_load(tiny_models, t
         assert events.index(("detector", "torch")) < events.index(("load", None))
     else:
         assert ("load started first", True) in events
+
+
+def test_failed_model_load_leaves_torch_default_dtype_alone(tiny_models, tmp_path, monkeypatch):
+    """A load that fails half-way (inside diffusers, with float16 set as torch's default) must not leave the
+    process (a watch loop) making float16 tensors."""
+    import torch
+
+    import v2v.models as vm
+
+    def failing(*args, **kwargs):
+        torch.set_default_dtype(torch.float16)     # what diffusers' from_pretrained does while loading ...
+        raise vm.ModelLoadError("broken checkpoint")  # ... and a failure before it restores it
+
+    monkeypatch.setattr(vm, "load_diffusion_models", failing)
+    r = Restyler(models="tiny", device="cpu", size=64, max_frames=4, steps=1, show_progress=False)
+    with pytest.raises(ModelLoadError):
+        r.restyle(SAMPLE, tmp_path / "o.mp4", prompt="x")
+    assert torch.get_default_dtype() == torch.float32

@@ -274,7 +274,13 @@ class Restyler:
                 self._diffusion.clear()  # one set on the device at a time
                 log.info("loading models: base %s, motion %s (%d-step), controlnet %s",
                          args["base"], args["motion"], o.lightning_steps, args["controlnet"])
-                models = load_diffusion_models(**args, device=device, dtype=dtype)
+                import torch
+
+                default_dtype = torch.get_default_dtype()
+                try:
+                    models = load_diffusion_models(**args, device=device, dtype=dtype)
+                finally:  # diffusers/transformers set float16 as torch's default while loading, and a failed load
+                    torch.set_default_dtype(default_dtype)  # can leave it so for the rest of the process (watch)
                 if o.offload:
                     enable_offload(models)
                 if o.compile:
