@@ -104,9 +104,20 @@ class GpuBusy:
         self._stop = threading.Event()
 
     def __enter__(self):
+        self._read = None
         if self.on:
+            try:  # one NVML handle for the run (torch.cuda.utilization re-initialises NVML on every call)
+                import pynvml
+
+                handle = torch.cuda._get_pynvml_handler(self.device)
+                self._read = lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+                self._read()
+            except Exception:
+                self._read = None
+        if self.on and self._read is None:
             try:
                 torch.cuda.utilization(self.device)
+                self._read = lambda: torch.cuda.utilization(self.device)
             except Exception:
                 self.on = False
         if self.on:
@@ -116,7 +127,7 @@ class GpuBusy:
 
     def _run(self):
         while not self._stop.is_set():
-            self.samples.append(torch.cuda.utilization(self.device))
+            self.samples.append(self._read())
             time.sleep(0.02)
 
     def __exit__(self, *exc):
