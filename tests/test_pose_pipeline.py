@@ -203,6 +203,7 @@ def test_pose_detection_on_several_threads_gives_the_same_keypoints_in_order(tmp
     """The pose stage hands batches to several threads when the detector allows it (DWPose does); the keypoints
     and their order are those of one thread, and a detector without ``thread_safe`` stays on one thread."""
     import threading
+    import time
 
     real = Restyler.pose_detector
     threads: list[set] = []
@@ -213,6 +214,8 @@ def test_pose_detection_on_several_threads_gives_the_same_keypoints_in_order(tmp
 
         def detect(self, images):
             self.seen.add(threading.get_ident())
+            time.sleep(0.2)  # slower than decoding a batch: the next batch comes while this one is busy, so the
+            #                  pool must use another thread (else, on a fast machine, one idle thread takes all)
             return self.inner.detect(images)
 
     def run(workers: str, safe: bool) -> list:
