@@ -579,6 +579,7 @@ class Restyler:
             #    being decoded and posed.
             t = time.perf_counter()
             stream = _PoseStream()
+
             def pose_stage():
                 try:
                     return stream.run(lambda: self._poses(o, info, width, height, device, progress, sink=stream.push,
