@@ -403,3 +403,4 @@ def test_failed_model_load_leaves_torch_default_dtype_alone(tiny_models, tmp_pat
     with pytest.raises(ModelLoadError):
         r.restyle(SAMPLE, tmp_path / "o.mp4", prompt="x")
     assert torch.get_default_dtype() == torch.float32
+

@@ -158,6 +158,10 @@ def _resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InvalidOptions(f"--device {device}: no CUDA GPU is visible: use --device cpu")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise InvalidOptions(f"--device {device}: this machine has {n} CUDA GPU{'s' if n != 1 else ''} "
+                             f"(cuda:0{f' to cuda:{n - 1}' if n > 1 else ''}): choose one of them")
     return device
 
 
