@@ -268,10 +268,10 @@ def run_diffusers(models, poses, width, height, device: str, steps: int, context
 
         object.__setattr__(pipe, "motion_adapter", SimpleNamespace(config=SimpleNamespace(motion_max_seq_length=32)))
         pipe.enable_free_noise(context_length=context, context_stride=context - overlap)
-    frames = [Image.fromarray(render_pose(p, width, height)) for p in poses]
-    reset_peak(device)
-    rss = RssPeak() if not device.startswith("cuda") else None
     try:
+        frames = [Image.fromarray(render_pose(p, width, height)) for p in poses]
+        reset_peak(device)
+        rss = RssPeak() if not device.startswith("cuda") else None
         with GpuBusy(device) as busy:
             t = time.perf_counter()
             pipe(prompt="claymation astronaut", num_frames=n, height=height, width=width, conditioning_frames=frames,

@@ -198,7 +198,11 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, tiny_models):
                           "--size", "256", "-o", str(out)], stderr=subprocess.PIPE, text=True, cwd=ROOT,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # wait until the run is past the probe (its first log line) and loading a model or the detector, then
-    # interrupt it
+    # interrupt it (a child that hangs before that is killed, so the test fails rather than hangs)
+    import threading
+
+    watchdog = threading.Timer(120, p.kill)
+    watchdog.start()
     line = p.stderr.readline()
     assert "input" in line, line
     seen = [line]
@@ -208,6 +212,7 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path, tiny_models):
     time.sleep(0.5)
     p.send_signal(signal.SIGINT)
     rest = "".join(seen) + p.communicate(timeout=120)[1]
+    watchdog.cancel()
     assert p.returncode == 130, rest
     assert "interrupted" in rest and "Traceback" not in rest
     assert list(tmp_path.iterdir()) == []

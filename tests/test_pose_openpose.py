@@ -69,7 +69,7 @@ def test_known_answer_mapping_with_real_hand_network(op_dir):
             h[20, 1, 1] = 0.04                               # below controlnet_aux's 0.05: missing
             return h
 
-    d.body, d.face = Body(), Face()
+    d.body, d._face_heatmaps = Body(), Face()  # the face network's step (v2v's float32 call of it)
     (f,) = d.detect([np.full((300, 200, 3), 90, np.uint8)])
     (p,) = f.people
     found = np.arange(18) != 7

@@ -404,3 +404,47 @@ def test_failed_model_load_leaves_torch_default_dtype_alone(tiny_models, tmp_pat
         r.restyle(SAMPLE, tmp_path / "o.mp4", prompt="x")
     assert torch.get_default_dtype() == torch.float32
 
+
+
+def test_openpose_face_works_under_a_float16_default_dtype(tiny_models):
+    """While diffusers/transformers load models (on another thread) torch's default dtype is float16/bfloat16 for
+    a while; controlnet_aux's face network divided a uint8 tensor into that dtype and failed on a dtype mismatch.
+    v2v's face step makes its input float32, and gives the same heatmaps either way."""
+    import torch
+
+    from v2v.pose.openpose import OpenPose
+
+    d = OpenPose.from_spec(str(tiny_models["openpose"]))
+    face = np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    ref = d._face_heatmaps(face)
+    assert ref.shape[1:] == (40, 48) and ref.dtype == np.float32
+    np.testing.assert_allclose(ref, d.face(face), atol=1e-6)      # controlnet_aux's own call, default float32
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with pytest.raises(RuntimeError):
+            d.face(face)                                           # what failed: controlnet_aux's own call
+        np.testing.assert_allclose(d._face_heatmaps(face), ref, atol=1e-6)
+    finally:
+        torch.set_default_dtype(old)
+
+
+def test_a_pose_stage_that_fails_first_loads_no_models(tiny_models, tmp_path, monkeypatch):
+    """A torch detector that cannot be built fails the run; the diffusion models, which the loader holds back
+    until the detector is built, are then not loaded at all (a load left running would hold the loading lock
+    into the next video of a watch loop)."""
+    loads = []
+    monkeypatch.setattr(Restyler, "diffusion_models", lambda self, *a, **k: loads.append(1))
+
+    def broken(self, o, device):
+        raise ModelLoadError("broken pose model")
+
+    monkeypatch.setattr(Restyler, "pose_detector", broken)
+    r = Restyler(models="tiny", device="cpu", size=64, max_frames=4, steps=1, pose_cache=False,
+                 pose_runtime="torch", show_progress=False)
+    with pytest.raises(ModelLoadError):
+        r.restyle(SAMPLE, tmp_path / "o.mp4", prompt="x")
+    import time
+
+    time.sleep(0.3)  # the loader thread has had time to start a load, were it going to
+    assert loads == []

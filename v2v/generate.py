@@ -10,7 +10,6 @@ diffusers' ``AnimateDiffControlNetPipeline`` run on the same components, prompt,
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import os
 import time
@@ -62,14 +61,8 @@ def compiled_limits(models: DiffusionModels):
 
 
 def _under_compiled_limits(fn):
-    """``fn(models, ...)`` (a function or a generator function) run under :func:`compiled_limits`."""
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def gen(models, *args, **kwargs):
-            with compiled_limits(models):
-                yield from fn(models, *args, **kwargs)
-        return gen
-
+    """``fn(models, ...)`` run under :func:`compiled_limits` (a plain function: a config patch held open across
+    a generator's yields would outlive the call and could be closed from another thread)."""
     @functools.wraps(fn)
     def call(models, *args, **kwargs):
         with compiled_limits(models):
@@ -357,7 +350,6 @@ def decode_to_float(models: DiffusionModels, latents: torch.Tensor) -> torch.Ten
         return (images.float() * 0.5 + 0.5).clamp(0, 1).cpu()  # float32 maths, as on the CPU
 
 
-@_under_compiled_limits
 def decode_latents(models: DiffusionModels, latents: torch.Tensor, chunk: int = 8,
                    stats: dict | None = None) -> Iterator[np.ndarray]:
     """Decode latents (F, 4, h, w) chunk by chunk; yields (H, W, 3) uint8 RGB frames in order as they come.
@@ -384,6 +376,7 @@ def decode_latents(models: DiffusionModels, latents: torch.Tensor, chunk: int = 
             yield from _frames(pending, stats)
 
 
+@_under_compiled_limits
 @torch.no_grad()
 def _decode_uint8(models: DiffusionModels, latents: torch.Tensor, stats: dict):
     """Start decoding a chunk: ((n, H, W, 3) uint8 CPU tensor, CUDA events (start, done) or None)."""

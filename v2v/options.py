@@ -303,7 +303,7 @@ class RestyleOptions:
         if self.dtype not in DTYPES:
             bad(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         dev = self.device
-        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isascii() and dev[5:].isdecimal())):
             bad(f"--device must be auto, cpu, cuda or cuda:N, got {dev!r}")
         if self.dtype == "float16" and dev == "cpu":
             bad("--dtype float16 is not supported on the CPU: use float32 (the default there) or bfloat16")

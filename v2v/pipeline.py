@@ -324,15 +324,20 @@ class Restyler:
         """Whether ``o``'s pose detector is built from torch modules (OpenPose, DWPose on torch)."""
         return o.pose_json is None and (o.pose == "openpose" or o.pose_runtime == "torch")
 
-    def _build_detector(self, o: RestyleOptions, device: str):
+    def _build_detector(self, o: RestyleOptions, device: str, check=None):
         """:meth:`pose_detector`, built under the model-loading lock when it is made of torch modules: loading
         the diffusion models changes process-wide torch state for a while (diffusers/transformers set the default
         dtype to float16; accelerate's empty-weights init patches ``nn.Module.register_parameter``), and a torch
         module built at the same time on another thread could come out float16 or on the meta device."""
         if not self._builds_torch_detector(o):
             return self.pose_detector(o, device)
-        with self._load_lock:
+        while not self._load_lock.acquire(timeout=0.1):  # a load left by a failed video may hold it a while:
+            if check is not None:                          # a cancelled run stops waiting (``check`` raises)
+                check()
+        try:
             return self.pose_detector(o, device)
+        finally:
+            self._load_lock.release()
 
     def pose_detector(self, o: RestyleOptions, device: str):
         """The pose detector for ``o`` (kept loaded across calls); ``.detect(images) -> list[FramePose]``."""
@@ -432,7 +437,7 @@ class Restyler:
                     poses = None
             if poses is None:
                 dec = decoder()
-                detector = self._build_detector(o, device)
+                detector = self._build_detector(o, device, check)
                 ready()
                 poses, times = self._pose_stage(dec, detector, progress, show, info, on_pose=finalise)
                 if key and poses:
@@ -570,12 +575,11 @@ class Restyler:
             # 5 (started first). the diffusion models load on a background thread while the pose stage runs, once
             #    the pose stage has built its detector when that is made of torch modules (_build_detector)
             detector_ready = threading.Event()
+            abandoned = threading.Event()  # the pose stage failed before that: this run will not need the models
 
             def load():
                 detector_ready.wait()
-                return self.diffusion_models(o, device, dtype)
-
-            loading = Background(load, name="v2v-load-models")
+                return None if abandoned.is_set() else self.diffusion_models(o, device, dtype)
 
             # 4. pose, on its own thread (decode streamed; frames dropped once posed; the pose models load only
             #    when detection runs: not with --pose-json, not on a cache hit). Each frame's final pose goes into
@@ -590,14 +594,18 @@ class Restyler:
                                                           check=stream.check, seconds=seconds,
                                                           detector_ready=detector_ready))
                 finally:
-                    detector_ready.set()  # whatever happened, the models may load
+                    if not detector_ready.is_set():  # ended (failed) before its detector was built
+                        abandoned.set()
+                    detector_ready.set()  # the loader never waits for a stage that has ended
 
             posing = Background(pose_stage, name="v2v-pose")
+            loading = Background(load, name="v2v-load-models")  # after the pose thread: it waits on that thread
             try:
                 # 5. models (what is left of their loading; a pose-stage error ends the wait)
                 t_load = time.perf_counter()
                 while not loading.wait(0.05):
                     stream.raise_if_failed()
+                stream.raise_if_failed()  # (an abandoned load returns None at once)
                 models = loading.result()
                 seconds["load"] = time.perf_counter() - t_load
 

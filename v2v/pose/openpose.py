@@ -163,12 +163,29 @@ class OpenPose:
                 right = pts
         return left, right
 
+    def _face_heatmaps(self, face_img: np.ndarray) -> np.ndarray:
+        """controlnet_aux's ``Face.__call__`` with its input made float32 explicitly: it divides a uint8 tensor by
+        256.0, which takes torch's default dtype, and that is float16/bfloat16 for a while as diffusers and
+        transformers load models (on another thread, alongside the pose stage): the face network then fails on
+        a dtype mismatch."""
+        import torch
+        from torch.nn import functional as F
+
+        size = 384  # the network's input, as controlnet_aux's Face
+        h, w = face_img.shape[:2]
+        net = self.face.model
+        x = torch.from_numpy(self._m.util.smart_resize(face_img, (size, size))).permute(2, 0, 1)
+        x = (x.to(torch.float32) / 256.0 - 0.5).to(next(iter(net.parameters())).device)
+        with torch.no_grad():
+            hs = net(x[None])
+            return F.interpolate(hs[-1].float(), (h, w), mode="bilinear", align_corners=True).cpu().numpy()[0]
+
     def _face(self, body_result, bgr) -> np.ndarray | None:
         box = self._m.util.faceDetect(body_result, bgr)
         if box is None:
             return None
         x, y, w = box
-        heat = self.face(bgr[y:y + w, x:x + w, :])                      # (71, w, w)
+        heat = self._face_heatmaps(bgr[y:y + w, x:x + w, :])           # (71, w, w)
         pts = np.zeros((N_FACE, 3), np.float32)
         for k in range(min(N_FACE, heat.shape[0])):
             hm = heat[k]
