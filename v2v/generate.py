@@ -135,9 +135,10 @@ def pick_frame_budget(models: DiffusionModels, height: int, width: int, cfg: boo
     device = torch.device(models.device)
     dtype_bytes = torch.finfo(models.dtype).bits // 8
     if device.type == "cuda":
+        # memory torch holds in its cache (an earlier run's activations) is free to this run too, but only once
+        # handed back: a block cached for another stream (the pose threads' on the GPU) is not the sampler's
+        torch.cuda.empty_cache()
         free, _ = torch.cuda.mem_get_info(device)
-        # memory torch holds in its cache (an earlier run's activations) is free to this run too
-        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     else:
         try:
             free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
