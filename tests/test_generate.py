@@ -512,3 +512,23 @@ def test_strength_and_init_latents_go_together(models):
         generate(models, strength=0.5, **kw)
     with pytest.raises(InvalidOptions, match="init_latents"):
         generate(models, init_latents=torch.zeros(4, 4, 2, 2), **kw)
+
+
+def test_auto_budget_on_cuda_measures_after_handing_the_cache_back(monkeypatch):
+    """On CUDA the automatic budget hands torch's cached blocks back first and then reads the free memory:
+    counting cached blocks as free overestimated it when some are cached for another stream (pose on the GPU),
+    which the sampler cannot use. (Doubles for the CUDA calls; auto_frame_budget itself is tested above.)"""
+    from types import SimpleNamespace
+
+    from v2v.generate import pick_frame_budget
+    from v2v.windows import auto_frame_budget
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (calls.append("info"), (6 * 2**30, 12 * 2**30))[1])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3 * 2**30)   # would be counted before
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1 * 2**30)
+    m = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float16)
+    got = pick_frame_budget(m, 512, 512, False, 16)
+    assert calls == ["empty", "info"]
+    assert got == auto_frame_budget(6 * 2**30, 512, 512, dtype_bytes=2, cfg=False, context=16)
