@@ -485,6 +485,9 @@ def test_offload_on_gpu(tmp_path_factory):
     """--offload: the text encoder and VAE sit in CPU RAM between uses; results equal the resident run."""
     from v2v.generate import enable_offload
 
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+
     tiny = write_tiny_diffusion_set(tmp_path_factory.mktemp("tiny-offload"))
     m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"], device="cuda")
     _, control, _ = make_control(8, 32, 32)
