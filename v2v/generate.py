@@ -70,7 +70,6 @@ def _under_compiled_limits(fn):
     return call
 
 
-
 @torch.no_grad()
 def encode_prompt(models: DiffusionModels, prompt: str) -> torch.Tensor:
     """CLIP hidden states (1, 77, D) for one prompt, as diffusers' ``encode_prompt`` (no clip skip)."""
