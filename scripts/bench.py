@@ -324,15 +324,33 @@ def run_io(video: Path, out: Path, width: int, height: int) -> dict:
 
 
 LEVERS = ("default", "pose_then_generate", "pose_onnx", "pose_torch", "fast_decode", "channels_last",
-          "frame_budget_32", "frame_budget_128", "pose_workers_1", "unbatched_windows", "cudnn_benchmark", "compile")
+          "frame_budget_32", "frame_budget_128", "pose_workers_1", "unbatched_windows", "cudnn_benchmark",
+          "attention_classic", "bfloat16", "compile")
+
+
+def classic_attention(models):
+    """Every attention of the UNet (motion modules included), ControlNet and VAE on diffusers' plain
+    ``AttnProcessor`` (matmuls and a softmax) instead of the default SDPA one; returns the undo."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    nets = [n for n in (models.unet, models.controlnet, models.vae) if hasattr(n, "set_attn_processor")]
+    saved = [(n, dict(n.attn_processors)) for n in nets]
+    for n in nets:
+        n.set_attn_processor(AttnProcessor())
+
+    def undo():
+        for n, procs in saved:
+            n.set_attn_processor(procs)
+    return undo
 
 
 def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which: list[str], deadline: float,
                on_result=None) -> dict:
     """v2v at one length with one speed lever changed at a time (same run, same frames): --fast-decode (TAESD),
     channels-last memory format, another frame budget, generation only after the pose stage (as before they
-    overlapped), DWPose on onnxruntime or on torch (TorchScript), pose detection on one thread (as before it ran on several), one motion-module call per window
-    (as before windows were batched), cuDNN's autotuner, --compile.
+    overlapped), DWPose on onnxruntime or on torch (TorchScript), pose detection on one thread (as before it ran
+    on several), one motion-module call per window (as before windows were batched), cuDNN's autotuner, plain
+    attention instead of SDPA (what SDPA/flash attention buys), bfloat16 instead of float16, --compile.
     A lever that fails is recorded, not fatal; none starts after ``deadline`` (time.perf_counter()).
     ``on_result(results so far)`` after each lever (the JSON is saved then: a run cut off keeps what it measured)."""
     import v2v.pipeline as P
@@ -352,7 +370,9 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
             opts["compile"] = True
         elif name in ("pose_onnx", "pose_torch"):  # DWPose on onnxruntime / on torch (TorchScript), not "auto"
             opts["pose_runtime"] = name.split("_")[1]
-        models = None
+        elif name == "bfloat16":  # a model set in bfloat16 (float16 is the GPU default; on the CPU: float32)
+            opts["dtype"] = "bfloat16"
+        models, undo = None, None
         saved = (os.environ.get("V2V_POSE_WORKERS"), MotionPlan.batch_windows, torch.backends.cudnn.benchmark,
                  P._streamable_frames)
         try:
@@ -364,10 +384,13 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
                 MotionPlan.batch_windows = False
             elif name == "cudnn_benchmark":  # its first use: the autotuning is in the figure
                 torch.backends.cudnn.benchmark = True
-            if name == "channels_last":
+            if name in ("channels_last", "attention_classic"):
                 o = restyler._options("x", {})
                 models = restyler.diffusion_models(o, P._resolve_device(o.device), P._resolve_dtype(o.dtype, o.device))
-                set_memory_format(models, torch.channels_last)
+                if name == "channels_last":
+                    set_memory_format(models, torch.channels_last)
+                else:
+                    undo = classic_attention(models)
             if name == "compile":  # the first run compiles: timed apart from a second, warm one
                 t = time.perf_counter()
                 run_v2v(restyler, video, work / f"lever-{name}-warm.mp4", device, steps, **opts)
@@ -376,7 +399,9 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
         except Exception as e:
             out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
         finally:
-            if models is not None:
+            if undo is not None:
+                undo()
+            elif models is not None:
                 set_memory_format(models, torch.contiguous_format)
             if saved[0] is None:
                 os.environ.pop("V2V_POSE_WORKERS", None)

@@ -19,7 +19,7 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cpu", "--models", "tiny",
                         "--frames", "16,24", "--size", "64", "--levers", "16", "--lever-list",
-                        "default,pose_torch", "--json", str(out)],
+                        "default,pose_torch,attention_classic,bfloat16", "--json", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -38,7 +38,8 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
         v_s, f_s, e = io["v2v_io_s"], io["ffmpeg_s"], 0.0005   # seconds rounded to 3 decimals in the JSON
         assert f_s > 0 and (v_s - e) / (f_s + e) <= io["ratio_v2v_over_ffmpeg"] <= (v_s + e) / (f_s - e)
     lev = report["levers"]
-    assert lev["frames"] == 16 and lev["default"]["fps"] > 0 and lev["pose_torch"]["fps"] > 0
+    assert lev["frames"] == 16 and all(lev[k]["fps"] > 0 for k in ("default", "pose_torch", "attention_classic",
+                                                                    "bfloat16")), lev
     # the table: a row per length, "-" where a figure was not measured (no --classic here)
     rows = [line for line in r.stdout.splitlines() if line.strip().startswith(("16 |", "24 |"))]
     assert len(rows) == 2 and all(" - " in line and "pose " in line for line in rows)
@@ -86,3 +87,25 @@ def test_pose_recorder_keeps_the_frame_order(tiny_models, tmp_path):
     saved = json.loads((tmp_path / "p.json").read_text())
     # same people per frame, in order, as the JSON the run wrote
     assert [len(f["people"]) for f in saved] == [len(p.people) for p in rec.poses]
+
+
+def test_classic_attention_lever_is_undone(tiny_models):
+    """The lever puts every attention on diffusers' plain processor for one run and puts the originals back."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+
+    from v2v.models import load_diffusion_models
+
+    m = load_diffusion_models(str(tiny_models["base"]), str(tiny_models["motion"]), str(tiny_models["controlnet"]))
+
+    def kinds():
+        return {name: type(p).__name__ for net in (m.unet, m.controlnet, m.vae)
+                for name, p in net.attn_processors.items()}
+
+    before = kinds()
+    undo = bench.classic_attention(m)
+    during = kinds()
+    assert during.keys() == before.keys() and set(during.values()) == {"AttnProcessor"}
+    assert set(before.values()) != {"AttnProcessor"}                 # the default is SDPA's
+    undo()
+    assert kinds() == before
