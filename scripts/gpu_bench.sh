@@ -11,12 +11,7 @@
 # LEVER_LIST and DEADLINE (seconds after which no lever run starts) pass through to scripts/bench.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! python3 -c "import diffusers, av, platformdirs" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
+source scripts/device_env.sh
 gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '-').lower())")
 dest="${OUT:-benchmarks}/${gpu}-sd15-random-$(date +%F).json"
 python3 scripts/bench.py --device cuda --models sd15-random --frames "${FRAMES:-48,160,480}" --classic \

@@ -9,10 +9,6 @@
 # The files holding GPU tests only (the others import the optional controlnet_aux, which that machine lacks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! python3 -c "import diffusers, av, platformdirs, pytest" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+NEEDED="diffusers av platformdirs pytest"
+source scripts/device_env.sh
 python3 -m pytest -q -p no:cacheprovider -m gpu -o addopts="" tests/test_generate.py tests/test_pose_runtime.py "$@"
