@@ -421,7 +421,6 @@ class Restyler:
             ready()
         show = self._show()
         if o.pose_json is not None:
-            ready()
             dec = decoder()
             poses, times = self._json_stage(o, dec, info, width, height, progress, show)
         else:
@@ -575,11 +574,10 @@ class Restyler:
             # 5 (started first). the diffusion models load on a background thread while the pose stage runs, once
             #    the pose stage has built its detector when that is made of torch modules (_build_detector)
             detector_ready = threading.Event()
-            abandoned = threading.Event()  # the pose stage failed before that: this run will not need the models
 
             def load():
-                detector_ready.wait()
-                return None if abandoned.is_set() else self.diffusion_models(o, device, dtype)
+                detector_ready.wait()  # a pose stage that failed first: this run will not need the models
+                return None if stream.failed else self.diffusion_models(o, device, dtype)
 
             # 4. pose, on its own thread (decode streamed; frames dropped once posed; the pose models load only
             #    when detection runs: not with --pose-json, not on a cache hit). Each frame's final pose goes into
@@ -594,8 +592,6 @@ class Restyler:
                                                           check=stream.check, seconds=seconds,
                                                           detector_ready=detector_ready))
                 finally:
-                    if not detector_ready.is_set():  # ended (failed) before its detector was built
-                        abandoned.set()
                     detector_ready.set()  # the loader never waits for a stage that has ended
 
             posing = Background(pose_stage, name="v2v-pose")
@@ -913,6 +909,10 @@ class _PoseStream:
     def check(self) -> None:
         if self._cancelled:
             raise _Cancelled()
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
 
     def raise_if_failed(self) -> None:
         if self._error is not None:

@@ -306,6 +306,10 @@ def _providers(device) -> tuple[list[str], bool]:
     return ["CPUExecutionProvider"], False
 
 
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def _static(dim) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
@@ -326,13 +330,12 @@ class _OnnxNet:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own types for corrupt or foreign files
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            msg = _first_line(e)
             raise ModelLoadError(f"{what} '{path}' cannot be loaded by onnxruntime ({msg[:200]}): "
                                  f"use DWPose's {path.name} or delete it to download it again") from e
         i = self.session.get_inputs()[0]
         self.input_name, self.input_shape = i.name, [_static(d) for d in i.shape]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.fixed_batch = self.input_shape[0] if self.input_shape else None
         self.providers = self.session.get_providers()
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
@@ -359,14 +362,13 @@ class _TorchScriptNet:
                 warnings.simplefilter("ignore", FutureWarning)
                 net = torch.jit.load(str(path), map_location=self.device)
         except Exception as e:  # a corrupt file, a pickle rather than TorchScript, a CUDA-only export on a CPU
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            msg = _first_line(e)
             raise ModelLoadError(f"{what} '{path}' cannot be loaded as TorchScript ({msg[:200]}): use "
                                  f"{expected_file}, delete it to download it again, or use --pose-runtime onnx") from e
         self.net = net.eval()
         param = next(iter(self.net.parameters()), None)
         self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        self.fixed_batch = _traced_batch(path)
-        self.input_shape = [self.fixed_batch, 3, None, None]  # TorchScript keeps no input metadata
+        self.input_shape = [_traced_batch(path), 3, None, None]  # TorchScript keeps no input metadata
         self.output_names: list[str] = []
         self.providers = [f"torch:{self.device}"]
         self._local = threading.local()  # per-thread CUDA streams (run() may be called from several threads)
@@ -463,10 +465,10 @@ class DWPose:
         checks = []
         if isinstance(self.det, _TorchScriptNet):
             checks.append((self.det, self.det_path, TORCH_DET[1],
-                           np.full((self.det.fixed_batch, 3, *self.det_size), DET_PAD_VALUE, np.float32)))
+                           np.full((self._det_batch, 3, *self.det_size), DET_PAD_VALUE, np.float32)))
         if isinstance(self.pose, _TorchScriptNet):
             checks.append((self.pose, self.pose_path, TORCH_POSE[1],
-                           np.zeros((self.pose.fixed_batch, 3, self.pose_size[1], self.pose_size[0]), np.float32)))
+                           np.zeros((self._pose_batch, 3, self.pose_size[1], self.pose_size[0]), np.float32)))
         for net, path, expected, x in checks:
             try:
                 outs = net.run(x)
