@@ -323,7 +323,8 @@ def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     return res
 
 
-LEVERS = ("default", "pose_then_generate", "pose_onnx", "pose_torch", "fast_decode", "channels_last",
+LEVERS = ("default", "pose_then_generate", "encode_after_generate", "pose_onnx", "pose_torch", "fast_decode",
+          "fast_decode_compile", "channels_last",
           "frame_budget_32", "frame_budget_128", "pose_workers_1", "unbatched_windows", "cudnn_benchmark",
           "attention_classic", "bfloat16", "compile")
 
@@ -348,11 +349,14 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
                on_result=None) -> dict:
     """v2v at one length with one speed lever changed at a time (same run, same frames): --fast-decode (TAESD),
     channels-last memory format, another frame budget, generation only after the pose stage (as before they
-    overlapped), DWPose on onnxruntime or on torch (TorchScript), pose detection on one thread (as before it ran
+    overlapped), VAE decode and encoding only after the last denoising step (as before the last step handed
+    each segment's finished frames on), --fast-decode and --compile together, DWPose on onnxruntime or on torch
+    (TorchScript), pose detection on one thread (as before it ran
     on several), one motion-module call per window (as before windows were batched), cuDNN's autotuner, plain
     attention instead of SDPA (what SDPA/flash attention buys), bfloat16 instead of float16, --compile.
     A lever that fails is recorded, not fatal; none starts after ``deadline`` (time.perf_counter()).
     ``on_result(results so far)`` after each lever (the JSON is saved then: a run cut off keeps what it measured)."""
+    import v2v.generate as G
     import v2v.pipeline as P
     from v2v.motion import MotionPlan
 
@@ -368,16 +372,20 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
             opts["frame_budget"] = int(name.rsplit("_", 1)[1])
         elif name == "compile":
             opts["compile"] = True
+        elif name == "fast_decode_compile":  # the two measured levers together: the fastest set of options
+            opts.update(fast_decode=True, compile=True)
         elif name in ("pose_onnx", "pose_torch"):  # DWPose on onnxruntime / on torch (TorchScript), not "auto"
             opts["pose_runtime"] = name.split("_")[1]
         elif name == "bfloat16":  # a model set in bfloat16 (float16 is the GPU default; on the CPU: float32)
             opts["dtype"] = "bfloat16"
         models, undo = None, None
         saved = (os.environ.get("V2V_POSE_WORKERS"), MotionPlan.batch_windows, torch.backends.cudnn.benchmark,
-                 P._streamable_frames)
+                 P._streamable_frames, G._ELEMENTWISE_STEPS)
         try:
             if name == "pose_then_generate":
                 P._streamable_frames = lambda *a: 0
+            elif name == "encode_after_generate":  # the sampler hands every frame on at the end
+                G._ELEMENTWISE_STEPS = ()
             if name == "pose_workers_1":
                 os.environ["V2V_POSE_WORKERS"] = "1"
             elif name == "unbatched_windows":
@@ -391,10 +399,10 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
                     set_memory_format(models, torch.channels_last)
                 else:
                     undo = classic_attention(models)
-            if name == "compile":  # the first run compiles: timed apart from a second, warm one
+            if "compile" in name:  # the first run compiles: timed apart from a second, warm one
                 t = time.perf_counter()
                 run_v2v(restyler, video, work / f"lever-{name}-warm.mp4", device, steps, **opts)
-                out["compile_first_run_s"] = round(time.perf_counter() - t, 1)
+                out[f"{name}_first_run_s"] = round(time.perf_counter() - t, 1)
             out[name] = run_v2v(restyler, video, work / f"lever-{name}.mp4", device, steps, **opts)
         except Exception as e:
             out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
@@ -407,7 +415,8 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
                 os.environ.pop("V2V_POSE_WORKERS", None)
             else:
                 os.environ["V2V_POSE_WORKERS"] = saved[0]
-            MotionPlan.batch_windows, torch.backends.cudnn.benchmark, P._streamable_frames = saved[1:]
+            MotionPlan.batch_windows, torch.backends.cudnn.benchmark, P._streamable_frames, \
+                G._ELEMENTWISE_STEPS = saved[1:]
         print(json.dumps({"lever": name, **out[name]}), flush=True)
         if on_result is not None:
             on_result(out)

@@ -169,3 +169,26 @@ def ffprobe_frame_count(path, stream: str = "v:0") -> int:
          "stream=nb_read_frames", "-of", "json", str(path)],
         capture_output=True, text=True, check=True).stdout
     return int(json.loads(out)["streams"][0]["nb_read_frames"])
+
+
+def run_v2v(*args, env: dict | None = None, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m v2v ARGS`` captured. A run still going after ``timeout`` seconds is a hang: it gets SIGABRT
+    with faulthandler on, so the assertion error shows every thread's stack instead of a bare timeout."""
+    import os
+    import signal
+    import sys
+
+    cmd = [sys.executable, "-m", "v2v", *map(str, args)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                         env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})})
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGABRT)
+        try:
+            out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        raise AssertionError(f"v2v {' '.join(map(str, args))} hung for {timeout} s; its threads:\n{err[-8000:]}")
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 
+import media
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "dance.mp4"
 needs_ffprobe = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe is the judge of outputs")
 
 
 def run_v2v(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "v2v", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+    return media.run_v2v(*args, env=env, timeout=timeout, cwd=ROOT)
 
 
 def ffprobe(path: Path) -> dict:

@@ -535,3 +535,57 @@ def test_auto_budget_on_cuda_measures_after_handing_the_cache_back(monkeypatch):
     got = pick_frame_budget(m, 512, 512, False, 16)
     assert calls == ["empty", "info"]
     assert got == auto_frame_budget(6 * 2**30, 512, 512, dtype_bytes=2, cfg=False, context=16)
+
+
+@pytest.mark.parametrize("case", [
+    dict(num_frames=40, frame_budget=16),  # five segments
+    dict(num_frames=40, frame_budget=28, guidance=2.0, negative_prompt="blurry"),  # CFG, segments of two windows
+    dict(num_frames=30, frame_budget=16, loop=True),  # the last segment wraps: every frame at the end
+    dict(num_frames=12),  # one window
+    dict(num_frames=40, frame_budget=16, steps=1),  # the first step is the last
+    dict(num_frames=40, frame_budget=16, strength=0.5),  # from source latents: the last steps of the schedule
+])
+def test_final_frames_handed_on_during_the_last_step(models, case):
+    """on_final gets every frame once, in order, with exactly the values generate returns (and returns without
+    on_final); with several segments and no wrap-around, most of them before the last step ends."""
+    case = dict(case)
+    n, h, w = case.pop("num_frames"), 16, 16
+    _, control, calls = make_control(n, h, w)
+    kw = dict(prompt="a person", num_frames=n, height=h, width=w, control=control, seed=5,
+              steps=case.pop("steps", 2), **case)
+    if kw.get("strength", 1.0) < 1:
+        kw["init_latents"] = torch.randn(n, 4, h // 8, w // 8, generator=torch.Generator().manual_seed(2))
+    plain = generate(models, **kw)
+    calls.clear()
+    got = []
+
+    def on_final(start, latents):
+        got.append((start, latents.clone(), len(calls)))
+
+    streamed = generate(models, on_final=on_final, **kw)
+    assert torch.equal(streamed, plain)
+    assert [s for s, _, _ in got] == [0] + list(np.cumsum([x.shape[0] for _, x, _ in got]))[:-1]
+    assert torch.equal(torch.cat([x for _, x, _ in got]), plain)
+    assert all(x.dtype == torch.float32 and x.device.type == "cpu" for _, x, _ in got)
+    segments = len(plan_segments(plan_loop_windows(n, 16, 4) if kw.get("loop") else plan_windows(n, 16, 4),
+                                 kw.get("frame_budget") or 64))
+    if kw.get("loop") or segments == 1:
+        assert len(got) == 1
+    else:  # one run per segment, each before the next segment's control maps are asked for
+        assert len(got) == segments
+        last_step_starts = len(calls) - segments
+        assert [c for _, _, c in got] == [last_step_starts + k + 1 for k in range(segments)]
+
+
+def test_final_frames_at_the_end_for_a_scheduler_that_is_not_elementwise(models, monkeypatch):
+    """A scheduler not known to step frames independently: the whole video once, after the last step."""
+    import v2v.generate as G
+
+    monkeypatch.setattr(G, "_ELEMENTWISE_STEPS", ())
+    n = 40
+    _, control, calls = make_control(n, 16, 16)
+    kw = dict(prompt="a person", num_frames=n, height=16, width=16, control=control, steps=2, seed=5,
+              frame_budget=16)
+    got = []
+    out = generate(models, on_final=lambda s, x: got.append((s, x, len(calls))), **kw)
+    assert len(got) == 1 and got[0][0] == 0 and torch.equal(got[0][1], out) and got[0][2] == len(calls)

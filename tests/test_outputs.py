@@ -476,9 +476,8 @@ def test_output_checks_come_before_any_work(odd_clip, restyler, tmp_path):
 # ---------------------------------------------------------------------------------------------- the command
 
 
-def run_v2v(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "v2v", *map(str, args)], capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=300, cwd=ROOT)
+def run_v2v(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return media.run_v2v(*args, env=env, timeout=timeout, cwd=ROOT)
 
 
 @pytest.mark.parametrize("args,code,needle", [

@@ -296,3 +296,45 @@ def test_streamed_equals_serial_on_varied_inputs(tmp_path, tiny_models, monkeypa
     serial = out("serial")
     assert len(streamed) == len(serial) > 8
     assert all(np.array_equal(a, b) for a, b in zip(streamed, serial))
+
+
+@pytest.mark.parametrize("fmt", ["png", "h264"])
+def test_finished_frames_are_encoded_while_the_last_step_runs(tmp_path, tiny_models, monkeypatch, fmt):
+    """In the last denoising step each segment's finished frames are decoded and handed to the encoder before the
+    next segment runs: the encode stage reports frames before generation's last pass, and the frames are the
+    ones a run that encodes only after generation writes."""
+    import v2v.generate as G
+
+    def restyle(name):
+        seen = []
+        out = tmp_path / (name if fmt == "png" else f"{name}.mp4")
+        res = warm().restyle(SAMPLE, out, prompt="claymation", format=fmt,
+                             progress=lambda s, d, t: seen.append((s, d, t)))
+        if fmt == "png":
+            frames = frames_of(out)
+        else:
+            info = v2v.video.probe(out)
+            frames = list(v2v.video.Decoder(info, info.width, info.height))
+        return res, seen, frames
+
+    res, seen, early = restyle("early")
+    gen = [i for i, (s, d, t) in enumerate(seen) if s == "generate" and d > 0]
+    enc = [i for i, (s, d, t) in enumerate(seen) if s == "encode" and d > 0]
+    assert len(enc) == 40 and enc[0] < gen[-1], "frames were encoded before the last pass ended"
+    segments = seen[gen[-1]][2] // 2  # passes = steps (2) x segments
+    assert segments >= 3
+    # after the last step's first segment, the frames it alone held were all written before its second ran
+    first_of_last_step = next(i for i in gen if seen[i][1] == segments + 1)
+    second_of_last_step = next(i for i in gen if seen[i][1] == segments + 2)
+    written = [seen[i][1] for i in enc if first_of_last_step < i < second_of_last_step]
+    assert written and written[-1] >= 12  # a 16-frame segment, the next one starting on its last 4 frames
+    monkeypatch.setattr(G, "_ELEMENTWISE_STEPS", ())  # every frame handed on after the last step, as before
+    _, seen2, after = restyle("after")
+    gen2 = [i for i, (s, d, t) in enumerate(seen2) if s == "generate" and d > 0]
+    assert min(i for i, (s, d, t) in enumerate(seen2) if s == "encode" and d > 0) > gen2[-1]
+    assert len(early) == len(after) == 40
+    if fmt == "png":
+        assert all(np.array_equal(a, b) for a, b in zip(early, after))
+    else:  # the same encoder input gives the same stream
+        assert [f.time for f in early] == [f.time for f in after]
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(early, after))

@@ -25,8 +25,7 @@ needs_ffprobe = pytest.mark.skipif(not media.HAVE_FFMPEG, reason="ffprobe is the
 
 
 def run_v2v(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "v2v", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+    return media.run_v2v(*args, env=env, timeout=timeout, cwd=ROOT)
 
 
 def frames(path: Path) -> np.ndarray:

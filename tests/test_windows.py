@@ -219,3 +219,46 @@ def test_control_scales():
     for bad in ((4, -0.1, 1), (4, 0.5, 0.5), (4, 0, 1.1)):
         with pytest.raises(ValueError):
             control_scales(*bad)
+
+
+# ---------------------------------------------------------------- frames final during the last step
+from v2v.windows import final_prefixes  # noqa: E402
+
+
+def _final_by_brute_force(segs, n):
+    """After segment k: the longest prefix of frames that no segment after k holds."""
+    out = []
+    for k in range(len(segs)):
+        later = set().union(*[set(s.frames) for s in segs[k + 1:]])
+        m = 0
+        while m < n and m not in later:
+            m += 1
+        out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 15, 16, 17, 29, 40, 63, 64, 65, 100, 161, 480])
+@pytest.mark.parametrize("budget", [16, 20, 32, 64, 1000])
+@pytest.mark.parametrize("loop", [False, True])
+def test_final_prefixes(n, budget, loop):
+    wins = plan_loop_windows(n, 16, 4) if loop else plan_windows(n, 16, 4)
+    segs = plan_segments(wins, budget)
+    ready = final_prefixes(segs, n)
+    assert ready == _final_by_brute_force(segs, n)
+    assert len(ready) == len(segs) and ready[-1] == n
+    assert all(a <= b for a, b in zip(ready, ready[1:]))
+    for k, m in enumerate(ready[:-1]):  # the frames handed on after segment k are in none of the later ones
+        assert not set(range(m)) & set().union(*[set(s.frames) for s in segs[k + 1:]])
+    if not loop and len(segs) > 1:  # every segment but the last hands on the frames it alone holds
+        assert all(r > 0 for r in ready) and ready[0] == segs[1].frames[0]
+    if loop and len(segs) > 1:  # the last segment wraps onto frame 0: nothing is final before the end
+        assert ready[:-1] == [0] * (len(segs) - 1)
+
+
+def test_final_prefixes_rejects_bad_plans():
+    with pytest.raises(ValueError, match="in no segment"):
+        final_prefixes([Segment((0, 1), ((0, 1),))], 3)
+    with pytest.raises(ValueError, match="outside"):
+        final_prefixes([Segment((0, 5), ((0, 1),))], 3)
+    with pytest.raises(ValueError, match="at least 1"):
+        final_prefixes([], 0)

@@ -9,6 +9,7 @@ diffusers' ``AnimateDiffControlNetPipeline`` run on the same components, prompt,
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -23,8 +24,8 @@ from .errors import InvalidOptions
 from .models import DiffusionModels
 from .motion import motion_windows
 from .options import strength_steps
-from .windows import (auto_frame_budget, control_scales, fusion_weights, plan_loop_windows, plan_segments,
-                      plan_windows, prompt_schedule, segment_weights, spatial_passes)
+from .windows import (auto_frame_budget, control_scales, final_prefixes, fusion_weights, plan_loop_windows,
+                      plan_segments, plan_windows, prompt_schedule, segment_weights, spatial_passes)
 
 log = logging.getLogger("v2v")
 
@@ -155,7 +156,8 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
              loop: bool = False, prompt_travel: Sequence[tuple[int, str]] | None = None,
              control_start: float = 0.0, control_end: float = 1.0, init_latents: torch.Tensor | None = None,
              strength: float = 1.0, progress: Callable[[int, int], None] | None = None,
-             stats: dict | None = None) -> torch.Tensor:
+             stats: dict | None = None,
+             on_final: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Denoise a whole video's latents; returns (num_frames, 4, height/8, width/8) float32 on the CPU.
 
     Windows of ``context`` frames overlapping by ``overlap`` (the last aligned to the end, or wrapping around
@@ -177,6 +179,10 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     start from them noised to the matching timestep of the schedule and run the last ``steps * strength`` steps.
     ``progress(done, total)`` is called after every segment of every step. ``stats``, when given, receives the
     plan's figures (segments, windows, spatial passes, frame budget).
+    ``on_final(start, latents)``, when given, receives the finished latents in frame order, in contiguous runs
+    covering every frame once, float32 on the CPU: during the last step, each run as soon as no later segment
+    holds its frames (:func:`~v2v.windows.final_prefixes`), so the caller can decode and encode them while the
+    rest of the step runs on the device. The same values as the returned latents, which are returned all the same.
     """
     sf = models.vae_scale_factor
     _check(num_frames, height, width, steps, guidance, context, overlap, sf)
@@ -240,15 +246,20 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     else:
         latents = latents * scheduler.init_noise_sigma
 
-    # 4. denoise: every step, each segment through ControlNet + UNet once, predictions fused where they meet
+    # 4. denoise: every step, each segment through ControlNet + UNet once, predictions fused where they meet;
+    #    in the last step, frames no later segment holds are finished and handed to on_final at once
     total, done = len(timesteps) * len(segments), 0
+    early = on_final is not None and _steps_elementwise(scheduler)
+    ready = final_prefixes(segments, num_frames) if early else []
     with motion_windows(models.unet) as plan:
         for step, t in enumerate(timesteps):
             t_dev = t.to(device)
+            last = step == len(timesteps) - 1
+            finish = _Finisher(scheduler, t, latents, generator) if last and early else None
             if len(segments) > 1:
                 acc = torch.zeros_like(latents)
                 wsum = torch.zeros(num_frames, dtype=torch.float32)
-            for seg, seg_w, shares in plans:
+            for k, (seg, seg_w, shares) in enumerate(plans):
                 plan.set(len(seg.frames), seg.windows, shares, device, dtype)
                 pred = _predict_segment(models, scheduler, latents, t, seg.frames, t_dev, text, control, height,
                                         width, cfg, guidance, pose_strength * scales[step])
@@ -262,10 +273,45 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
                 done += 1
                 if progress is not None:
                     progress(done, total)
+                if finish is not None and ready[k] > finish.done:  # (elementwise: the same values as below)
+                    r = slice(finish.done, ready[k])
+                    part = fused[r] if len(segments) == 1 else acc[r] / wsum[r, None, None, None]
+                    on_final(r.start, finish(part))
+            if finish is not None:
+                return finish.latents
             if len(segments) > 1:
                 fused = acc / wsum[:, None, None, None]
             latents = scheduler.step(fused, t, latents, generator=generator).prev_sample
-    return latents.float()
+    latents = latents.float()
+    if on_final is not None:  # a scheduler whose step is not elementwise: every frame at the end
+        on_final(0, latents)
+    return latents
+
+
+# Schedulers whose step is elementwise and draws no noise (Euler's at the default s_churn = 0, as the sampler
+# calls it): stepping a run of frames gives exactly the values of stepping the whole video.
+_ELEMENTWISE_STEPS = ("EulerDiscreteScheduler",)
+
+
+def _steps_elementwise(scheduler) -> bool:
+    return type(scheduler).__name__ in _ELEMENTWISE_STEPS
+
+
+class _Finisher:
+    """The last step, a run of frames at a time: each run stepped by a copy of the scheduler as it stands before
+    the step (stepping advances its step counter), into the video's final latents."""
+
+    def __init__(self, scheduler, t, latents: torch.Tensor, generator):
+        self.template, self.t, self.before, self.generator = copy.deepcopy(scheduler), t, latents, generator
+        self.latents = torch.empty_like(latents, dtype=torch.float32)
+        self.done = 0
+
+    def __call__(self, fused: torch.Tensor) -> torch.Tensor:
+        r = slice(self.done, self.done + fused.shape[0])
+        out = copy.deepcopy(self.template).step(fused, self.t, self.before[r], generator=self.generator)
+        self.latents[r] = out.prev_sample.float()
+        self.done = r.stop
+        return self.latents[r]
 
 
 class _TextEmbeddings:

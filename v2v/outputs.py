@@ -659,14 +659,15 @@ class CompareWriter(_Wrapper):
 def open_writer(path, spec: OutputFormat, width: int, height: int, *, fps, time_base, end,
                 audio: video.AudioCut | None = None, crf: int | None = None, metadata: dict | None = None,
                 size: tuple[int, int] | None = None, ping_pong: bool = False, gif_loop: int = 0,
-                name: str = "frame", threaded: bool = False):
+                name: str = "frame", threaded: bool = False, queue_frames: int = 16):
     """A writer for ``spec`` at ``path`` taking ``width`` x ``height`` RGB frames with their output times.
 
     ``size``: the written size when it differs (frames scaled by :func:`scale_image`; already even where
     ``spec`` needs it). ``end``: where the output ends. ``audio``: the source audio of the kept span (formats
     without audio leave it out, logged). ``name``: PNG file prefix. ``ping_pong``: forward then backward.
     ``threaded``: the video encoders convert and encode on a background thread (VideoWriter(threaded=True)),
-    so the caller (the VAE decode) works meanwhile; GIF and PNG ignore it.
+    so the caller (the VAE decode) works meanwhile, with up to ``queue_frames`` frames waiting; GIF and PNG
+    ignore both.
     """
     out_w, out_h = size or (width, height)
     if audio is not None and not spec.audio:
@@ -680,10 +681,11 @@ def open_writer(path, spec: OutputFormat, width: int, height: int, *, fps, time_
         writer = GifWriter(path, out_w, out_h, fps=fps, end=end, loop=gif_loop)
     elif spec.name == "h264" and Path(path).suffix.lower() == ".mp4":
         writer = video.VideoWriter(path, out_w, out_h, fps=fps, time_base=time_base, audio=audio,
-                                   crf=crf_for(spec, crf), metadata=metadata, end=end, threaded=threaded)
+                                   crf=crf_for(spec, crf), metadata=metadata, end=end, threaded=threaded,
+                                   queue_frames=queue_frames)
     else:
         writer = EncodedWriter(path, spec, out_w, out_h, crf=crf, fps=fps, time_base=time_base, audio=audio,
-                               metadata=metadata, end=end, threaded=threaded)
+                               metadata=metadata, end=end, threaded=threaded, queue_frames=queue_frames)
     if (out_w, out_h) != (width, height):
         writer = Scaled(writer)
     if ping_pong:

@@ -9,10 +9,12 @@
     5. models       load (or reuse) the diffusion models, on a background thread while step 4 runs
     6. generate     AnimateDiff-Lightning + ControlNet over fused windows; control maps rendered on demand. On a
                     GPU it starts while step 4 runs (the first denoising step of a segment waits for its frames'
-                    poses) when the container gives the frame count; generated again if the count proves wrong
-    7. encode       VAE decode in chunks -> the output format (H.264 MP4 by default; v2v.outputs) with each frame's
-                    source timestamp, audio of the kept span; optionally scaled to the source size, played
-                    ping-pong, and a compare video (source decoded again | pose map | result)
+                    poses) when the container gives the frame count; generated again if the count proves wrong.
+                    In the last denoising step each segment's finished frames go on to step 7 at once
+    7. encode       (from within step 6's last step) VAE decode in chunks on the sampler's thread -> the output
+                    format (H.264 MP4 by default; v2v.outputs; encoded on its own thread) with each frame's source
+                    timestamp, audio of the kept span; optionally scaled to the source size, played ping-pong, and
+                    a compare video (source decoded again | pose map | result)
     8. rename       temp file -> output path; the run's settings (v2v/settings.py) embedded and beside it
 """
 
@@ -487,12 +489,12 @@ class Restyler:
     @staticmethod
     def _writer(path: Path, width: int, height: int, timing: _Timing, crf: int | None, metadata: dict | None = None,
                 fmt: outputs.OutputFormat | None = None, **kwargs):
-        """H.264 MP4 (fmt None), or any output format (v2v.outputs.open_writer; kwargs: size, ping_pong,
-        gif_loop, name)."""
+        """H.264 MP4 (fmt None; kwargs: threaded, queue_frames), or any output format (v2v.outputs.open_writer;
+        kwargs: size, ping_pong, gif_loop, name, threaded, queue_frames)."""
         if fmt is None:
             return video.VideoWriter(path, width, height, fps=timing.fps, time_base=timing.time_base,
                                      audio=timing.audio, crf=outputs.crf_for(outputs.FORMATS["h264"], crf),
-                                     metadata=metadata, end=timing.end)
+                                     metadata=metadata, end=timing.end, **kwargs)
         return outputs.open_writer(path, fmt, width, height, fps=timing.fps, time_base=timing.time_base,
                                    end=timing.end, audio=timing.audio, crf=crf, metadata=metadata, **kwargs)
 
@@ -570,7 +572,8 @@ class Restyler:
         dtype = _resolve_dtype(o.dtype, device)
         o = self._concrete_pose_runtime(o, device)
         progress = _serialized(progress)  # the pose and generate stages report from two threads
-        with self._guard(device):
+        # the outputs (step 7) open in step 6, in its last denoising step; leaving on an error discards them
+        with self._guard(device), ExitStack() as stack:
             # 5 (started first). the diffusion models load on a background thread while the pose stage runs, once
             #    the pose stage has built its detector when that is made of torch modules (_build_detector)
             detector_ready = threading.Event()
@@ -596,6 +599,40 @@ class Restyler:
 
             posing = Background(pose_stage, name="v2v-pose")
             loading = Background(load, name="v2v-load-models")  # after the pose thread: it waits on that thread
+            run: dict = {}  # what step 7 opened
+
+            def open_outputs(n: int):
+                """Step 7's start, when the sampler hands over its first finished frames: the pose stage's
+                result (its frame count checked against the ``n`` generated), the pose video, the writers."""
+                poses, times, span, empty = posing.result()
+                if len(poses) != n:
+                    raise _StreamEnded  # the header's count was wrong: generated again below
+                timing = self._timing(o, info, span, times)
+                if pose_path is not None:
+                    self._write_pose_video(pose_path, poses, timing, width, height, o,
+                                           outputs.side_crf(pose_fmt, fmt, o.crf), pose_fmt)
+                run.update(t=time.perf_counter(), timing=timing, stage=_Stage("encode", n, progress, self._show()))
+                stack.callback(run["stage"].close)
+                run["record"] = run_settings.build_settings(o, self._model_specs(o), input_path=in_path,
+                                                            output_path=out_path, device=device, dtype=dtype)
+                meta = run_settings.metadata(run["record"])  # embedded in the output; also written beside it
+                tmp = stack.enter_context(atomic_output(out_path))  # closed in reverse: writers, then renames
+                writers = []
+                if compare_path is not None:
+                    ctmp = stack.enter_context(atomic_output(compare_path))
+                    cmp_crf = outputs.side_crf(outputs.FORMATS["h264"], fmt, o.crf)
+                    writers.append(stack.enter_context(self._compare_writer(ctmp, o, info, width, height, timing,
+                                                                            poses, times[0], cmp_crf, meta)))
+                # threaded: colour conversion and encoding run beside the sampler and the VAE decode, with room for
+                # a segment's frames, so that the encoder works while the next segment denoises
+                run["writer"] = stack.enter_context(self._writer(
+                    tmp, width, height, timing, o.crf, meta, fmt=fmt, size=out_size, ping_pong=o.ping_pong,
+                    gif_loop=o.gif_loop, name=in_path.stem, threaded=True,
+                    queue_frames=_queue_frames(o.frame_budget or 16, width, height)))
+                writers.insert(0, run["writer"])
+                return writers, timing.times, run["stage"]
+
+            encode = _EncodeStage(open_outputs)
             try:
                 # 5. models (what is left of their loading; a pose-stage error ends the wait)
                 t_load = time.perf_counter()
@@ -604,9 +641,11 @@ class Restyler:
                 stream.raise_if_failed()  # (an abandoned load returns None at once)
                 models = loading.result()
                 seconds["load"] = time.perf_counter() - t_load
+                encode.models = models
 
                 # 6. generate: streamed from the pose stage when the frame count is known up front (from the
-                #    container); with --strength < 1 from the source frames' latents, after the pose stage
+                #    container); with --strength < 1 from the source frames' latents, after the pose stage. In
+                #    the last step, finished frames go on to step 7 (encode) while the rest of the step runs.
                 t_gen = time.perf_counter()
                 if o.frame_budget is None:  # resolved now and recorded, so a --settings rerun makes the same frames
                     from .generate import pick_frame_budget
@@ -616,7 +655,9 @@ class Restyler:
                 latents, failed = None, None
                 if expected:
                     try:
-                        latents = self._generate(models, o, stream, width, height, progress, n=expected)
+                        encode.frames = expected
+                        latents = self._generate(models, o, stream, width, height, progress, n=expected,
+                                                 on_final=encode)
                     except _StreamEnded:
                         pass
                     except InvalidOptions as e:  # maybe the header's count's fault (e.g. more frames than the
@@ -633,55 +674,29 @@ class Restyler:
                     latents = None
                 if latents is None:
                     init = self._source_latents(models, o, info, width, height) if o.strength < 1 else None
-                    latents = self._generate(models, o, poses, width, height, progress, init)
+                    encode.frames = len(poses)
+                    latents = self._generate(models, o, poses, width, height, progress, init, on_final=encode)
                 seconds["generate"] = time.perf_counter() - t_gen
             except BaseException:
                 stream.cancel()  # the pose thread stops at its next frame
                 stream.wait_ended(30)  # and is done before the caller (watch mode: the next video) goes on
                 raise
-            timing = self._timing(o, info, span, times)
-            if pose_path is not None:
-                self._write_pose_video(pose_path, poses, timing, width, height, o,
-                                       outputs.side_crf(pose_fmt, fmt, o.crf), pose_fmt)
-
-            # 7. encode (VAE decode streams into the encoder) + 8. rename
-            t = time.perf_counter()
-            from .generate import decode_latents
-
-            record = run_settings.build_settings(o, self._model_specs(o), input_path=in_path, output_path=out_path,
-                                                 device=device, dtype=dtype)
-            meta = run_settings.metadata(record)  # embedded in the output; also written beside it (step 8)
-            stage = _Stage("encode", len(poses), progress, self._show())
-            with ExitStack() as stack:  # closed in reverse: writers first, then the renames (the output last)
-                tmp = stack.enter_context(atomic_output(out_path))
-                cw = None
-                if compare_path is not None:
-                    ctmp = stack.enter_context(atomic_output(compare_path))
-                    cmp_crf = outputs.side_crf(outputs.FORMATS["h264"], fmt, o.crf)
-                    cw = stack.enter_context(self._compare_writer(ctmp, o, info, width, height, timing, poses,
-                                                                  times[0], cmp_crf, meta))
-                # threaded: colour conversion and encoding run beside the VAE decode of the next frames
-                w = stack.enter_context(self._writer(tmp, width, height, timing, o.crf, meta, fmt=fmt, size=out_size,
-                                                     ping_pong=o.ping_pong, gif_loop=o.gif_loop, name=in_path.stem,
-                                                     threaded=True))
-                vae: dict = {}
-                for img, tt in zip(decode_latents(models, latents, stats=vae), timing.times):
-                    w.write(img, tt)
-                    if cw is not None:
-                        cw.write(img, tt)
-                    stage.update()
-            run_settings.write_sidecar(settings_path, record)
-            stage.close()
-            seconds["encode"] = time.perf_counter() - t
-            seconds["vae_decode"] = vae["seconds"]  # within the encode stage's time, as is the writer's:
-            if isinstance(getattr(w, "busy", None), float):
-                seconds["video_encode"] = w.busy
+            if encode.written != len(poses):  # cannot happen: generate hands on every frame once
+                raise RuntimeError(f"{encode.written} of {len(poses)} frames were encoded")
+            # 8. rename: the writers close, then the temp files take their names (the output last)
+            stack.close()
+        run_settings.write_sidecar(settings_path, run["record"])
+        seconds["encode"] = time.perf_counter() - run["t"]
+        seconds["vae_decode"] = encode.vae["seconds"]  # within the encode stage's time, as is the writer's:
+        if isinstance(getattr(run["writer"], "busy", None), float):
+            seconds["video_encode"] = run["writer"].busy
+        timing = run["timing"]
         seconds["total"] = time.perf_counter() - t_all
         log.info("wrote %s: %d frames (%d without people) in %.1f s", out_path, len(poses), empty,
                  seconds["total"])
         return RestyleResult(output=out_path, frames=len(poses), fps=float(timing.fps), seconds=seconds,
                              frames_without_people=empty, width=out_size[0], height=out_size[1],
-                             pose_output=pose_path, settings=record, compare_output=compare_path)
+                             pose_output=pose_path, settings=run["record"], compare_output=compare_path)
 
     def _compare_writer(self, path: Path, o: RestyleOptions, info, width: int, height: int, timing: _Timing, poses,
                         t0: Fraction, crf: int | None, metadata: dict):
@@ -690,7 +705,7 @@ class Restyler:
         from .pose.render import render_pose
 
         sources = prefetch(_kept_frames(o, info, width, height), depth=4)
-        writer = self._writer(path, 3 * width, height, timing, crf, metadata)
+        writer = self._writer(path, 3 * width, height, timing, crf, metadata, threaded=True)  # beside the sampler
         return outputs.CompareWriter(writer, sources,
                                      lambda i: render_pose(poses[i], width, height, o.pose_parts, o.pose_threshold),
                                      t0)
@@ -782,9 +797,9 @@ class Restyler:
         return encode_frames(models, (f.image for f in prefetch(_kept_frames(o, info, width, height), depth=16)))
 
     def _generate(self, models, o: RestyleOptions, poses, width, height, progress, init_latents=None,
-                  n: int | None = None):
+                  n: int | None = None, on_final=None):
         """The latents of ``n`` frames (default ``len(poses)``); ``poses[i]`` is read as the sampler reaches
-        frame i (a _PoseStream waits there for the pose stage)."""
+        frame i (a _PoseStream waits there for the pose stage). ``on_final``: v2v.generate.generate's."""
         from .generate import generate
 
         n = len(poses) if n is None else n
@@ -812,7 +827,7 @@ class Restyler:
                                fusion=o.fusion, noise=o.noise, frame_budget=o.frame_budget, loop=o.loop,
                                prompt_travel=travel or None, control_start=o.control_start,
                                control_end=o.control_end, init_latents=init_latents, strength=o.strength,
-                               progress=on_progress, stats=stats)
+                               progress=on_progress, stats=stats, on_final=on_final)
         finally:
             stage.close()
         log.info("generated %d frames: %d windows in %d segments of at most %d frames (%.2f spatial passes per "
@@ -849,6 +864,43 @@ def _streamable_frames(o: RestyleOptions, info, width: int, height: int, device:
     if n <= 0 or (o.prompt_at and max(k for k, _ in o.prompt_at) >= n):
         return 0
     return n
+
+
+class _EncodeStage:
+    """Step 7 as generate's ``on_final``: each run of finished latents VAE-decoded in chunks (on the sampler's
+    thread, so the device never holds the decoder's activations beside the UNet's) and handed to the writers,
+    whose encoding runs on their own threads. The outputs open at the first run (``open_outputs(n)`` gives
+    (writers, output times, progress stage)): in the last denoising step when frames are finished early."""
+
+    def __init__(self, open_outputs):
+        self.open_outputs = open_outputs
+        self.models = None  # set once loaded
+        self.frames = 0  # the frame count the sampler plans for (set before each generate call)
+        self.writers = None
+        self.times: list = []
+        self.stage = None
+        self.written = 0
+        self.vae: dict = {"seconds": 0.0}
+
+    def __call__(self, start: int, latents) -> None:
+        from .generate import decode_latents
+
+        if start != self.written:
+            raise RuntimeError(f"frames {start}.. handed on after {self.written} frames")
+        if self.writers is None:
+            self.writers, self.times, self.stage = self.open_outputs(self.frames)
+        for img in decode_latents(self.models, latents, stats=self.vae):
+            t = self.times[self.written]
+            for w in self.writers:
+                w.write(img, t)
+            self.written += 1
+            self.stage.update()
+
+
+def _queue_frames(budget: int, width: int, height: int, cap_bytes: int = 512 * 2**20) -> int:
+    """The encoder's queue: room for a segment's frames (the frame budget), so it encodes the frames of one
+    segment of the last step while the next denoises; at most ``cap_bytes`` of RGB frames, at least 16."""
+    return int(max(16, min(budget, cap_bytes // max(3 * width * height, 1))))
 
 
 class _StreamEnded(Exception):

@@ -145,6 +145,29 @@ def segment_weights(segment: Segment, kind: str = "pyramid") -> tuple[np.ndarray
     return total.astype(np.float32), shares
 
 
+def final_prefixes(segments: Sequence[Segment], num_frames: int) -> list[int]:
+    """In the last denoising step, segments run in order: after segment k, frames ``[0, result[k])`` have every
+    prediction they will get (no later segment holds any of them), so they can be finished and handed on while
+    later segments still run. Non-decreasing, and the last is ``num_frames``; with loop windows (the last
+    segment wraps around to frame 0) nothing is final before the end."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, not {num_frames}")
+    last = [-1] * num_frames  # the last segment holding each frame
+    for k, seg in enumerate(segments):
+        for f in seg.frames:
+            if not 0 <= f < num_frames:
+                raise ValueError(f"segment {k} holds frame {f}, outside 0..{num_frames - 1}")
+            last[f] = k
+    if min(last) < 0:
+        raise ValueError(f"frame {last.index(-1)} is in no segment")
+    out, ready = [], 0
+    for k in range(len(segments)):
+        while ready < num_frames and last[ready] <= k:
+            ready += 1
+        out.append(ready)
+    return out
+
+
 def spatial_passes(segments: Sequence[Segment], num_frames: int) -> float:
     """Spatial frame-passes per output frame per step: how often each frame's ResNets, spatial attention and
     ControlNet run, on average (1.0 = once; whole-UNet windows of 16 overlapping by 4 give about 1.33)."""
