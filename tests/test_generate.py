@@ -550,19 +550,19 @@ def test_final_frames_handed_on_during_the_last_step(models, case):
     on_final); with several segments and no wrap-around, most of them before the last step ends."""
     case = dict(case)
     n, h, w = case.pop("num_frames"), 16, 16
-    _, control, calls = make_control(n, h, w)
+    _, control, _ = make_control(n, h, w)
     kw = dict(prompt="a person", num_frames=n, height=h, width=w, control=control, seed=5,
               steps=case.pop("steps", 2), **case)
     if kw.get("strength", 1.0) < 1:
         kw["init_latents"] = torch.randn(n, 4, h // 8, w // 8, generator=torch.Generator().manual_seed(2))
     plain = generate(models, **kw)
-    calls.clear()
+    passes = []  # denoising passes done so far, one per segment per step
     got = []
 
     def on_final(start, latents):
-        got.append((start, latents.clone(), len(calls)))
+        got.append((start, latents.clone(), len(passes)))
 
-    streamed = generate(models, on_final=on_final, **kw)
+    streamed = generate(models, on_final=on_final, progress=lambda d, t: passes.append(d), **kw)
     assert torch.equal(streamed, plain)
     assert [s for s, _, _ in got] == [0] + list(np.cumsum([x.shape[0] for _, x, _ in got]))[:-1]
     assert torch.equal(torch.cat([x for _, x, _ in got]), plain)
@@ -571,10 +571,9 @@ def test_final_frames_handed_on_during_the_last_step(models, case):
                                  kw.get("frame_budget") or 64))
     if kw.get("loop") or segments == 1:
         assert len(got) == 1
-    else:  # one run per segment, each before the next segment's control maps are asked for
+    else:  # one run per segment of the last step, each right after that segment, before the next one runs
         assert len(got) == segments
-        last_step_starts = len(calls) - segments
-        assert [c for _, _, c in got] == [last_step_starts + k + 1 for k in range(segments)]
+        assert [c for _, _, c in got] == [len(passes) - segments + k + 1 for k in range(segments)]
 
 
 def test_final_frames_at_the_end_for_a_scheduler_that_is_not_elementwise(models, monkeypatch):
@@ -583,9 +582,51 @@ def test_final_frames_at_the_end_for_a_scheduler_that_is_not_elementwise(models,
 
     monkeypatch.setattr(G, "_ELEMENTWISE_STEPS", ())
     n = 40
-    _, control, calls = make_control(n, 16, 16)
+    _, control, _ = make_control(n, 16, 16)
     kw = dict(prompt="a person", num_frames=n, height=16, width=16, control=control, steps=2, seed=5,
               frame_budget=16)
-    got = []
-    out = generate(models, on_final=lambda s, x: got.append((s, x, len(calls))), **kw)
-    assert len(got) == 1 and got[0][0] == 0 and torch.equal(got[0][1], out) and got[0][2] == len(calls)
+    got, passes = [], []
+    out = generate(models, on_final=lambda s, x: got.append((s, x, len(passes))),
+                   progress=lambda d, t: passes.append(d), **kw)
+    assert len(got) == 1 and got[0][0] == 0 and torch.equal(got[0][1], out) and got[0][2] == len(passes) > 1
+
+
+def test_next_control_maps_are_made_ahead_on_a_helper_thread(models):
+    """While a segment runs, the next segment's control maps (the next the ControlNet acts on) are made on a helper
+    thread: every call after the first comes from it, in the plan's order, once each; the frames are the same."""
+    import threading
+
+    n = 40
+    _, control, _ = make_control(n, 16, 16)
+    seen = []
+
+    def recording(indices):
+        seen.append((threading.current_thread().name, list(indices)))
+        return control(indices)
+
+    kw = dict(prompt="a person", num_frames=n, height=16, width=16, steps=4, seed=3, frame_budget=16)
+    plain = generate(models, control=control, **kw)
+    ahead = generate(models, control=recording, control_start=0.25, **kw)  # the ControlNet skips step 1
+    assert torch.equal(generate(models, control=control, control_start=0.25, **kw), ahead)
+    assert not torch.equal(plain, ahead)
+    segs = plan_segments(plan_windows(n, 16, 4), 16)
+    assert [f for _, f in seen] == [list(s.frames) for s in segs] * 3
+    assert seen[0][0] == threading.current_thread().name
+    assert all(name.startswith("v2v-control") for name, _ in seen[1:])
+
+
+def test_an_error_in_control_maps_made_ahead_comes_back_as_itself(models):
+    n = 40
+    _, control, _ = make_control(n, 16, 16)
+    asked = []
+
+    def failing(indices):
+        asked.append(list(indices))
+        if len(asked) == 3:
+            raise ValueError("pose stage failed (test)")
+        return control(indices)
+
+    with pytest.raises(ValueError, match="pose stage failed"):
+        generate(models, prompt="a person", num_frames=n, height=16, width=16, control=failing, steps=2, seed=3,
+                 frame_budget=16)
+    assert len(asked) == 3  # nothing asked for after the failure

@@ -101,6 +101,24 @@ def test_control_maps_rendered_once_per_frame(tiny_models):
     assert np.array_equal(b[0].numpy(), a[1].numpy())
 
 
+def test_control_maps_are_the_rendered_poses_in_order(tiny_models):
+    """Each map of a call is its frame's pose drawn by render_pose (channels first), whatever the order asked."""
+    from v2v.pose.keypoints import FramePose, Person
+    from v2v.pose.render import render_pose
+
+    rng = np.random.default_rng(4)
+    poses = []
+    for _ in range(6):
+        body = np.concatenate([rng.uniform(4, 44, (18, 2)), rng.uniform(0.5, 1, (18, 1))], axis=1)
+        poses.append(FramePose([Person(body.astype(np.float32))], 48, 40))
+    maps = _ControlMaps(poses, 48, 40, ("body",), 0.3)
+    got = maps([4, 1, 5])
+    assert got.shape == (3, 3, 40, 48) and got.dtype == torch.uint8
+    for j, i in enumerate([4, 1, 5]):
+        want = render_pose(poses[i], 48, 40, ("body",), 0.3)
+        assert want.any() and np.array_equal(got[j].permute(1, 2, 0).numpy(), want)
+
+
 def test_cli_generation_flags(tiny_models, clip, tmp_path):
     from v2v.cli import main
 
@@ -151,3 +169,26 @@ def test_out_of_memory_is_one_line_naming_what_to_lower(tiny_models, clip, tmp_p
     assert rc == 6 and "Traceback" not in "\n".join(err)
     assert err[-1].startswith("v2v: error:") and "--frame-budget" in err[-1] and "--size" in err[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing half-written
+
+
+@pytest.mark.gpu
+def test_control_maps_pinned_for_cuda_give_the_same_frames(tiny_models):
+    """On CUDA the maps are drawn straight into pinned memory and copied as they lie (channels-last strides):
+    generation gives the frames it gives from unpinned maps."""
+    from v2v.generate import generate
+    from v2v.models import load_diffusion_models
+    from v2v.pose.keypoints import FramePose, Person
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    rng = np.random.default_rng(5)
+    poses = [FramePose([Person(np.concatenate([rng.uniform(4, 28, (18, 2)), np.ones((18, 1))], axis=1)
+                               .astype(np.float32))], 32, 32) for _ in range(20)]
+    pinned = _ControlMaps(poses, 32, 32, ("body",), 0.3, pin=True)
+    assert pinned([0, 1]).is_pinned()
+    m = load_diffusion_models(str(tiny_models["base"]), str(tiny_models["motion"]), str(tiny_models["controlnet"]),
+                              device="cuda", dtype=torch.float32)
+    kw = dict(prompt="a person", num_frames=20, height=32, width=32, steps=2, seed=1, frame_budget=16)
+    a = generate(m, control=pinned, **kw)
+    b = generate(m, control=_ControlMaps(poses, 32, 32, ("body",), 0.3), **kw)
+    assert torch.allclose(a, b, atol=1e-4)

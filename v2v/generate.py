@@ -251,7 +251,10 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     total, done = len(timesteps) * len(segments), 0
     early = on_final is not None and _steps_elementwise(scheduler)
     ready = final_prefixes(segments, num_frames) if early else []
-    with motion_windows(models.unet) as plan:
+    # the control maps of the next segment the ControlNet acts on are made on a helper thread while this one runs
+    acting = [(s, k) for s in range(len(timesteps)) for k in range(len(plans)) if pose_strength * scales[s] != 0]
+    then = {a: plans[b[1]][0].frames for a, b in zip(acting, acting[1:])}
+    with motion_windows(models.unet) as plan, _Lookahead(control) as maps:
         for step, t in enumerate(timesteps):
             t_dev = t.to(device)
             last = step == len(timesteps) - 1
@@ -261,7 +264,12 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
                 wsum = torch.zeros(num_frames, dtype=torch.float32)
             for k, (seg, seg_w, shares) in enumerate(plans):
                 plan.set(len(seg.frames), seg.windows, shares, device, dtype)
-                pred = _predict_segment(models, scheduler, latents, t, seg.frames, t_dev, text, control, height,
+                cond = None
+                if pose_strength * scales[step] != 0:
+                    cond = maps(seg.frames)
+                    if (step, k) in then:
+                        maps.ahead(then[step, k])
+                pred = _predict_segment(models, scheduler, latents, t, seg.frames, t_dev, text, cond, height,
                                         width, cfg, guidance, pose_strength * scales[step])
                 if len(segments) == 1:
                     fused = pred
@@ -345,10 +353,45 @@ class _TextEmbeddings:
         return torch.cat([self.negative.expand(n, -1, -1), pos])
 
 
+class _Lookahead:
+    """``control(frames)``, with the next call's maps made ahead on one helper thread (``ahead(frames)``) while the
+    device runs the current segment: drawing, stacking and pinning them is then off the path between two
+    segments' kernels, where the GPU would wait. Calls run in the order asked for; an error comes back at the
+    call for those frames."""
+
+    def __init__(self, control):
+        self.control = control
+        self.pool = None
+        self.pending: dict[tuple[int, ...], list] = {}
+
+    def ahead(self, frames) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="v2v-control")
+        key = tuple(frames)
+        self.pending.setdefault(key, []).append(self.pool.submit(self.control, list(key)))
+
+    def __call__(self, frames):
+        queued = self.pending.get(tuple(frames))
+        if queued:
+            return queued.pop(0).result()
+        return self.control(list(frames))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:  # nothing is left queued after the last call; after an error, drop it
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        return False
+
+
 def _predict_segment(models: DiffusionModels, scheduler, latents: torch.Tensor, t, frames: tuple[int, ...], t_dev,
-                     text: _TextEmbeddings, control, height: int, width: int, cfg: bool, guidance: float,
+                     text: _TextEmbeddings, cond, height: int, width: int, cfg: bool, guidance: float,
                      pose_scale: float) -> torch.Tensor:
-    """The (guided) noise prediction for one segment's frames, (n, 4, h, w) float32 on the CPU.
+    """The (guided) noise prediction for one segment's frames, (n, 4, h, w) float32 on the CPU. ``cond``: their
+    control maps (from ``control(frames)``), or None where the ControlNet does not act (``pose_scale`` 0).
 
     Batch layout (CFG halves outermost, as in diffusers): [uncond f1..fn, text f1..fn]; the ControlNet sees the
     frames flattened to (halves * n, ...), the motion UNet (halves, 4, n, h, w) with the motion plan set.
@@ -365,11 +408,11 @@ def _predict_segment(models: DiffusionModels, scheduler, latents: torch.Tensor, 
 
     down = mid = None
     if pose_scale != 0:
-        cond = control(list(frames))
         if tuple(cond.shape) != (n, 3, height, width):
             raise ValueError(f"control({frames[0]}..{frames[-1]}) returned shape {tuple(cond.shape)}, "
                              f"expected {(n, 3, height, width)}")
         if cond.dtype == torch.uint8:  # maps sent as bytes (4x less to copy), made [0, 1] on the device
+            # (n, 3, H, W), a view of (n, H, W, 3): copied as it lies (dense, so straight from pinned memory)
             cond = cond.to(device=device, non_blocking=True).float().div_(255.0).to(dtype)
         else:
             cond = cond.to(device=device, dtype=dtype)

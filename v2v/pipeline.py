@@ -1028,9 +1028,13 @@ class _ControlMaps:
     def __call__(self, indices):
         import torch
 
-        maps = np.stack([self._map(i) for i in indices])  # (n, H, W, 3) uint8
-        out = torch.from_numpy(maps).permute(0, 3, 1, 2)  # uint8: the sampler makes it [0, 1] on the device
-        return out.pin_memory() if self.pin else out
+        shape = (len(indices), self.height, self.width, 3)
+        # on CUDA drawn straight into pinned memory (one copy of the maps, not a stack and then a pinned copy)
+        out = torch.empty(shape, dtype=torch.uint8, pin_memory=self.pin)
+        held = out.numpy()
+        for j, i in enumerate(indices):
+            held[j] = self._map(i)
+        return out.permute(0, 3, 1, 2)  # uint8: the sampler makes it [0, 1] on the device
 
 
 def restyle(input: str | os.PathLike, output: str | os.PathLike | None = None, *, prompt: str,
