@@ -323,7 +323,7 @@ def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     return res
 
 
-LEVERS = ("default", "pose_then_generate", "encode_after_generate", "pose_onnx", "pose_torch", "fast_decode",
+LEVERS = ("default", "pose_then_generate", "step_by_step", "pose_onnx", "pose_torch", "fast_decode",
           "fast_decode_compile", "channels_last",
           "frame_budget_32", "frame_budget_128", "pose_workers_1", "unbatched_windows", "cudnn_benchmark",
           "attention_classic", "bfloat16", "compile")
@@ -349,10 +349,10 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
                on_result=None) -> dict:
     """v2v at one length with one speed lever changed at a time (same run, same frames): --fast-decode (TAESD),
     channels-last memory format, another frame budget, generation only after the pose stage (as before they
-    overlapped), VAE decode and encoding only after the last denoising step (as before the last step handed
-    each segment's finished frames on), --fast-decode and --compile together, DWPose on onnxruntime or on torch
-    (TorchScript), pose detection on one thread (as before it ran
-    on several), one motion-module call per window (as before windows were batched), cuDNN's autotuner, plain
+    overlapped), the denoising steps one after the other over the whole video with the VAE decode and encoding
+    after the last (as before the passes swept along the video, handing finished frames on), --fast-decode and
+    --compile together, DWPose on onnxruntime or on torch (TorchScript), pose detection on one thread (as before
+    it ran on several), one motion-module call per window (as before windows were batched), cuDNN's autotuner, plain
     attention instead of SDPA (what SDPA/flash attention buys), bfloat16 instead of float16, --compile.
     A lever that fails is recorded, not fatal; none starts after ``deadline`` (time.perf_counter()).
     ``on_result(results so far)`` after each lever (the JSON is saved then: a run cut off keeps what it measured)."""
@@ -384,7 +384,7 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
         try:
             if name == "pose_then_generate":
                 P._streamable_frames = lambda *a: 0
-            elif name == "encode_after_generate":  # the sampler hands every frame on at the end
+            elif name == "step_by_step":  # the whole video one step after another, the encode after the last
                 G._ELEMENTWISE_STEPS = ()
             if name == "pose_workers_1":
                 os.environ["V2V_POSE_WORKERS"] = "1"

@@ -17,6 +17,6 @@ gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0).replace(' ',
 dest="${OUT:-benchmarks}/${gpu}-sd15-random-$(date +%F).json"
 python3 scripts/bench.py --device cuda --models sd15-random --frames "${FRAMES:-48,160,480}" --classic \
   --classic-max-frames "${CLASSIC_MAX:-160}" --levers "${LEVERS:-240}" \
-  --lever-list "${LEVER_LIST:-default,encode_after_generate,pose_then_generate,pose_onnx,fast_decode,fast_decode_compile}" \
+  --lever-list "${LEVER_LIST:-default,step_by_step,pose_then_generate,pose_onnx,fast_decode,fast_decode_compile}" \
   --deadline "${DEADLINE:-inf}" --json "$dest"
 echo "figures: $dest"

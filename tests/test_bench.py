@@ -19,7 +19,7 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cpu", "--models", "tiny",
                         "--frames", "16,24", "--size", "64", "--levers", "16", "--lever-list",
-                        "default,pose_torch,attention_classic,bfloat16,encode_after_generate", "--json", str(out)],
+                        "default,pose_torch,attention_classic,bfloat16,step_by_step", "--json", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -39,7 +39,7 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
         assert f_s > 0 and (v_s - e) / (f_s + e) <= io["ratio_v2v_over_ffmpeg"] <= (v_s + e) / (f_s - e)
     lev = report["levers"]
     assert lev["frames"] == 16 and all(lev[k]["fps"] > 0 for k in ("default", "pose_torch", "attention_classic",
-                                                                    "bfloat16", "encode_after_generate")), lev
+                                                                    "bfloat16", "step_by_step")), lev
     # the table: a row per length, "-" where a figure was not measured (no --classic here)
     rows = [line for line in r.stdout.splitlines() if line.strip().startswith(("16 |", "24 |"))]
     assert len(rows) == 2 and all(" - " in line and "pose " in line for line in rows)

@@ -11,7 +11,8 @@ from v2v.generate import decode_latents, decode_to_float, generate, initial_nois
 from v2v.models import load_diffusion_models
 from v2v.tiny.diffusion import write_tiny_diffusion_set
 from v2v.motion import MotionPlan, WindowedMotionModule, count_motion_modules
-from v2v.windows import fusion_weights, plan_loop_windows, plan_segments, plan_windows, spatial_passes
+from v2v.windows import (fusion_weights, plan_loop_windows, plan_segments, plan_windows, sampling_order,
+                         spatial_passes)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +190,9 @@ def test_budget_of_one_window_is_whole_unet_context_windows(models, fusion):
     got = generate(models, frame_budget=16, progress=lambda d, t: seen.append((d, t)), stats=stats, **kw)
     wins = plan_windows(n, 16, 4)
     assert (got - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
-    assert calls == [list(r) for r in wins] * 2  # every window, every step, in order
+    # every window, every step; the steps sweep along the video one behind the other (sampling_order)
+    assert calls == [list(wins[k]) for _, k in sampling_order(plan_segments(wins, 16), 2)]
+    assert calls != [list(r) for r in wins] * 2
     assert seen == [(i, 2 * len(wins)) for i in range(1, 2 * len(wins) + 1)]
     assert stats["segments"] == len(wins) and stats["spatial_passes"] == pytest.approx(48 / 40)
 
@@ -211,7 +214,7 @@ def test_segments_do_spatial_work_once_within_the_budget(models):
     # measured, not computed: the frames that went through the UNet's and the ControlNet's first conv
     assert unet_count.frames == cn_count.frames == round(passes * n) * 2
     assert unet_count.largest <= 64 and cn_count.largest <= 64  # the budget bounds every call
-    assert calls == [list(s.frames) for s in segs] * 2
+    assert calls == [list(segs[k].frames) for _, k in sampling_order(segs, 2)]
     assert torch.isfinite(out).all() and out.shape == (n, 4, h // 8, w // 8)
     assert torch.equal(out, generate(models, frame_budget=64, **kw)), "reproducible from the seed"
     # whole-UNet windows (budget = one window) compute each frame ~1.33 times; the results differ
@@ -539,15 +542,23 @@ def test_auto_budget_on_cuda_measures_after_handing_the_cache_back(monkeypatch):
 
 @pytest.mark.parametrize("case", [
     dict(num_frames=40, frame_budget=16),  # five segments
+    dict(num_frames=64, frame_budget=16, steps=4),  # seven segments, four steps: a long wavefront
     dict(num_frames=40, frame_budget=28, guidance=2.0, negative_prompt="blurry"),  # CFG, segments of two windows
-    dict(num_frames=30, frame_budget=16, loop=True),  # the last segment wraps: every frame at the end
+    dict(num_frames=30, frame_budget=16, loop=True),  # the last segment wraps: step by step, all at the end
     dict(num_frames=12),  # one window
     dict(num_frames=40, frame_budget=16, steps=1),  # the first step is the last
     dict(num_frames=40, frame_budget=16, strength=0.5),  # from source latents: the last steps of the schedule
+    dict(num_frames=40, frame_budget=16, steps=4, control_start=0.25, control_end=0.75),  # ControlNet in 2 of 4
+    dict(num_frames=40, frame_budget=16, prompt_travel=[(0, "a cat"), (30, "a dog")]),
 ])
-def test_final_frames_handed_on_during_the_last_step(models, case):
-    """on_final gets every frame once, in order, with exactly the values generate returns (and returns without
-    on_final); with several segments and no wrap-around, most of them before the last step ends."""
+def test_passes_in_a_wavefront_give_the_step_by_step_frames(models, case, monkeypatch):
+    """The passes sweep along the video (windows.sampling_order), each frame stepped as soon as every segment
+    holding it has run the step: exactly the latents of running the steps one after the other over the whole video
+    (diffusers' scheduler stepping the whole video each step, as before). on_final gets every frame once, in order,
+    those same values, each run right after the pass that finished it."""
+    import v2v.generate as G
+    from v2v.windows import sampling_order
+
     case = dict(case)
     n, h, w = case.pop("num_frames"), 16, 16
     _, control, _ = make_control(n, h, w)
@@ -555,25 +566,42 @@ def test_final_frames_handed_on_during_the_last_step(models, case):
               steps=case.pop("steps", 2), **case)
     if kw.get("strength", 1.0) < 1:
         kw["init_latents"] = torch.randn(n, 4, h // 8, w // 8, generator=torch.Generator().manual_seed(2))
-    plain = generate(models, **kw)
-    passes = []  # denoising passes done so far, one per segment per step
+    with monkeypatch.context() as m:
+        m.setattr(G, "_ELEMENTWISE_STEPS", ())  # step by step, the whole video stepped at once
+        stepwise = generate(models, **kw)
+    assert torch.equal(generate(models, **kw), stepwise)
+    passes = []  # denoising passes done so far
     got = []
 
     def on_final(start, latents):
         got.append((start, latents.clone(), len(passes)))
 
     streamed = generate(models, on_final=on_final, progress=lambda d, t: passes.append(d), **kw)
-    assert torch.equal(streamed, plain)
+    assert torch.equal(streamed, stepwise)
     assert [s for s, _, _ in got] == [0] + list(np.cumsum([x.shape[0] for _, x, _ in got]))[:-1]
-    assert torch.equal(torch.cat([x for _, x, _ in got]), plain)
+    assert torch.equal(torch.cat([x for _, x, _ in got]), stepwise)
     assert all(x.dtype == torch.float32 and x.device.type == "cpu" for _, x, _ in got)
-    segments = len(plan_segments(plan_loop_windows(n, 16, 4) if kw.get("loop") else plan_windows(n, 16, 4),
-                                 kw.get("frame_budget") or 64))
-    if kw.get("loop") or segments == 1:
-        assert len(got) == 1
-    else:  # one run per segment of the last step, each right after that segment, before the next one runs
-        assert len(got) == segments
-        assert [c for _, _, c in got] == [len(passes) - segments + k + 1 for k in range(segments)]
+    # when each run came: simulated from the order, frame by frame (a frame is final once every segment holding it
+    # has run the last step; runs are the final prefix's growth)
+    run_steps = len(passes) // len(plan_segments(plan_loop_windows(n, 16, 4) if kw.get("loop")
+                                                  else plan_windows(n, 16, 4), kw.get("frame_budget") or 64))
+    segs = plan_segments(plan_loop_windows(n, 16, 4) if kw.get("loop") else plan_windows(n, 16, 4),
+                         kw.get("frame_budget") or 64)
+    order = sampling_order(segs, run_steps)
+    last_left = {f: sum(f in s.frames for s in segs) for f in range(n)}
+    want, final = [], 0
+    for i, (st, k) in enumerate(order, 1):
+        if st == run_steps - 1:
+            for f in segs[k].frames:
+                last_left[f] -= 1
+            start = final
+            while final < n and last_left[final] == 0:
+                final += 1
+            if final > start:
+                want.append((start, i))
+    assert [(s0, c) for s0, _, c in got] == want
+    if not kw.get("loop") and len(segs) > run_steps > 1:
+        assert got[0][2] <= order.index((0, len(segs) - 1)), "the first frames were final before step 0 ended"
 
 
 def test_final_frames_at_the_end_for_a_scheduler_that_is_not_elementwise(models, monkeypatch):
@@ -610,7 +638,7 @@ def test_next_control_maps_are_made_ahead_on_a_helper_thread(models):
     assert torch.equal(generate(models, control=control, control_start=0.25, **kw), ahead)
     assert not torch.equal(plain, ahead)
     segs = plan_segments(plan_windows(n, 16, 4), 16)
-    assert [f for _, f in seen] == [list(s.frames) for s in segs] * 3
+    assert [f for _, f in seen] == [list(segs[k].frames) for s, k in sampling_order(segs, 4) if s > 0]
     assert seen[0][0] == threading.current_thread().name
     assert all(name.startswith("v2v-control") for name, _ in seen[1:])
 

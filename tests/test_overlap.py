@@ -299,37 +299,34 @@ def test_streamed_equals_serial_on_varied_inputs(tmp_path, tiny_models, monkeypa
 
 
 @pytest.mark.parametrize("fmt", ["png", "h264"])
-def test_finished_frames_are_encoded_while_the_last_step_runs(tmp_path, tiny_models, monkeypatch, fmt):
-    """In the last denoising step each segment's finished frames are decoded and handed to the encoder before the
-    next segment runs: the encode stage reports frames before generation's last pass, and the frames are the
-    ones a run that encodes only after generation writes."""
+def test_finished_frames_are_encoded_while_later_ones_denoise(tmp_path, tiny_models, monkeypatch, fmt):
+    """The passes sweep along the video, so the first frames have had every step after a few passes: they are
+    decoded and handed to the encoder then, before the first step has even reached the end of the video, and the
+    frames are the ones a run that steps the whole video step by step, then encodes, writes."""
     import v2v.generate as G
+    from v2v.windows import plan_segments, plan_windows, sampling_order
 
     def restyle(name):
         seen = []
         out = tmp_path / (name if fmt == "png" else f"{name}.mp4")
-        res = warm().restyle(SAMPLE, out, prompt="claymation", format=fmt,
-                             progress=lambda s, d, t: seen.append((s, d, t)))
+        warm().restyle(SAMPLE, out, prompt="claymation", format=fmt, progress=lambda s, d, t: seen.append((s, d, t)))
         if fmt == "png":
             frames = frames_of(out)
         else:
             info = v2v.video.probe(out)
             frames = list(v2v.video.Decoder(info, info.width, info.height))
-        return res, seen, frames
+        return seen, frames
 
-    res, seen, early = restyle("early")
-    gen = [i for i, (s, d, t) in enumerate(seen) if s == "generate" and d > 0]
+    seen, early = restyle("early")
+    gen = [(i, d) for i, (s, d, t) in enumerate(seen) if s == "generate" and d > 0]
     enc = [i for i, (s, d, t) in enumerate(seen) if s == "encode" and d > 0]
-    assert len(enc) == 40 and enc[0] < gen[-1], "frames were encoded before the last pass ended"
-    segments = seen[gen[-1]][2] // 2  # passes = steps (2) x segments
-    assert segments >= 3
-    # after the last step's first segment, the frames it alone held were all written before its second ran
-    first_of_last_step = next(i for i in gen if seen[i][1] == segments + 1)
-    second_of_last_step = next(i for i in gen if seen[i][1] == segments + 2)
-    written = [seen[i][1] for i in enc if first_of_last_step < i < second_of_last_step]
-    assert written and written[-1] >= 12  # a 16-frame segment, the next one starting on its last 4 frames
-    monkeypatch.setattr(G, "_ELEMENTWISE_STEPS", ())  # every frame handed on after the last step, as before
-    _, seen2, after = restyle("after")
+    assert len(enc) == 40 and len(gen) == seen[gen[-1][0]][2]
+    order = sampling_order(plan_segments(plan_windows(40, 16, 4), 16), 2)  # KW: 40 frames, budget 16, 2 steps
+    assert len(order) == len(gen) and len(set(k for _, k in order)) >= 3
+    end_of_step0 = gen[order.index((0, max(k for _, k in order)))][0]  # the progress report of step 0's last pass
+    assert enc[0] < end_of_step0, "frames were encoded before the first step reached the end of the video"
+    monkeypatch.setattr(G, "_ELEMENTWISE_STEPS", ())  # step by step, every frame handed on at the end, as before
+    seen2, after = restyle("after")
     gen2 = [i for i, (s, d, t) in enumerate(seen2) if s == "generate" and d > 0]
     assert min(i for i, (s, d, t) in enumerate(seen2) if s == "encode" and d > 0) > gen2[-1]
     assert len(early) == len(after) == 40
@@ -338,3 +335,32 @@ def test_finished_frames_are_encoded_while_the_last_step_runs(tmp_path, tiny_mod
     else:  # the same encoder input gives the same stream
         assert [f.time for f in early] == [f.time for f in after]
         assert all(np.array_equal(a.image, b.image) for a, b in zip(early, after))
+
+
+def test_finished_frames_wait_for_the_pose_stage_without_stopping_the_sampler(tmp_path, slow, monkeypatch):
+    """Frames can be final while the pose stage still works on the last ones (the output's frame count, times and
+    audio span are only known at its end): they wait as latents, and the sampler goes on with later passes
+    instead of waiting for the pose stage there. The outputs open once the pose stage has ended."""
+    monkeypatch.setenv("V2V_POSE_WORKERS", "1")
+    made = slow(delay=0.01)
+    fifth_pass, released = threading.Event(), []
+    real_detect = SlowDetector.detect
+
+    def detect(self, images):
+        if self.calls == 7:  # the last batch (frames 56-63) waits until the sampler has done its fifth pass
+            released.append(fifth_pass.wait(30))
+        return real_detect(self, images)
+
+    def progress(stage, done, total):
+        seen.append((stage, done, total))
+        if stage == "generate" and done >= 5:
+            fifth_pass.set()
+
+    monkeypatch.setattr(SlowDetector, "detect", detect)
+    seen = []
+    warm().restyle(SAMPLE, tmp_path / "o.mp4", prompt="x", max_frames=64, progress=progress)
+    # 64 frames, budget 16, 2 steps: passes (0,0) (0,1) (1,0) -> frames 0-11 final, (0,2) (1,1) -> 12-23 ...
+    assert made[-1].calls == 8 and released == [True], "the sampler waited for the pose stage's end"
+    pose_end = max(i for i, e in enumerate(seen) if e[0] == "pose")
+    enc = [i for i, e in enumerate(seen) if e[0] == "encode"]
+    assert enc and min(enc) > pose_end and sum(1 for i in enc if seen[i][1] > 0) == 64

@@ -24,8 +24,8 @@ from .errors import InvalidOptions
 from .models import DiffusionModels
 from .motion import motion_windows
 from .options import strength_steps
-from .windows import (auto_frame_budget, control_scales, final_prefixes, fusion_weights, plan_loop_windows,
-                      plan_segments, plan_windows, prompt_schedule, segment_weights, spatial_passes)
+from .windows import (auto_frame_budget, control_scales, fusion_weights, plan_loop_windows, plan_segments,
+                      plan_windows, prompt_schedule, sampling_order, segment_weights, spatial_passes)
 
 log = logging.getLogger("v2v")
 
@@ -180,9 +180,10 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     ``progress(done, total)`` is called after every segment of every step. ``stats``, when given, receives the
     plan's figures (segments, windows, spatial passes, frame budget).
     ``on_final(start, latents)``, when given, receives the finished latents in frame order, in contiguous runs
-    covering every frame once, float32 on the CPU: during the last step, each run as soon as no later segment
-    holds its frames (:func:`~v2v.windows.final_prefixes`), so the caller can decode and encode them while the
-    rest of the step runs on the device. The same values as the returned latents, which are returned all the same.
+    covering every frame once, float32 on the CPU, each run as soon as its frames have had every step: with the
+    passes sweeping along the video (:func:`~v2v.windows.sampling_order`), the first frames are final after a few
+    passes, so the caller can decode and encode them while the rest of the video denoises on the device. The
+    same values as the returned latents, which are returned all the same.
     """
     sf = models.vae_scale_factor
     _check(num_frames, height, width, steps, guidance, context, overlap, sf)
@@ -246,58 +247,42 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     else:
         latents = latents * scheduler.init_noise_sigma
 
-    # 4. denoise: every step, each segment through ControlNet + UNet once, predictions fused where they meet;
-    #    in the last step, frames no later segment holds are finished and handed to on_final at once
-    total, done = len(timesteps) * len(segments), 0
-    early = on_final is not None and _steps_elementwise(scheduler)
-    ready = final_prefixes(segments, num_frames) if early else []
-    # the control maps of the next segment the ControlNet acts on are made on a helper thread while this one runs
-    acting = [(s, k) for s in range(len(timesteps)) for k in range(len(plans)) if pose_strength * scales[s] != 0]
+    # 4. denoise: each segment through ControlNet + UNet once per step; a frame's predictions from the segments
+    #    holding it are fused, and the frame stepped, once all of them have run that step. With an elementwise
+    #    scheduler the passes sweep along the video one step behind another (sampling_order): later segments
+    #    wait for their frames' poses while earlier ones go on, and finished frames reach on_final early.
+    wave = _steps_elementwise(scheduler)
+    order = sampling_order(segments, len(timesteps), wavefront=wave)
+    # the control maps of the next pass the ControlNet acts in are made on a helper thread while this one runs
+    acting = [u for u in order if pose_strength * scales[u[0]] != 0]
     then = {a: plans[b[1]][0].frames for a, b in zip(acting, acting[1:])}
+    fuse = _Fusion(scheduler, timesteps, latents, segments, generator, elementwise=wave)
+    emitted = 0
     with motion_windows(models.unet) as plan, _Lookahead(control) as maps:
-        for step, t in enumerate(timesteps):
-            t_dev = t.to(device)
-            last = step == len(timesteps) - 1
-            finish = _Finisher(scheduler, t, latents, generator) if last and early else None
-            if len(segments) > 1:
-                acc = torch.zeros_like(latents)
-                wsum = torch.zeros(num_frames, dtype=torch.float32)
-            for k, (seg, seg_w, shares) in enumerate(plans):
-                plan.set(len(seg.frames), seg.windows, shares, device, dtype)
-                cond = None
-                if pose_strength * scales[step] != 0:
-                    cond = maps(seg.frames)
-                    if (step, k) in then:
-                        maps.ahead(then[step, k])
-                pred = _predict_segment(models, scheduler, latents, t, seg.frames, t_dev, text, cond, height,
-                                        width, cfg, guidance, pose_strength * scales[step])
-                if len(segments) == 1:
-                    fused = pred
-                else:
-                    idx = torch.tensor(seg.frames)
-                    w = torch.from_numpy(seg_w)
-                    acc.index_add_(0, idx, pred * w[:, None, None, None])
-                    wsum.index_add_(0, idx, w)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-                if finish is not None and ready[k] > finish.done:  # (elementwise: the same values as below)
-                    r = slice(finish.done, ready[k])
-                    part = fused[r] if len(segments) == 1 else acc[r] / wsum[r, None, None, None]
-                    on_final(r.start, finish(part))
-            if finish is not None:
-                return finish.latents
-            if len(segments) > 1:
-                fused = acc / wsum[:, None, None, None]
-            latents = scheduler.step(fused, t, latents, generator=generator).prev_sample
-    latents = latents.float()
-    if on_final is not None:  # a scheduler whose step is not elementwise: every frame at the end
-        on_final(0, latents)
-    return latents
+        for done, (step, k) in enumerate(order, 1):
+            seg, seg_w, shares = plans[k]
+            t = timesteps[step]
+            plan.set(len(seg.frames), seg.windows, shares, device, dtype)
+            cond = None
+            if pose_strength * scales[step] != 0:
+                cond = maps(seg.frames)
+                if (step, k) in then:
+                    maps.ahead(then[step, k])
+            pred = _predict_segment(models, fuse.scheduler_at(step, seg.frames), fuse.latents, t, seg.frames,
+                                    t.to(device), text, cond, height, width, cfg, guidance,
+                                    pose_strength * scales[step])
+            fuse.add(step, seg.frames, pred, seg_w)
+            if progress is not None:
+                progress(done, len(order))
+            if on_final is not None and fuse.final > emitted:
+                on_final(emitted, fuse.latents[emitted:fuse.final])
+                emitted = fuse.final
+    return fuse.latents
 
 
 # Schedulers whose step is elementwise and draws no noise (Euler's at the default s_churn = 0, as the sampler
-# calls it): stepping a run of frames gives exactly the values of stepping the whole video.
+# calls it): stepping some frames gives exactly the values of stepping the whole video, so frames can be stepped
+# as they are ready. Others are stepped a whole video at a time, step by step.
 _ELEMENTWISE_STEPS = ("EulerDiscreteScheduler",)
 
 
@@ -305,21 +290,83 @@ def _steps_elementwise(scheduler) -> bool:
     return type(scheduler).__name__ in _ELEMENTWISE_STEPS
 
 
-class _Finisher:
-    """The last step, a run of frames at a time: each run stepped by a copy of the scheduler as it stands before
-    the step (stepping advances its step counter), into the video's final latents."""
+class _Fusion:
+    """The video's latents (F, C, h, w) float32 on the CPU, each frame at its own step, and the predictions on
+    their way: ``add`` weights a segment's prediction into the frames it holds; a frame whose every segment has
+    run the step is fused (weighted sum / summed weights, as one division over the whole video would give) and
+    stepped. Elementwise schedulers step those frames at once with a copy of the scheduler as it stands at that
+    step (copies: stepping advances the scheduler's step counter); others wait for the whole video and step it
+    with the scheduler itself. ``final``: the frames ``[0, final)`` have had every step."""
 
-    def __init__(self, scheduler, t, latents: torch.Tensor, generator):
-        self.template, self.t, self.before, self.generator = copy.deepcopy(scheduler), t, latents, generator
-        self.latents = torch.empty_like(latents, dtype=torch.float32)
-        self.done = 0
+    def __init__(self, scheduler, timesteps, latents: torch.Tensor, segments, generator, elementwise: bool):
+        self.scheduler, self.timesteps, self.generator = scheduler, timesteps, generator
+        self.latents = latents.float()
+        self.elementwise = elementwise
+        self.single = len(segments) == 1  # one segment holds every frame: its prediction is the fused one
+        n = latents.shape[0]
+        self.holders = np.zeros(n, dtype=np.int64)
+        for seg in segments:
+            self.holders[list(seg.frames)] += 1
+        self.level = np.zeros(n, dtype=np.int64)  # steps each frame has had
+        self.left: dict[int, np.ndarray] = {}  # per step in flight: segments still to run it, per frame
+        self.acc: dict[int, dict[int, torch.Tensor]] = {}  # per step: weighted sums of the frames in flight
+        self.wsum: dict[int, dict[int, torch.Tensor]] = {}
+        self.whole: dict[int, torch.Tensor] = {}  # per step (not elementwise): the fused video being filled
+        self.templates = [copy.deepcopy(scheduler)] if elementwise else []  # the scheduler as at each step
+        self.final = 0
+        self._zero = torch.zeros(latents.shape[1:], dtype=torch.float32)
+        self._wzero = torch.zeros((), dtype=torch.float32)
 
-    def __call__(self, fused: torch.Tensor) -> torch.Tensor:
-        r = slice(self.done, self.done + fused.shape[0])
-        out = copy.deepcopy(self.template).step(fused, self.t, self.before[r], generator=self.generator)
-        self.latents[r] = out.prev_sample.float()
-        self.done = r.stop
-        return self.latents[r]
+    def scheduler_at(self, step: int, frames):
+        """The scheduler as it stands at ``step`` (for scale_model_input), after checking that every one of
+        ``frames`` has had ``step`` steps (what the order promises)."""
+        lv = self.level[list(frames)]
+        if (lv != step).any():
+            raise AssertionError(f"step {step} of frames {frames[0]}..{frames[-1]}, some at step {int(lv.min())}")
+        return self.templates[step] if self.elementwise else self.scheduler
+
+    def add(self, step: int, frames, pred: torch.Tensor, seg_w: np.ndarray) -> None:
+        left = self.left.setdefault(step, self.holders.copy())
+        if self.single:
+            ready, fused = list(frames), pred
+            left[ready] = 0
+        else:
+            w = torch.from_numpy(seg_w)
+            part = pred * w[:, None, None, None]
+            acc, wsum = self.acc.setdefault(step, {}), self.wsum.setdefault(step, {})
+            ready = []
+            for j, f in enumerate(frames):  # summed in the segments' order, as index_add_ over the whole video
+                acc[f] = acc.get(f, self._zero) + part[j]
+                wsum[f] = wsum.get(f, self._wzero) + w[j]
+                left[f] -= 1
+                if left[f] == 0:
+                    ready.append(f)
+            fused = torch.stack([acc.pop(f) / wsum.pop(f) for f in ready]) if ready else None
+        if ready:
+            self._step(step, ready, fused)
+
+    def _step(self, step: int, ready: list[int], fused: torch.Tensor) -> None:
+        t = self.timesteps[step]
+        if not self.elementwise:
+            whole = self.whole.setdefault(step, torch.empty_like(self.latents))
+            whole[torch.tensor(ready)] = fused
+            if self.left[step].any():
+                return
+            self.latents = self.scheduler.step(self.whole.pop(step), t, self.latents,
+                                               generator=self.generator).prev_sample.float()
+            self.level += 1
+        else:
+            idx = torch.tensor(ready)
+            sched = copy.deepcopy(self.templates[step])
+            self.latents[idx] = sched.step(fused, t, self.latents[idx], generator=self.generator).prev_sample.float()
+            if len(self.templates) == step + 1:  # a copy that has stepped once stands at the next step
+                self.templates.append(sched)
+            self.level[ready] += 1
+        if not self.left[step].any():
+            del self.left[step]
+        steps = len(self.timesteps)
+        while self.final < len(self.level) and self.level[self.final] == steps:
+            self.final += 1
 
 
 class _TextEmbeddings:

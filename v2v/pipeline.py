@@ -632,7 +632,7 @@ class Restyler:
                 writers.insert(0, run["writer"])
                 return writers, timing.times, run["stage"]
 
-            encode = _EncodeStage(open_outputs)
+            encode = _EncodeStage(open_outputs, can_open=lambda: posing.wait(0))
             try:
                 # 5. models (what is left of their loading; a pose-stage error ends the wait)
                 t_load = time.perf_counter()
@@ -655,7 +655,7 @@ class Restyler:
                 latents, failed = None, None
                 if expected:
                     try:
-                        encode.frames = expected
+                        encode.reset(expected)
                         latents = self._generate(models, o, stream, width, height, progress, n=expected,
                                                  on_final=encode)
                     except _StreamEnded:
@@ -674,9 +674,10 @@ class Restyler:
                     latents = None
                 if latents is None:
                     init = self._source_latents(models, o, info, width, height) if o.strength < 1 else None
-                    encode.frames = len(poses)
+                    encode.reset(len(poses))
                     latents = self._generate(models, o, poses, width, height, progress, init, on_final=encode)
                 seconds["generate"] = time.perf_counter() - t_gen
+                encode.flush()  # what waited for the pose stage's end, if anything
             except BaseException:
                 stream.cancel()  # the pose thread stops at its next frame
                 stream.wait_ended(30)  # and is done before the caller (watch mode: the next video) goes on
@@ -869,32 +870,50 @@ def _streamable_frames(o: RestyleOptions, info, width: int, height: int, device:
 class _EncodeStage:
     """Step 7 as generate's ``on_final``: each run of finished latents VAE-decoded in chunks (on the sampler's
     thread, so the device never holds the decoder's activations beside the UNet's) and handed to the writers,
-    whose encoding runs on their own threads. The outputs open at the first run (``open_outputs(n)`` gives
-    (writers, output times, progress stage)): in the last denoising step when frames are finished early."""
+    whose encoding runs on their own threads. The outputs open (``open_outputs(n)`` gives (writers, output times,
+    progress stage)) once ``can_open()``, that is once the pose stage has ended (the frame count, the times and
+    the audio span are known then); until then finished runs wait as latents (views of the sampler's, no copy),
+    so the sampler never waits for the pose stage here. ``flush()`` after generation opens the outputs at the
+    latest and writes what waits."""
 
-    def __init__(self, open_outputs):
-        self.open_outputs = open_outputs
+    def __init__(self, open_outputs, can_open=lambda: True):
+        self.open_outputs, self.can_open = open_outputs, can_open
         self.models = None  # set once loaded
-        self.frames = 0  # the frame count the sampler plans for (set before each generate call)
+        self.frames = 0  # the frame count the sampler plans for (set before each generate call, with reset())
         self.writers = None
         self.times: list = []
         self.stage = None
+        self.pending: list = []  # finished latents not decoded yet
+        self.handed = 0  # frames handed over by the sampler
         self.written = 0
         self.vae: dict = {"seconds": 0.0}
 
+    def reset(self, frames: int) -> None:
+        """Before a generation of ``frames`` frames (again, after a wrong count: nothing was opened then)."""
+        if self.writers is not None:
+            raise RuntimeError("the outputs are already open")
+        self.frames, self.pending, self.handed = frames, [], 0
+
     def __call__(self, start: int, latents) -> None:
+        if start != self.handed:
+            raise RuntimeError(f"frames {start}.. handed on after {self.handed} frames")
+        self.pending.append(latents)
+        self.handed += latents.shape[0]
+        if self.writers is not None or self.can_open():
+            self.flush()
+
+    def flush(self) -> None:
         from .generate import decode_latents
 
-        if start != self.written:
-            raise RuntimeError(f"frames {start}.. handed on after {self.written} frames")
         if self.writers is None:
             self.writers, self.times, self.stage = self.open_outputs(self.frames)
-        for img in decode_latents(self.models, latents, stats=self.vae):
-            t = self.times[self.written]
-            for w in self.writers:
-                w.write(img, t)
-            self.written += 1
-            self.stage.update()
+        while self.pending:
+            for img in decode_latents(self.models, self.pending.pop(0), stats=self.vae):
+                t = self.times[self.written]
+                for w in self.writers:
+                    w.write(img, t)
+                self.written += 1
+                self.stage.update()
 
 
 def _queue_frames(budget: int, width: int, height: int, cap_bytes: int = 512 * 2**20) -> int:

@@ -145,27 +145,38 @@ def segment_weights(segment: Segment, kind: str = "pyramid") -> tuple[np.ndarray
     return total.astype(np.float32), shares
 
 
-def final_prefixes(segments: Sequence[Segment], num_frames: int) -> list[int]:
-    """In the last denoising step, segments run in order: after segment k, frames ``[0, result[k])`` have every
-    prediction they will get (no later segment holds any of them), so they can be finished and handed on while
-    later segments still run. Non-decreasing, and the last is ``num_frames``; with loop windows (the last
-    segment wraps around to frame 0) nothing is final before the end."""
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be at least 1, not {num_frames}")
-    last = [-1] * num_frames  # the last segment holding each frame
-    for k, seg in enumerate(segments):
-        for f in seg.frames:
-            if not 0 <= f < num_frames:
-                raise ValueError(f"segment {k} holds frame {f}, outside 0..{num_frames - 1}")
-            last[f] = k
-    if min(last) < 0:
-        raise ValueError(f"frame {last.index(-1)} is in no segment")
-    out, ready = [], 0
-    for k in range(len(segments)):
-        while ready < num_frames and last[ready] <= k:
-            ready += 1
-        out.append(ready)
-    return out
+def sampling_order(segments: Sequence[Segment], steps: int, wavefront: bool = True) -> list[tuple[int, int]]:
+    """The order in which (step, segment) passes run: every segment once per step, the segments of a step in
+    their order (so predictions meeting on a frame are summed in the same order whatever this returns).
+
+    A pass (s, k) needs every frame of segment k stepped s times, that is step s - 1 done by every segment that
+    shares a frame with k. ``wavefront=False``: step by step (all segments of step 0, then of step 1...).
+    ``wavefront=True``: the pass of the highest step that may run, so the steps sweep along the video one behind
+    the other: while later segments still wait for their first step (and their frames' poses), earlier ones go
+    on, and the first frames are final after about ``steps`` passes instead of a whole step's worth. The result
+    is the same in either order (each pass sees the same inputs). With loop windows (the last segment shares
+    frames with the first) the wavefront falls back to step by step.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
+    n = len(segments)
+    if not wavefront:
+        return [(s, k) for s in range(steps) for k in range(n)]
+    frames = [set(seg.frames) for seg in segments]
+    # the last segment sharing a frame with segment k (itself at least): step s of k waits for step s - 1 of it
+    reach = [max(j for j in range(n) if j == k or frames[j] & frames[k]) for k in range(n)]
+    nxt = [0] * steps  # the next segment of each step
+    order: list[tuple[int, int]] = []
+    while len(order) < steps * n:
+        for s in range(steps - 1, -1, -1):
+            k = nxt[s]
+            if k < n and (s == 0 or nxt[s - 1] > reach[k]):
+                order.append((s, k))
+                nxt[s] += 1
+                break
+        else:  # cannot happen: step 0 can always go on until it is done
+            raise AssertionError("no pass can run")
+    return order
 
 
 def spatial_passes(segments: Sequence[Segment], num_frames: int) -> float:
