@@ -621,7 +621,8 @@ def test_final_frames_at_the_end_for_a_scheduler_that_is_not_elementwise(models,
 
 def test_next_control_maps_are_made_ahead_on_a_helper_thread(models):
     """While a segment runs, the next segment's control maps (the next the ControlNet acts on) are made on a helper
-    thread: every call after the first comes from it, in the plan's order, once each; the frames are the same."""
+    thread: every call after the first comes from one (a daemon, never holding up the interpreter's exit), in the
+    plan's order, once each; the frames are the same."""
     import threading
 
     n = 40
@@ -629,7 +630,8 @@ def test_next_control_maps_are_made_ahead_on_a_helper_thread(models):
     seen = []
 
     def recording(indices):
-        seen.append((threading.current_thread().name, list(indices)))
+        me = threading.current_thread()
+        seen.append((me.name if me.daemon or me is threading.main_thread() else "not a daemon", list(indices)))
         return control(indices)
 
     kw = dict(prompt="a person", num_frames=n, height=16, width=16, steps=4, seed=3, frame_budget=16)
@@ -658,3 +660,41 @@ def test_an_error_in_control_maps_made_ahead_comes_back_as_itself(models):
         generate(models, prompt="a person", num_frames=n, height=16, width=16, control=failing, steps=2, seed=3,
                  frame_budget=16)
     assert len(asked) == 3  # nothing asked for after the failure
+
+
+@pytest.mark.parametrize("steps,strength", [(1, 1.0), (4, 0.25), (4, 1.0)])
+def test_frames_stepped_as_they_are_ready_give_no_scheduler_warning(models, steps, strength):
+    """Frames are stepped by copies of the scheduler as it stands at each step: none may make diffusers warn that
+    scale_model_input was not called (it was, for every pass), with one step run (--steps 1, or a strength leaving
+    one: the first step is the last) or several; the step-by-step run gives no warning either."""
+    import v2v.generate as G
+    import logging
+
+    n = 40
+    _, control, _ = make_control(n, 16, 16)
+    kw = dict(prompt="a person", num_frames=n, height=16, width=16, control=control, steps=steps, seed=5,
+              frame_budget=16, strength=strength)
+    if strength < 1:
+        kw["init_latents"] = torch.randn(n, 4, 2, 2, generator=torch.Generator().manual_seed(2))
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger = logging.getLogger("diffusers.schedulers.scheduling_euler_discrete")
+    handler = Keep(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        G._ELEMENTWISE_STEPS, saved = (), G._ELEMENTWISE_STEPS
+        try:
+            plain = generate(models, **kw)  # step by step
+        finally:
+            G._ELEMENTWISE_STEPS = saved
+        assert not records
+        got = []
+        out = generate(models, on_final=lambda s, x: got.append(x), **kw)
+    finally:
+        logger.removeHandler(handler)
+    assert len(got) > 1 and torch.equal(out, plain)
+    assert not [r for r in records if "scale_model_input" in r]

@@ -511,3 +511,27 @@ def test_pose_video_follows_its_extension(odd_clip, restyler, tmp_path):
     assert len(media.ffprobe_frame_times(r.output)) == 4
     r = restyler.pose(odd_clip, str(tmp_path / "maps") + "/", max_frames=2)
     assert sorted(p.name for p in r.output.iterdir()) == ["pose_000000.png", "pose_000001.png"]
+
+
+def test_encoder_queue_cap_counts_the_frames_as_written_at_full_size(restyler, tmp_path, monkeypatch):
+    """The encoder's queue (room for a segment's frames) holds at most the byte cap of frames as the writer gets
+    them: with --full-size those are the source's size, not the processing size."""
+    import v2v.pipeline as P
+    import v2v.video as V
+
+    src = media.make_video(tmp_path / "big.mp4", seconds=0.8, fps=25, size=(192, 256))
+    seen = []
+    real_init = V.VideoWriter.__init__
+
+    def init(self, path, width, height, **kw):
+        seen.append((width, height, kw.get("queue_frames", 16)))
+        real_init(self, path, width, height, **kw)
+
+    monkeypatch.setattr(V.VideoWriter, "__init__", init)
+    cap = 40 * 64 * 88 * 3  # room for 40 frames at the processing size, for 1 at the source's
+    monkeypatch.setattr(P._queue_frames, "__defaults__", (cap,))
+    r = restyler.restyle(src, tmp_path / "o.mp4", prompt="x", full_size=True, frame_budget=40)
+    assert (r.width, r.height) == (192, 256)
+    (w, h, q), = seen
+    assert (w, h) == (192, 256)
+    assert q == 16 or q * w * h * 3 <= cap, q  # the floor, or within the cap

@@ -364,3 +364,64 @@ def test_finished_frames_wait_for_the_pose_stage_without_stopping_the_sampler(tm
     pose_end = max(i for i, e in enumerate(seen) if e[0] == "pose")
     enc = [i for i, e in enumerate(seen) if e[0] == "encode"]
     assert enc and min(enc) > pose_end and sum(1 for i in enc if seen[i][1] > 0) == 64
+
+
+@pytest.mark.parametrize("error,streamed", [("output", True), ("interrupt", False), ("oom", True)])
+def test_an_error_while_finished_frames_are_encoded_leaves_nothing_behind(tmp_path, tiny_models, monkeypatch,
+                                                                           streamed, error):
+    """The outputs open while frames still denoise: an error then (the writer, Ctrl-C, out of memory in the
+    VAE decode) reaches the caller as v2v's type, leaves no temp file, output, compare video or settings record,
+    and no pose, encoder or control-map thread running."""
+    import torch
+
+    import v2v.generate as G
+    from v2v.errors import Interrupted, OutOfMemory, OutputError
+
+    if not streamed:
+        monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)
+    real = G.decode_latents
+    calls = []
+
+    def failing(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # the second run of finished frames: the outputs are open and hold frames
+            raise {"output": OutputError("disk full (test)"), "interrupt": KeyboardInterrupt(),
+                   "oom": torch.OutOfMemoryError("CUDA out of memory (test)")}[error]
+        return real(*a, **kw)
+
+    monkeypatch.setattr(G, "decode_latents", failing)
+    out = tmp_path / "o.mp4"
+    want = {"output": OutputError, "interrupt": Interrupted, "oom": OutOfMemory}[error]
+    with pytest.raises(want):
+        warm().restyle(SAMPLE, out, prompt="x", compare=True)
+    assert len(calls) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    deadline = time.perf_counter() + 5
+    names = ("v2v-pose", "v2v-encode", "v2v-control", "v2v-prefetch")
+    while time.perf_counter() < deadline and any(t.name.startswith(names) for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(names)]
+
+
+def test_keep_pose_is_not_written_when_generation_fails_after_the_outputs_opened(tmp_path, tiny_models,
+                                                                                   monkeypatch):
+    """Ctrl-C while finished frames are encoded says 'no output was written': the pose video (--keep-pose) must
+    not have been written either (it is written once generation is done, as before the outputs opened early)."""
+    import v2v.generate as G
+    from v2v.errors import Interrupted
+
+    real, calls = G.decode_latents, []
+
+    def failing(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt()
+        return real(*a, **kw)
+
+    monkeypatch.setattr(G, "decode_latents", failing)
+    with pytest.raises(Interrupted, match="no output was written"):
+        warm().restyle(SAMPLE, tmp_path / "o.mp4", prompt="x", keep_pose=str(tmp_path / "pose.mp4"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.setattr(G, "decode_latents", real)
+    r = warm().restyle(SAMPLE, tmp_path / "o.mp4", prompt="x", keep_pose=str(tmp_path / "pose.mp4"))
+    assert r.pose_output.is_file() and v2v.video.probe(r.pose_output).frames == r.frames == 40

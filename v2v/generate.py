@@ -13,8 +13,10 @@ import copy
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 
 import numpy as np
@@ -401,23 +403,28 @@ class _TextEmbeddings:
 
 
 class _Lookahead:
-    """``control(frames)``, with the next call's maps made ahead on one helper thread (``ahead(frames)``) while the
-    device runs the current segment: drawing, stacking and pinning them is then off the path between two
-    segments' kernels, where the GPU would wait. Calls run in the order asked for; an error comes back at the
-    call for those frames."""
+    """``control(frames)``, with the next call's maps made ahead on a helper thread (``ahead(frames)``) while the
+    device runs the current pass: drawing, stacking and pinning them is then off the path between two passes'
+    kernels, where the GPU would wait. Calls run in the order asked for, one at a time (the sampler asks for the
+    next only once it holds the current one); an error comes back at the call for those frames. The helper is a
+    daemon thread: one still waiting for a pose after a failed run never holds up the interpreter's exit."""
 
     def __init__(self, control):
         self.control = control
-        self.pool = None
-        self.pending: dict[tuple[int, ...], list] = {}
+        self.pending: dict[tuple[int, ...], list[Future]] = {}
 
     def ahead(self, frames) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+        key, fut = tuple(frames), Future()
 
-        if self.pool is None:
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix="v2v-control")
-        key = tuple(frames)
-        self.pending.setdefault(key, []).append(self.pool.submit(self.control, list(key)))
+        def run():
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(self.control(list(key)))
+                except BaseException as e:  # noqa: BLE001 - handed to the call for these frames
+                    fut.set_exception(e)
+
+        self.pending.setdefault(key, []).append(fut)
+        threading.Thread(target=run, name="v2v-control", daemon=True).start()
 
     def __call__(self, frames):
         queued = self.pending.get(tuple(frames))
@@ -429,8 +436,10 @@ class _Lookahead:
         return self
 
     def __exit__(self, *exc):
-        if self.pool is not None:  # nothing is left queued after the last call; after an error, drop it
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        for queued in self.pending.values():  # nothing is left after the last pass; after an error, dropped
+            for fut in queued:
+                fut.cancel()
+        self.pending.clear()
         return False
 
 

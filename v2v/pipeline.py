@@ -603,14 +603,11 @@ class Restyler:
 
             def open_outputs(n: int):
                 """Step 7's start, when the sampler hands over its first finished frames: the pose stage's
-                result (its frame count checked against the ``n`` generated), the pose video, the writers."""
+                result (its frame count checked against the ``n`` generated), the writers."""
                 poses, times, span, empty = posing.result()
                 if len(poses) != n:
                     raise _StreamEnded  # the header's count was wrong: generated again below
                 timing = self._timing(o, info, span, times)
-                if pose_path is not None:
-                    self._write_pose_video(pose_path, poses, timing, width, height, o,
-                                           outputs.side_crf(pose_fmt, fmt, o.crf), pose_fmt)
                 run.update(t=time.perf_counter(), timing=timing, stage=_Stage("encode", n, progress, self._show()))
                 stack.callback(run["stage"].close)
                 run["record"] = run_settings.build_settings(o, self._model_specs(o), input_path=in_path,
@@ -628,7 +625,7 @@ class Restyler:
                 run["writer"] = stack.enter_context(self._writer(
                     tmp, width, height, timing, o.crf, meta, fmt=fmt, size=out_size, ping_pong=o.ping_pong,
                     gif_loop=o.gif_loop, name=in_path.stem, threaded=True,
-                    queue_frames=_queue_frames(o.frame_budget or 16, width, height)))
+                    queue_frames=_queue_frames(o.frame_budget or 16, *out_size)))  # frames as written
                 writers.insert(0, run["writer"])
                 return writers, timing.times, run["stage"]
 
@@ -684,6 +681,9 @@ class Restyler:
                 raise
             if encode.written != len(poses):  # cannot happen: generate hands on every frame once
                 raise RuntimeError(f"{encode.written} of {len(poses)} frames were encoded")
+            if pose_path is not None:  # once generation is done (a failed run writes none), before the renames
+                self._write_pose_video(pose_path, poses, run["timing"], width, height, o,
+                                       outputs.side_crf(pose_fmt, fmt, o.crf), pose_fmt)
             # 8. rename: the writers close, then the temp files take their names (the output last)
             stack.close()
         run_settings.write_sidecar(settings_path, run["record"])

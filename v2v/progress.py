@@ -15,8 +15,10 @@ encode     frames VAE-decoded and encoded
 Each stage starts with a call ``done == 0``; ``done`` never decreases within a stage; the stages begin in the order
 pose, generate, encode (``v2v pose`` and ``Restyler.pose`` report "pose" only). On a GPU "generate" usually begins
 before "pose" ends (generation starts on the first frames while later ones are posed): their calls interleave, from two
-threads, never two at once. "encode" begins after both have ended. When the container's frame count proves wrong,
-generation runs again and "generate" starts again from 0.
+threads, never two at once. "encode" begins after "pose" has ended, once the first frames have had every denoising
+step (the passes sweep along the video, so finished frames are encoded while later ones denoise), so it interleaves
+with "generate". When the container's frame count proves wrong, generation runs again and "generate" starts
+again from 0.
 
 ``--progress json`` prints one JSON object per line on stdout (see :class:`JsonLines`)::
 
