@@ -10,11 +10,12 @@
     6. generate     AnimateDiff-Lightning + ControlNet over fused windows; control maps rendered on demand. On a
                     GPU it starts while step 4 runs (the first denoising step of a segment waits for its frames'
                     poses) when the container gives the frame count; generated again if the count proves wrong.
-                    In the last denoising step each segment's finished frames go on to step 7 at once
-    7. encode       (from within step 6's last step) VAE decode in chunks on the sampler's thread -> the output
-                    format (H.264 MP4 by default; v2v.outputs; encoded on its own thread) with each frame's source
-                    timestamp, audio of the kept span; optionally scaled to the source size, played ping-pong, and
-                    a compare video (source decoded again | pose map | result)
+                    The passes sweep along the video (a segment's next step once its neighbours have run this
+                    one), so frames that have had every step go on to step 7 while later ones denoise
+    7. encode       (from within step 6, once the pose stage has ended) VAE decode in chunks on the sampler's
+                    thread -> the output format (H.264 MP4 by default; v2v.outputs; encoded on its own thread)
+                    with each frame's source timestamp, audio of the kept span; optionally scaled to the source
+                    size, played ping-pong, and a compare video (source decoded again | pose map | result)
     8. rename       temp file -> output path; the run's settings (v2v/settings.py) embedded and beside it
 """
 
@@ -572,7 +573,7 @@ class Restyler:
         dtype = _resolve_dtype(o.dtype, device)
         o = self._concrete_pose_runtime(o, device)
         progress = _serialized(progress)  # the pose and generate stages report from two threads
-        # the outputs (step 7) open in step 6, in its last denoising step; leaving on an error discards them
+        # the outputs (step 7) open during step 6, at its first finished frames; leaving on an error discards them
         with self._guard(device), ExitStack() as stack:
             # 5 (started first). the diffusion models load on a background thread while the pose stage runs, once
             #    the pose stage has built its detector when that is made of torch modules (_build_detector)
@@ -641,8 +642,8 @@ class Restyler:
                 encode.models = models
 
                 # 6. generate: streamed from the pose stage when the frame count is known up front (from the
-                #    container); with --strength < 1 from the source frames' latents, after the pose stage. In
-                #    the last step, finished frames go on to step 7 (encode) while the rest of the step runs.
+                #    container); with --strength < 1 from the source frames' latents, after the pose stage.
+                #    Finished frames go on to step 7 (encode) while later ones denoise.
                 t_gen = time.perf_counter()
                 if o.frame_budget is None:  # resolved now and recorded, so a --settings rerun makes the same frames
                     from .generate import pick_frame_budget
