@@ -698,3 +698,36 @@ def test_frames_stepped_as_they_are_ready_give_no_scheduler_warning(models, step
         logger.removeHandler(handler)
     assert len(got) > 1 and torch.equal(out, plain)
     assert not [r for r in records if "scale_model_input" in r]
+
+
+def test_control_maps_are_released_once_no_pass_needs_them(models):
+    """control.release(n), where control has it, says frames before n will not be asked for again: called with
+    growing n up to the frame count as the passes sweep along the video, never before a later call for those
+    frames; step by step (a loop), only at the end."""
+    n = 64
+    _, control, _ = make_control(n, 16, 16)
+
+    class Maps:
+        def __init__(self):
+            self.events = []
+
+        def __call__(self, indices):
+            self.events.append(("call", min(indices)))
+            return control(indices)
+
+        def release(self, m):
+            self.events.append(("release", m))
+
+    kw = dict(prompt="a person", num_frames=n, height=16, width=16, steps=2, seed=3, frame_budget=16)
+    for loop in (False, True):
+        maps = Maps()
+        generate(models, control=maps, loop=loop, **kw)
+        released = [m for e, m in maps.events if e == "release"]
+        assert released == sorted(set(released)) and released[-1] == n
+        for i, (e, m) in enumerate(maps.events):
+            if e == "release":
+                assert all(lo >= m for e2, lo in maps.events[i + 1:] if e2 == "call")
+        if loop:  # the last segment wraps onto the first: nothing is done with before the end
+            assert released == [n]
+        else:
+            assert len(released) > 2 and released[0] < n // 2

@@ -99,6 +99,12 @@ def test_control_maps_rendered_once_per_frame(tiny_models):
     tiny([0, 1]), tiny([0, 1])
     assert tiny.renders == 3 and len(tiny.maps) == 1
     assert np.array_equal(b[0].numpy(), a[1].numpy())
+    maps.release(2)  # the sampler is done with frames 0 and 1: their maps go, the others stay
+    assert sorted(maps.maps) == [2, 3]
+    maps([2, 3])
+    assert maps.renders == 4
+    maps.release(10)
+    assert not maps.maps
 
 
 def test_control_maps_are_the_rendered_poses_in_order(tiny_models):

@@ -174,7 +174,9 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     ``control(indices)`` gives the control maps of those frames, (n, 3, height, width), float in [0, 1] or uint8
     in [0, 255] (converted on the device: a quarter of the bytes to copy, no float maths on the CPU); it is
     called once per segment per step where the ControlNet acts (``control_start``..``control_end``, fractions of
-    the steps run, as diffusers' ``control_guidance_start/end``). ``guidance`` 1 runs no negative pass; above 1,
+    the steps run, as diffusers' ``control_guidance_start/end``), the next call's on a helper thread while the
+    current pass runs. ``control.release(n)``, where it exists, is called once frames before n are done with (a
+    cache of maps can let them go). ``guidance`` 1 runs no negative pass; above 1,
     classifier-free guidance with ``negative_prompt``. ``prompt_travel``: (frame, prompt) keyframes from frame 0
     whose CLIP embeddings are blended linearly between keyframes (``prompt`` is then unused).
     ``init_latents`` (num_frames, 4, h, w), the source frames' VAE latents (already scaled), with ``strength`` < 1:
@@ -260,6 +262,7 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     then = {a: plans[b[1]][0].frames for a, b in zip(acting, acting[1:])}
     fuse = _Fusion(scheduler, timesteps, latents, segments, generator, elementwise=wave)
     emitted = 0
+    release = getattr(control, "release", None)  # control.release(n): frames before n will not be asked for again
     with motion_windows(models.unet) as plan, _Lookahead(control) as maps:
         for done, (step, k) in enumerate(order, 1):
             seg, seg_w, shares = plans[k]
@@ -276,8 +279,11 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
             fuse.add(step, seg.frames, pred, seg_w)
             if progress is not None:
                 progress(done, len(order))
-            if on_final is not None and fuse.final > emitted:
-                on_final(emitted, fuse.latents[emitted:fuse.final])
+            if fuse.final > emitted:
+                if release is not None:  # no pass holds these frames any more
+                    release(fuse.final)
+                if on_final is not None:
+                    on_final(emitted, fuse.latents[emitted:fuse.final])
                 emitted = fuse.final
     return fuse.latents
 

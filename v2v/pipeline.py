@@ -1022,8 +1022,8 @@ class _Checked:
 
 
 class _ControlMaps:
-    """The sampler's control(indices): pose maps rendered on first use and kept as uint8 (up to ``cap`` bytes),
-    so the steps after the first reuse them instead of drawing again. Returned as uint8 (n, 3, H, W), pinned
+    """The sampler's control(indices): pose maps rendered on first use and kept as uint8 (up to ``cap`` bytes)
+    until the sampler releases them, so the steps after the first reuse them instead of drawing again. Returned as uint8 (n, 3, H, W), pinned
     when the sampler runs on CUDA, for a fast copy; the sampler scales them to [0, 1] on the device."""
 
     def __init__(self, poses, width: int, height: int, parts, threshold: float, cap: int = 2 * 2**30,
@@ -1044,6 +1044,13 @@ class _ControlMaps:
             if len(self.maps) < self.keep:
                 self.maps[i] = m
         return m
+
+    def release(self, n: int) -> None:
+        """The sampler is done with frames before ``n`` (v2v.generate.generate): their maps go, so the cache holds
+        the frames in flight, not the whole video. (Called on the sampler's thread while the helper may add maps:
+        single dict operations, each atomic.)"""
+        for i in [i for i in list(self.maps) if i < n]:
+            self.maps.pop(i, None)
 
     def __call__(self, indices):
         import torch
