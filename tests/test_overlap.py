@@ -357,8 +357,19 @@ def test_finished_frames_wait_for_the_pose_stage_without_stopping_the_sampler(tm
             fifth_pass.set()
 
     monkeypatch.setattr(SlowDetector, "detect", detect)
+    import v2v.generate as G
+
+    real_decode, decoded = G.decode_latents, []
+
+    def decode(models, latents, **kw):
+        decoded.append(latents.shape[0])
+        return real_decode(models, latents, **kw)
+
+    monkeypatch.setattr(G, "decode_latents", decode)
     seen = []
     warm().restyle(SAMPLE, tmp_path / "o.mp4", prompt="x", max_frames=64, progress=progress)
+    # the runs that waited (frames 0-11 after pass 3, 12-23 after pass 5, ...) are decoded together
+    assert sum(decoded) == 64 and decoded[0] >= 24
     # 64 frames, budget 16, 2 steps: passes (0,0) (0,1) (1,0) -> frames 0-11 final, (0,2) (1,1) -> 12-23 ...
     assert made[-1].calls == 8 and released == [True], "the sampler waited for the pose stage's end"
     pose_end = max(i for i, e in enumerate(seen) if e[0] == "pose")

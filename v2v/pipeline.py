@@ -908,8 +908,12 @@ class _EncodeStage:
 
         if self.writers is None:
             self.writers, self.times, self.stage = self.open_outputs(self.frames)
-        while self.pending:
-            for img in decode_latents(self.models, self.pending.pop(0), stats=self.vae):
+        if self.pending:  # runs that waited for the pose stage, decoded together (full chunks of 8)
+            import torch
+
+            waiting = torch.cat(self.pending) if len(self.pending) > 1 else self.pending[0]
+            self.pending = []
+            for img in decode_latents(self.models, waiting, stats=self.vae):
                 t = self.times[self.written]
                 for w in self.writers:
                     w.write(img, t)

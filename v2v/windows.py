@@ -155,7 +155,7 @@ def sampling_order(segments: Sequence[Segment], steps: int, wavefront: bool = Tr
     the other: while later segments still wait for their first step (and their frames' poses), earlier ones go
     on, and the first frames are final after about ``steps`` passes instead of a whole step's worth. The result
     is the same in either order (each pass sees the same inputs). With loop windows (the last segment shares
-    frames with the first) the wavefront falls back to step by step.
+    frames with the first) the wavefront orders the passes step by step.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
