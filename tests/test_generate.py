@@ -583,10 +583,9 @@ def test_passes_in_a_wavefront_give_the_step_by_step_frames(models, case, monkey
     assert all(x.dtype == torch.float32 and x.device.type == "cpu" for _, x, _ in got)
     # when each run came: simulated from the order, frame by frame (a frame is final once every segment holding it
     # has run the last step; runs are the final prefix's growth)
-    run_steps = len(passes) // len(plan_segments(plan_loop_windows(n, 16, 4) if kw.get("loop")
-                                                  else plan_windows(n, 16, 4), kw.get("frame_budget") or 64))
     segs = plan_segments(plan_loop_windows(n, 16, 4) if kw.get("loop") else plan_windows(n, 16, 4),
                          kw.get("frame_budget") or 64)
+    run_steps = len(passes) // len(segs)
     order = sampling_order(segs, run_steps)
     last_left = {f: sum(f in s.frames for s in segs) for f in range(n)}
     want, final = [], 0

@@ -922,8 +922,8 @@ class _EncodeStage:
 
 
 def _queue_frames(budget: int, width: int, height: int, cap_bytes: int = 512 * 2**20) -> int:
-    """The encoder's queue: room for a segment's frames (the frame budget), so it encodes the frames of one
-    segment of the last step while the next denoises; at most ``cap_bytes`` of RGB frames, at least 16."""
+    """The encoder's queue: room for a segment's frames (the frame budget), so it encodes the frames one pass
+    finished while the next pass denoises; at most ``cap_bytes`` of RGB frames as written, at least 16."""
     return int(max(16, min(budget, cap_bytes // max(3 * width * height, 1))))
 
 
@@ -1027,8 +1027,9 @@ class _Checked:
 
 class _ControlMaps:
     """The sampler's control(indices): pose maps rendered on first use and kept as uint8 (up to ``cap`` bytes)
-    until the sampler releases them, so the steps after the first reuse them instead of drawing again. Returned as uint8 (n, 3, H, W), pinned
-    when the sampler runs on CUDA, for a fast copy; the sampler scales them to [0, 1] on the device."""
+    until the sampler releases them, so the steps after the first reuse them instead of drawing again. Returned
+    as uint8 (n, 3, H, W), pinned when the sampler runs on CUDA, for a fast copy; the sampler scales them to
+    [0, 1] on the device."""
 
     def __init__(self, poses, width: int, height: int, parts, threshold: float, cap: int = 2 * 2**30,
                  pin: bool = False):

@@ -153,7 +153,8 @@ def sampling_order(segments: Sequence[Segment], steps: int, wavefront: bool = Tr
     shares a frame with k. ``wavefront=False``: step by step (all segments of step 0, then of step 1...).
     ``wavefront=True``: the pass of the highest step that may run, so the steps sweep along the video one behind
     the other: while later segments still wait for their first step (and their frames' poses), earlier ones go
-    on, and the first frames are final after about ``steps`` passes instead of a whole step's worth. The result
+    on, and the first frames are final after (steps - 1)(steps + 2) / 2 + 1 passes where segments meet only
+    their neighbours (10 for 4 steps), instead of after all but the last step's worth. The result
     is the same in either order (each pass sees the same inputs). With loop windows (the last segment shares
     frames with the first) the wavefront orders the passes step by step.
     """
