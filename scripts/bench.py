@@ -307,9 +307,9 @@ def run_io(video: Path, out: Path, width: int, height: int) -> dict:
     v2v_s = time.perf_counter() - t
     res = {"v2v_io_s": round(v2v_s, 3)}
     if shutil.which("ffmpeg"):
-        # "the same work" also means x264 with v2v's options (on an AVX-512 CPU v2v holds it to AVX2 so that
-        # equal frames encode equally: v2v.video._x264_params)
-        same = [x for k, v in V._x264_params().items() for x in (f"-{k}", v)]
+        # "the same work" also means x264 with v2v's options (on an AVX-512 CPU, at widths that are not whole
+        # groups of 8 macroblocks, v2v holds it to AVX2 so that equal frames encode equally: v2v.video._x264_params)
+        same = [x for k, v in V._x264_params(width).items() for x in (f"-{k}", v)]
         for key, vf, opts in (("ffmpeg", f"scale={width}:{height}", []),
                               ("ffmpeg_rgb", f"scale={width}:{height},format=rgb24,"
                                              "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p", same)):

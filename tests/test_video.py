@@ -520,27 +520,56 @@ def _video_bitstream(path) -> bytes:
         return b"".join(bytes(p) for p in c.demux(c.streams.video[0]))
 
 
-def test_writer_same_frames_same_bitstream(tmp_path):
+@pytest.mark.parametrize("width", [200, 256])
+def test_writer_same_frames_same_bitstream(tmp_path, width):
     """Identical frames give an identical H.264 stream, whatever the process's heap held before.
 
     200x144 is 13 macroblocks wide (not a multiple of 8): with its AVX-512 kernels x264's mbtree
     read stale heap bytes past its row arrays there and the stream changed from run to run (on
-    AVX-512 CPUs; elsewhere this passed anyway).
+    AVX-512 CPUs; elsewhere this passed anyway). 256 is 16 macroblocks wide: there x264 keeps its
+    AVX-512 kernels, which must then be exact.
     """
     import av
 
     rng = np.random.default_rng(0)
     frames = [av.VideoFrame.from_ndarray(rng.integers(60, 200, (18, 25, 3), dtype=np.uint8), format="rgb24")
-              .reformat(width=200, height=144, interpolation="BICUBIC").to_ndarray() for _ in range(6)]
+              .reformat(width=width, height=144, interpolation="BICUBIC").to_ndarray() for _ in range(6)]
     streams = []
     for k in range(12):
         out = tmp_path / f"same{k}.mp4"
-        with video.VideoWriter(out, 200, 144, fps=24, time_base=Fraction(1, 12288)) as wr:
+        with video.VideoWriter(out, width, 144, fps=24, time_base=Fraction(1, 12288)) as wr:
             for i, img in enumerate(frames):
                 _churn_heap(100 * k + i)
                 wr.write(img, Fraction(i, 24))
         streams.append(_video_bitstream(out))
     assert all(s == streams[0] for s in streams), f"{len(set(streams))} different bitstreams from the same frames"
+
+
+def test_x264_held_to_avx2_only_where_its_avx512_reads_past_a_row():
+    """The AVX2 cap applies on AVX-512 CPUs at widths that are not whole groups of 8 macroblocks, and only there."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as cpu
+    except ImportError:
+        from numpy.core._multiarray_umath import __cpu_features__ as cpu
+    avx512 = bool(cpu.get("AVX512F") and cpu.get("AVX2") and cpu.get("FMA3"))
+    for width in range(2, 2050, 2):
+        whole = -(-width // 16) % 8 == 0
+        assert video._x264_params(width) == ({} if whole or not avx512 else {"x264-params": "asm=AVX2"}), width
+    assert video._x264_params(512) == {} and video._x264_params(1920) == {}
+
+
+def test_rgb_frame_is_a_copy_with_aligned_rows():
+    """rgb_frame: the same pixels as the array (strided or not), rows on 64-byte boundaries, and its own memory."""
+    rng = np.random.default_rng(3)
+    for w, h in ((16, 16), (200, 144), (504, 288), (7, 5)):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for src in (img.copy(), np.swapaxes(np.swapaxes(img, 0, 1).copy(), 0, 1)):  # C order, then strided
+            f = video.rgb_frame(src)
+            assert (f.width, f.height, f.format.name) == (w, h, "rgb24")
+            assert f.planes[0].line_size % 64 == 0
+            assert np.array_equal(f.to_ndarray(), img)
+            src[...] = 0  # the caller reuses its array
+            assert np.array_equal(f.to_ndarray(), img)
 
 
 def test_writer_unwritable_folder(tmp_path):

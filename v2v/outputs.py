@@ -342,7 +342,7 @@ class EncodedWriter(video.VideoWriter):
     def _encoder_options(self, crf) -> dict[str, str]:
         enc = self._encoder
         if enc == "libx264":
-            return {"crf": str(crf), **video._x264_params()}
+            return {"crf": str(crf), **video._x264_params(self.width)}
         if enc == "libx265":
             return {"crf": str(crf), "x265-params": "log-level=error"}
         if enc == "libvpx-vp9":  # constant quality: crf with a zero bitrate target
@@ -411,9 +411,7 @@ class GifWriter(_Checked):
         self._spool.close()
 
     def _frame(self, index: int, pts: int):
-        import av
-
-        f = av.VideoFrame.from_ndarray(self._spool.read(index), format="rgb24")
+        f = video.rgb_frame(self._spool.read(index))
         f.pts = pts
         f.time_base = Fraction(1, 100)
         return f
