@@ -19,7 +19,8 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cpu", "--models", "tiny",
                         "--frames", "16,24", "--size", "64", "--levers", "16", "--lever-list",
-                        "default,pose_torch,attention_classic,bfloat16,step_by_step", "--json", str(out)],
+                        "default,pose_torch,attention_classic,bfloat16,step_by_step", "--io-size", "48",
+                        "--io-repeats", "2", "--json", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -35,6 +36,7 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
         assert row["diffusers"]["fps"] > 0                                      # the baseline, same run
         assert row["speedup"] == pytest.approx(v["fps"] / row["diffusers"]["fps"], rel=1e-2)
         io = row["io"]
+        assert (io["width"], io["height"], io["repeats"]) == (48, 48, 2)     # its own clip, at --io-size
         v_s, f_s, e = io["v2v_io_s"], io["ffmpeg_s"], 0.0005   # seconds rounded to 3 decimals in the JSON
         assert f_s > 0 and (v_s - e) / (f_s + e) <= io["ratio_v2v_over_ffmpeg"] <= (v_s + e) / (f_s - e)
     lev = report["levers"]
