@@ -445,7 +445,7 @@ def _cell(value, width: int, fmt: str) -> str:
 
 def _stages(seconds: dict) -> str:
     """Stage seconds for the table: the overlapping stages, the work inside them in brackets."""
-    inner = {"pose": ["video_decode"], "encode": ["vae_decode", "video_encode"]}
+    inner = {"pose": ["video_decode"], "generate": ["control_wait"], "encode": ["vae_decode", "video_encode"]}
     parts = []
     for stage in ("pose", "generate", "encode"):
         if stage in seconds:

@@ -29,9 +29,11 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
     for row in report["results"]:
         v = row["v2v"]
         assert v["frames"] == row["frames"] and v["fps"] > 0 and v["peak_mb"] > 0
-        for stage in ("video_decode", "pose", "generate", "vae_decode", "encode", "video_encode", "total"):
+        for stage in ("video_decode", "pose", "generate", "control_wait", "vae_decode", "encode", "video_encode",
+                      "total"):
             assert v["seconds"][stage] > 0, stage
         assert v["seconds"]["video_decode"] <= v["seconds"]["pose"]          # inside the pose stage
+        assert v["seconds"]["control_wait"] <= v["seconds"]["generate"]      # inside the generate stage
         assert v["spatial_passes"] >= 1.0
         assert row["diffusers"]["fps"] > 0                                      # the baseline, same run
         assert row["speedup"] == pytest.approx(v["fps"] / row["diffusers"]["fps"], rel=1e-2)

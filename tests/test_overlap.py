@@ -52,8 +52,9 @@ class SlowDetector:
 
     thread_safe = True
 
-    def __init__(self, inner, delay=0.05, fail_at=None):
+    def __init__(self, inner, delay=0.05, fail_at=None, hold=None):
         self.inner, self.delay, self.fail_at = inner, delay, fail_at
+        self.hold = hold  # (call number, seconds): that batch takes so much longer
         self.ends: list[float] = []
         self.calls = 0
         self.lock = threading.Lock()
@@ -64,7 +65,7 @@ class SlowDetector:
             k = self.calls
         if self.fail_at is not None and k >= self.fail_at:
             raise VideoDecodeError("frame 30 of 'dance.mp4' cannot be decoded (test)")
-        time.sleep(self.delay)
+        time.sleep(self.delay + (self.hold[1] if self.hold and k == self.hold[0] else 0.0))
         out = self.inner.detect(images)
         with self.lock:
             self.ends.append(time.perf_counter())
@@ -118,6 +119,19 @@ def test_streamed_equals_one_stage_after_the_other_and_starts_early(tmp_path, sl
     serial = run(tmp_path, "serial")
     assert control_calls[0] > max(made[-1].ends)
     assert len(serial) == 40 and all(np.array_equal(a, b) for a, b in zip(streamed, serial))
+
+
+def test_control_wait_is_the_time_the_sampler_waited_for_the_pose_stage(tmp_path, slow, monkeypatch):
+    """seconds["control_wait"]: with the last frames' poses held back 1.5 s, the sampler waits about that long for
+    their maps (it can run only the passes before them meanwhile); with the pose stage done first, it hardly
+    waits (the maps are drawn ahead)."""
+    slow(delay=0.0, hold=(5, 1.5))  # 40 frames: batches of 8, the fifth holds frames 32-39
+    streamed = warm().restyle(SAMPLE, tmp_path / "s.mp4", prompt="claymation")
+    s = streamed.seconds
+    assert 1.0 < s["control_wait"] <= s["generate"], s
+    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)  # the pose stage first, then generation
+    serial = warm().restyle(SAMPLE, tmp_path / "p.mp4", prompt="claymation")
+    assert 0.0 < serial.seconds["control_wait"] < 0.5 < s["control_wait"], serial.seconds
 
 
 @pytest.mark.parametrize("wrong", [+6, -6])

@@ -182,7 +182,8 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     ``init_latents`` (num_frames, 4, h, w), the source frames' VAE latents (already scaled), with ``strength`` < 1:
     start from them noised to the matching timestep of the schedule and run the last ``steps * strength`` steps.
     ``progress(done, total)`` is called after every segment of every step. ``stats``, when given, receives the
-    plan's figures (segments, windows, spatial passes, frame budget).
+    plan's figures (segments, windows, spatial passes, frame budget) and ``control_wait``: the seconds the sampler
+    spent waiting for control maps (their frames' poses, or the drawing) instead of driving the device.
     ``on_final(start, latents)``, when given, receives the finished latents in frame order, in contiguous runs
     covering every frame once, float32 on the CPU, each run as soon as its frames have had every step: with the
     passes sweeping along the video (:func:`~v2v.windows.sampling_order`), the first frames are final after a few
@@ -228,7 +229,8 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     plans = [(seg, *segment_weights(seg, fusion)) for seg in segments]
     passes = spatial_passes(segments, num_frames)
     if stats is not None:
-        stats.update(segments=len(segments), windows=len(windows), frame_budget=budget, spatial_passes=passes)
+        stats.update(segments=len(segments), windows=len(windows), frame_budget=budget, spatial_passes=passes,
+                     control_wait=0.0)
     log.debug("sampling %d frames %dx%d: %d windows in %d segments (budget %d, %.3f spatial passes) x %d steps",
               num_frames, width, height, len(windows), len(segments), budget, passes, run_steps)
 
@@ -262,6 +264,7 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     then = {a: plans[b[1]][0].frames for a, b in zip(acting, acting[1:])}
     fuse = _Fusion(scheduler, timesteps, latents, segments, generator, elementwise=wave)
     emitted = 0
+    waited = 0.0  # seconds the sampler waited for control maps (stats["control_wait"])
     release = getattr(control, "release", None)  # control.release(n): frames before n will not be asked for again
     with motion_windows(models.unet) as plan, _Lookahead(control) as maps:
         for done, (step, k) in enumerate(order, 1):
@@ -270,7 +273,11 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
             plan.set(len(seg.frames), seg.windows, shares, device, dtype)
             cond = None
             if pose_strength * scales[step] != 0:
+                asked = time.perf_counter()
                 cond = maps(seg.frames)
+                waited += time.perf_counter() - asked
+                if stats is not None:
+                    stats["control_wait"] = waited
                 if (step, k) in then:
                     maps.ahead(then[step, k])
             pred = _predict_segment(models, fuse.scheduler_at(step, seg.frames), fuse.latents, t, seg.frames,

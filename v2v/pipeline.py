@@ -60,8 +60,10 @@ class RestyleResult:
     # wall time per stage: probe; pose (until the last frame is posed); load (waiting for the models, which load
     # while the pose stage runs); generate (from the models' arrival, overlapping the pose stage's end); encode;
     # total (the truth: the stages overlap). Time spent inside a stage, running beside the rest of it:
-    # video_decode (decoding and converting source frames, in pose), vae_decode (the GPU's time, in encode) and,
-    # for the H.264/H.265/VP9/AV1/ProRes writers, video_encode (colour conversion, encoder, muxing, in encode)
+    # video_decode (decoding and converting source frames, in pose), control_wait (the sampler waiting for pose
+    # maps, i.e. for the pose stage or the drawing, in generate: the device idles then), vae_decode (the GPU's
+    # time, in encode) and, for the H.264/H.265/VP9/AV1/ProRes writers, video_encode (colour conversion,
+    # encoder, muxing, in encode)
     seconds: dict[str, float] = field(default_factory=dict)
     frames_without_people: int = 0  # frames whose pose map is empty (nobody found, or no point above the threshold)
     width: int = 0
@@ -655,7 +657,7 @@ class Restyler:
                     try:
                         encode.reset(expected)
                         latents = self._generate(models, o, stream, width, height, progress, n=expected,
-                                                 on_final=encode)
+                                                 on_final=encode, seconds=seconds)
                     except _StreamEnded:
                         pass
                     except InvalidOptions as e:  # maybe the header's count's fault (e.g. more frames than the
@@ -673,7 +675,8 @@ class Restyler:
                 if latents is None:
                     init = self._source_latents(models, o, info, width, height) if o.strength < 1 else None
                     encode.reset(len(poses))
-                    latents = self._generate(models, o, poses, width, height, progress, init, on_final=encode)
+                    latents = self._generate(models, o, poses, width, height, progress, init, on_final=encode,
+                                             seconds=seconds)
                 seconds["generate"] = time.perf_counter() - t_gen
                 encode.flush()  # what waited for the pose stage's end, if anything
             except BaseException:
@@ -799,9 +802,10 @@ class Restyler:
         return encode_frames(models, (f.image for f in prefetch(_kept_frames(o, info, width, height), depth=16)))
 
     def _generate(self, models, o: RestyleOptions, poses, width, height, progress, init_latents=None,
-                  n: int | None = None, on_final=None):
+                  n: int | None = None, on_final=None, seconds: dict | None = None):
         """The latents of ``n`` frames (default ``len(poses)``); ``poses[i]`` is read as the sampler reaches
-        frame i (a _PoseStream waits there for the pose stage). ``on_final``: v2v.generate.generate's."""
+        frame i (a _PoseStream waits there for the pose stage). ``on_final``: v2v.generate.generate's.
+        ``seconds["control_wait"]``, when given, adds up the sampler's wait for control maps (poses included)."""
         from .generate import generate
 
         n = len(poses) if n is None else n
@@ -832,6 +836,8 @@ class Restyler:
                                progress=on_progress, stats=stats, on_final=on_final)
         finally:
             stage.close()
+            if seconds is not None:  # a run generated again (wrong header count) waited in both
+                seconds["control_wait"] = seconds.get("control_wait", 0.0) + stats.get("control_wait", 0.0)
         log.info("generated %d frames: %d windows in %d segments of at most %d frames (%.2f spatial passes per "
                  "frame)", n, stats.get("windows", 0), stats.get("segments", 0), stats.get("frame_budget", 0),
                  stats.get("spatial_passes", 0.0))
