@@ -500,6 +500,10 @@ def main() -> None:
     bad = [x for x in which if x not in LEVERS]
     if bad:  # before any run: a typo must not cost a GPU session's minutes
         raise SystemExit(f"unknown levers {bad}: choose from {', '.join(LEVERS)}")
+    if a.io_size is not None and (a.io_size < 2 or a.io_size % 2):
+        raise SystemExit(f"--io-size must be a positive even number of pixels, not {a.io_size}")
+    if a.io_repeats < 1:
+        raise SystemExit(f"--io-repeats must be at least 1, not {a.io_repeats}")
     size = a.size or (128 if a.models == "tiny" else 512)
     cuda = a.device.startswith("cuda")
     t = time.perf_counter()

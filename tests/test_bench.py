@@ -57,6 +57,14 @@ def test_bench_rejects_unknown_lever(tmp_path, tiny_models):
     assert r.returncode != 0 and "warp_drive" in r.stderr
 
 
+@pytest.mark.parametrize("flag,value", [("--io-size", "33"), ("--io-size", "0"), ("--io-repeats", "0")])
+def test_bench_rejects_bad_io_options_before_any_run(tmp_path, flag, value):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cpu", "--models", "tiny",
+                        "--frames", "8", "--size", "64", "--no-baseline", flag, value,
+                        "--json", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and flag in r.stderr and not (tmp_path / "b.json").exists()
+
+
 def test_diffusers_baseline_leaves_the_shared_unet_as_it_was(tiny_models):
     """The baseline runs diffusers' pipeline on v2v's own loaded components; FreeNoise (on for more than 16
     frames) swaps the motion modules' blocks in place, and v2v's next runs must not inherit them."""

@@ -661,6 +661,35 @@ def test_an_error_in_control_maps_made_ahead_comes_back_as_itself(models):
     assert len(asked) == 3  # nothing asked for after the failure
 
 
+def test_control_wait_counts_the_sampler_waiting_for_maps_errors_included(models):
+    """stats["control_wait"]: the seconds the sampler waited for control maps, including a wait that ended in an
+    error (the pose stage ending early), and not the time the device ran."""
+    import time
+
+    n = 40
+    _, control, _ = make_control(n, 16, 16)
+    asked = []
+
+    def slow(indices):  # the first call is the sampler's own; later ones are made ahead on the helper thread
+        asked.append(list(indices))
+        time.sleep(0.3 if len(asked) in (1, 3) else 0.0)
+        if len(asked) == 3:
+            raise ValueError("pose stage ended (test)")
+        return control(indices)
+
+    kw = dict(prompt="a person", num_frames=n, height=16, width=16, steps=2, seed=3, frame_budget=16)
+    stats: dict = {}
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="pose stage ended"):
+        generate(models, control=slow, stats=stats, **kw)
+    took = time.perf_counter() - started
+    # the first call's 0.3 s, and at least most of the third's (made ahead while one pass ran)
+    assert 0.4 < stats["control_wait"] < took, (stats, took)
+    fast: dict = {}
+    generate(models, control=control, stats=fast, **kw)
+    assert 0.0 < fast["control_wait"] < 0.2 < stats["control_wait"]
+
+
 @pytest.mark.parametrize("steps,strength", [(1, 1.0), (4, 0.25), (4, 1.0)])
 def test_frames_stepped_as_they_are_ready_give_no_scheduler_warning(models, steps, strength):
     """Frames are stepped by copies of the scheduler as it stands at each step: none may make diffusers warn that

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import subprocess
 import sys
 from fractions import Fraction
@@ -535,3 +536,49 @@ def test_encoder_queue_cap_counts_the_frames_as_written_at_full_size(restyler, t
     (w, h, q), = seen
     assert (w, h) == (192, 256)
     assert q == 16 or q * w * h * 3 <= cap, q  # the floor, or within the cap
+
+
+def _planes(frame) -> list[np.ndarray]:
+    """A planar YUV frame's planes as arrays (uint16 for 10-bit formats), without the rows' padding."""
+    dtype = np.uint16 if frame.format.name.endswith("10le") else np.uint8
+    return [np.frombuffer(bytes(p), dtype).reshape(p.height, -1)[:, :p.width] for p in frame.planes]
+
+
+@pytest.mark.parametrize("fmt,pix_fmt", [("h264", "yuv420p"), ("prores", "yuv422p10le")])
+def test_writer_colour_conversion_equals_ffmpegs(tmp_path, fmt, pix_fmt):
+    """The writers' RGB -> BT.709 limited-range YUV conversion, 8-bit and 10-bit (ProRes), equals the ffmpeg
+    command line's, value for value, on a smooth and a noisy image; a flat colour stays flat. (FFmpeg 8's threaded
+    swscale, PyAV's default, wrote wrong values into the first pixels of each slice's first row in 10-bit.)"""
+    w, h = 200, 144
+    ext = outputs.FORMATS[fmt].extensions[0]
+    wr = outputs.open_writer(tmp_path / f"o{ext}", outputs.FORMATS[fmt], w, h, fps=24, time_base=Fraction(1, 24),
+                             end=Fraction(1, 24))
+    try:
+        assert wr._pix_fmt == pix_fmt
+        yy, xx = np.mgrid[0:h, 0:w]
+        smooth = np.dstack([xx * 255 // (w - 1), yy * 255 // (h - 1), (xx + yy) * 255 // (w + h - 2)])
+        noisy = np.random.default_rng(5).integers(0, 256, (h, w, 3))
+        flat = np.broadcast_to(np.array([200, 80, 30]), (h, w, 3))
+        for img in (smooth, noisy, flat):
+            img = np.ascontiguousarray(img, dtype=np.uint8)
+            ours = _planes(wr._convert(video.rgb_frame(img)))
+            if np.array_equal(img, np.broadcast_to(img[0, 0], img.shape)):  # the flat colour
+                assert all(p.min() == p.max() for p in ours), [(p.min(), p.max()) for p in ours]
+            if shutil.which("ffmpeg"):
+                raw = tmp_path / "in.rgb"
+                raw.write_bytes(img.tobytes())
+                ref = subprocess.run(["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+                                      "-i", str(raw), "-filter_threads", "1", "-vf",
+                                      f"scale=out_color_matrix=bt709:out_range=tv:flags=bilinear,format={pix_fmt}",
+                                      "-f", "rawvideo", "-"], check=True, capture_output=True).stdout
+                frame = av.VideoFrame(w, h, pix_fmt)
+                sizes = [p.height * (p.width * (2 if pix_fmt.endswith("10le") else 1)) for p in frame.planes]
+                assert len(ref) == sum(sizes)
+                dtype = np.uint16 if pix_fmt.endswith("10le") else np.uint8
+                at = 0
+                for plane, ours_p, size in zip(frame.planes, ours, sizes):
+                    theirs = np.frombuffer(ref[at:at + size], dtype).reshape(plane.height, plane.width)
+                    at += size
+                    assert np.array_equal(ours_p, theirs), np.argwhere(ours_p != theirs)[:5]
+    finally:
+        wr._abort()  # nothing written: close() would say so

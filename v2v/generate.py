@@ -274,10 +274,12 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
             cond = None
             if pose_strength * scales[step] != 0:
                 asked = time.perf_counter()
-                cond = maps(seg.frames)
-                waited += time.perf_counter() - asked
-                if stats is not None:
-                    stats["control_wait"] = waited
+                try:
+                    cond = maps(seg.frames)
+                finally:  # a wait that ends in an error (the pose stage ended early) was a wait all the same
+                    waited += time.perf_counter() - asked
+                    if stats is not None:
+                        stats["control_wait"] = waited
                 if (step, k) in then:
                     maps.ahead(then[step, k])
             pred = _predict_segment(models, fuse.scheduler_at(step, seg.frames), fuse.latents, t, seg.frames,

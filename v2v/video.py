@@ -44,11 +44,15 @@ _MP4_STANDARD_TAGS = {
     "grouping", "keywords",
 }
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
-# swscale threads for every colour conversion and resize. Not 0 ("automatic"): FFmpeg 8's threaded swscale skips
-# its SIMD unscaled converters, so a same-size YUV->RGB conversion took 0.48 ms of CPU a frame at 512x512
-# instead of 0.08 ms, and RGB->YUV 0.67 instead of 0.44, with the same pixels; a resize on one thread costs
-# less CPU too (bicubic 1280x720 -> 512x288: 0.86 ms against 1.12) for a little more wall time. The decoder
-# and the writer each run on their own thread beside x264's, which already fills the cores.
+# swscale threads for every colour conversion and resize. Not 0 ("automatic", PyAV's default): FFmpeg 8's
+# threaded swscale
+# - writes wrong values into the first pixels of each slice's first row when converting RGB to 10-bit YUV (the
+#   ProRes writer's yuv422p10le: off by up to a third of the range, and with many threads not even the same
+#   from run to run); on one thread it equals the ffmpeg command line's conversion (tested);
+# - skips its SIMD unscaled converters: a same-size YUV->RGB conversion cost 0.1-0.5 ms of CPU a frame at
+#   512x512 instead of 0.07-0.08 ms, RGB->YUV 0.42-0.67 instead of 0.38-0.44 (8-bit: the same pixels); a resize
+#   on one thread costs less CPU too (bicubic 1280x720 -> 512x288: 0.86 ms against 1.12) for a little more wall
+#   time. The decoder and the writer each run on their own thread beside x264's, which already fills the cores.
 SWS_THREADS = 1
 
 _AV_ERRORS = (av.error.FFmpegError, OSError, ValueError, IndexError, RuntimeError)
@@ -977,10 +981,14 @@ class VideoWriter(ClosingWriter):
     def _write_failed(self, e: BaseException) -> str:
         return f"writing {self.path.name} failed ({_one_line(e)}); check free disk space"
 
+    def _convert(self, frame):
+        """An rgb24 frame in the encoder's pixel format, BT.709 limited range (on the worker when threaded)."""
+        return self._reformatter.reformat(frame, format=self._pix_fmt, dst_colorspace="ITU709", threads=SWS_THREADS)
+
     def _encode(self, frame, t: Fraction) -> None:
         """Convert, encode and mux one frame (and the audio before it). Runs on the worker when threaded."""
         start = time.perf_counter()
-        frame = self._reformatter.reformat(frame, format=self._pix_fmt, dst_colorspace="ITU709", threads=SWS_THREADS)
+        frame = self._convert(frame)
         if self._audio is not None:
             self._audio.pump(t)
         self._mux(self._vs.encode(frame))
