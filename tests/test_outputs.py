@@ -582,3 +582,72 @@ def test_writer_colour_conversion_equals_ffmpegs(tmp_path, fmt, pix_fmt):
                     assert np.array_equal(ours_p, theirs), np.argwhere(ours_p != theirs)[:5]
     finally:
         wr._abort()  # nothing written: close() would say so
+
+
+def _writer_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("v2v-encode-")]
+
+
+def test_png_sequence_threaded_same_files_and_the_caller_may_reuse_its_array(tmp_path):
+    """Threaded, the PNGs are compressed on a worker: the same files as in line, written from the caller's copy
+    (it overwrites its one array after every write), all written by close, and no thread left."""
+    rng = np.random.default_rng(8)
+    images = [rng.integers(0, 256, (24, 40, 3), dtype=np.uint8) for _ in range(12)]
+    plain = outputs.PngSequenceWriter(tmp_path / "plain", 40, 24)
+    threaded = outputs.PngSequenceWriter(tmp_path / "thr", 40, 24, threaded=True, queue_frames=2)
+    assert len(_writer_threads()) == 1
+    buf = np.empty((24, 40, 3), np.uint8)
+    for i, img in enumerate(images):
+        plain.write(img, Fraction(i, 25))
+        buf[...] = img
+        threaded.write(buf, Fraction(i, 25))
+        buf[...] = 0
+    plain.close()
+    threaded.close()
+    assert _writer_threads() == []
+    names = [f"frame_{i:06d}.png" for i in range(12)]
+    assert sorted(p.name for p in (tmp_path / "thr").iterdir()) == names
+    for name, img in zip(names, images):
+        assert (tmp_path / "thr" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+        assert np.array_equal(cv2.imread(str(tmp_path / "thr" / name))[:, :, ::-1], img)
+
+
+def test_png_sequence_threaded_errors_come_back_and_leave_no_thread(tmp_path, monkeypatch):
+    """A file that fails on the worker comes back as OutputError from the next write or from close; a checked
+    error (shape, time) at once; leaving a with block on an exception stops the worker."""
+    img = np.zeros((16, 16, 3), np.uint8)
+    real_imwrite = cv2.imwrite
+    calls = []
+
+    def failing(path, image, *a):
+        calls.append(path)
+        return False if len(calls) == 3 else real_imwrite(path, image, *a)
+
+    monkeypatch.setattr(cv2, "imwrite", failing)
+    wr = outputs.PngSequenceWriter(tmp_path / "a", 16, 16, threaded=True, queue_frames=1)
+    with pytest.raises(OutputError, match="writing frame_000002.png failed") as e:
+        for i in range(100):
+            wr.write(img, Fraction(i, 25))
+    assert "\n" not in str(e.value) and len(calls) == 3  # nothing written after the failure
+    assert _writer_threads() == []
+    with pytest.raises(OutputError, match="already closed"):
+        wr.write(img, Fraction(200, 25))
+    calls.clear()
+    with pytest.raises(OutputError, match="frame_000002.png"):  # the last frame fails: close says so
+        with outputs.PngSequenceWriter(tmp_path / "b", 16, 16, threaded=True) as wr:
+            for i in range(3):
+                wr.write(img, Fraction(i, 25))
+    assert _writer_threads() == []
+    monkeypatch.setattr(cv2, "imwrite", real_imwrite)
+    with pytest.raises(KeyboardInterrupt):
+        with outputs.PngSequenceWriter(tmp_path / "c", 16, 16, threaded=True, queue_frames=2) as wr:
+            for i in range(10):
+                wr.write(img, Fraction(i, 25))
+            with pytest.raises(ValueError):
+                wr.write(np.zeros((8, 16, 3), np.uint8), Fraction(20, 25))
+            raise KeyboardInterrupt
+    assert _writer_threads() == []
+    with pytest.raises(InvalidOptions):
+        outputs.PngSequenceWriter(tmp_path / "d", 16, 16, queue_frames=0)

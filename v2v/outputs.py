@@ -480,42 +480,70 @@ class GifWriter(_Checked):
 # ---------------------------------------------------------------------------------------------- PNG sequence
 
 
-class PngSequenceWriter(_Checked):
+class PngSequenceWriter(video.BackgroundWork, _Checked):
     """Lossless PNG files ``NAME_000000.png``, ``NAME_000001.png``... in the folder ``path`` (made here).
-    Times are checked (increasing) but not stored: a PNG sequence has no timing."""
+    Times are checked (increasing) but not stored: a PNG sequence has no timing.
 
-    def __init__(self, path, width: int, height: int, *, name: str = "frame"):
+    ``threaded``: the PNG compression (5.5 ms a frame at 512x512, where the GPU makes one in about 20) runs on a
+    background thread fed by a queue of at most ``queue_frames`` frames, as VideoWriter's encoding does; ``write``
+    copies the image, checks it at once and returns; a failed file comes back from the next ``write`` or from
+    ``close``, which waits for the queue. The files are the same either way."""
+
+    def __init__(self, path, width: int, height: int, *, name: str = "frame", threaded: bool = False,
+                 queue_frames: int = 16):
         super().__init__(path, width, height)
         self.name = name
         self.count = 0
+        if not isinstance(queue_frames, int) or queue_frames < 1:
+            raise InvalidOptions(f"queue_frames must be a positive integer, not {queue_frames!r}")
         try:
             self.path.mkdir(exist_ok=True)
         except OSError as e:
             raise OutputError(f"cannot create the folder '{self.path}' ({e.strerror}); check the path") from None
+        if threaded:
+            self._start_worker(queue_frames, f"v2v-encode-{self.path.name}")
 
     def file(self, index: int) -> Path:
         return self.path / f"{self.name}_{index:06d}.png"
 
     def write(self, image: np.ndarray, time) -> None:
+        self._check(image, time)
+        self._raise_worker_error()
+        if self._thread is not None:
+            self._put((self.count, image.copy()))  # the caller may reuse its array once write() returns
+        else:
+            try:
+                self._job(self.count, image)
+            except OutputError:
+                self._abort()
+                raise
+        self.count += 1
+
+    def _job(self, index: int, image: np.ndarray) -> None:
+        """Write frame ``index`` (on the worker when threaded)."""
         import cv2
 
-        self._check(image, time)
         try:
-            ok = cv2.imwrite(str(self.file(self.count)), np.ascontiguousarray(image[:, :, ::-1]))
+            ok = cv2.imwrite(str(self.file(index)), np.ascontiguousarray(image[:, :, ::-1]))
         except cv2.error as e:
             ok = False
             log.debug("cv2.imwrite failed: %s", e)
         if not ok:
-            self._abort()
-            raise OutputError(f"writing {self.file(self.count).name} failed; check free disk space")
-        self.count += 1
+            raise OutputError(f"writing {self.file(index).name} failed; check free disk space")
 
     def close(self) -> None:
         if self._closed:
             return
+        self._stop_worker()  # every queued frame is written first
+        self._raise_worker_error()
         self._closed = True
         if not self.count:
             raise OutputError(f"no frames were written to {self.path.name}; nothing to write")
+
+    def _abort(self) -> None:
+        self._closed = True
+        self._discard = True
+        self._stop_worker()
 
 
 def replaceable_folder(folder: Path) -> bool:
@@ -663,9 +691,9 @@ def open_writer(path, spec: OutputFormat, width: int, height: int, *, fps, time_
     ``size``: the written size when it differs (frames scaled by :func:`scale_image`; already even where
     ``spec`` needs it). ``end``: where the output ends. ``audio``: the source audio of the kept span (formats
     without audio leave it out, logged). ``name``: PNG file prefix. ``ping_pong``: forward then backward.
-    ``threaded``: the video encoders convert and encode on a background thread (VideoWriter(threaded=True)),
-    so the caller (the VAE decode) works meanwhile, with up to ``queue_frames`` frames waiting; GIF and PNG
-    ignore both.
+    ``threaded``: the video encoders convert and encode, and the PNG writer compresses, on a background thread
+    (VideoWriter(threaded=True)), so the caller (the VAE decode) works meanwhile, with up to ``queue_frames``
+    frames waiting; GIF ignores both (it only spools frames until its palette is made, at close).
     """
     out_w, out_h = size or (width, height)
     if audio is not None and not spec.audio:
@@ -673,7 +701,7 @@ def open_writer(path, spec: OutputFormat, width: int, height: int, *, fps, time_
         audio = None
     if spec.name == "png":
         crf_for(spec, crf)
-        writer = PngSequenceWriter(path, out_w, out_h, name=name)
+        writer = PngSequenceWriter(path, out_w, out_h, name=name, threaded=threaded, queue_frames=queue_frames)
     elif spec.name == "gif":
         crf_for(spec, crf)
         writer = GifWriter(path, out_w, out_h, fps=fps, end=end, loop=gif_loop)

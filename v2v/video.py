@@ -838,7 +838,83 @@ class ClosingWriter:
         return False
 
 
-class VideoWriter(ClosingWriter):
+class BackgroundWork:
+    """A writer's per-frame work on one background thread fed by a bounded queue (VideoWriter's conversion and
+    encoding, outputs.PngSequenceWriter's PNG compression), so the caller (the sampler, a decode) goes on.
+
+    The writer (which has ``path``, ``_write_failed(e)`` and ``_abort()``) calls ``_start_worker`` (or not: then
+    ``_thread`` stays None and it works in line), ``_put(item)`` per frame, ``_stop_worker()`` on close or abort,
+    and ``_raise_worker_error()`` before each write. The worker runs ``_job(*item)``; an error of a type in
+    ``_job_errors`` comes back as ``OutputError(_write_failed(e))``,
+    any other as itself, from the next write or from close, and what is still queued is dropped. The worker
+    keeps draining after an error (or with ``_discard`` set), so a caller blocked on a full queue never waits
+    forever.
+    """
+
+    _thread: threading.Thread | None = None
+    _queue: queue.Queue | None = None
+    _error: BaseException | None = None  # raised on the worker, re-raised to the caller
+    _discard = False  # the worker drops what is queued (after an error, or on abort)
+    _job_errors: tuple = ()
+
+    def _job(self, *item) -> None:  # pragma: no cover - every writer has its own
+        raise NotImplementedError
+
+    def _start_worker(self, queue_frames: int, name: str) -> None:
+        self._queue = queue.Queue(maxsize=queue_frames)
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        q = self._queue
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if self._discard:
+                continue  # keep draining so that a caller blocked on put() never waits forever
+            try:
+                self._job(*item)
+            except self._job_errors as e:
+                self._error = OutputError(self._write_failed(e))
+                self._discard = True
+            except BaseException as e:  # noqa: BLE001 - handed to the caller as it is
+                self._error = e
+                self._discard = True
+
+    def _put(self, item) -> None:
+        while True:
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():  # cannot happen (the worker drains until told to stop)
+                    self._error = self._error or OutputError(f"the writing thread for {self.path.name} stopped")
+                    self._raise_worker_error()
+
+    def _stop_worker(self) -> None:
+        """Tell the worker to finish what is queued (or drop it, if ``_discard``) and wait for it to end."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        while thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        thread.join()
+
+    def _raise_worker_error(self) -> None:
+        err = self._error
+        if err is not None:
+            self._abort()
+            if isinstance(err, OutputError):
+                raise OutputError(str(err)) from None
+            raise err
+
+
+class VideoWriter(BackgroundWork, ClosingWriter):
     """H.264 yuv420p mp4 (crf 18), each frame stamped with the time it is given, plus the audio cut.
 
     ``write(image, time)``: ``time`` is Fraction seconds relative to the output start. The stream
@@ -885,10 +961,6 @@ class VideoWriter(ClosingWriter):
         self._held = None  # the last video packet, held back so close() can set its duration
         self._first_dts: int | None = None
         self._first_pts: int | None = None
-        self._thread: threading.Thread | None = None
-        self._queue: queue.Queue | None = None
-        self._error: BaseException | None = None  # raised on the worker, re-raised to the caller
-        self._discard = False  # the worker drops what is queued (after an error, or on abort)
         if not isinstance(queue_frames, int) or queue_frames < 1:
             raise InvalidOptions(f"queue_frames must be a positive integer, not {queue_frames!r}")
         if not self.path.parent.is_dir():
@@ -909,9 +981,7 @@ class VideoWriter(ClosingWriter):
             self._abort()
             raise OutputError(f"cannot set up the encoder for {self.path.name} ({_one_line(e)})") from None
         if threaded:
-            self._queue = queue.Queue(maxsize=queue_frames)
-            self._thread = threading.Thread(target=self._work, name=f"v2v-encode-{self.path.name}", daemon=True)
-            self._thread.start()
+            self._start_worker(queue_frames, f"v2v-encode-{self.path.name}")
 
     def _setup(self, crf, metadata):
         out = self._out
@@ -994,54 +1064,11 @@ class VideoWriter(ClosingWriter):
         self._mux(self._vs.encode(frame))
         self.busy += time.perf_counter() - start
 
-    # --- the encoding thread: it alone touches the container while it runs
-    def _work(self) -> None:
-        q = self._queue
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            if self._discard:
-                continue  # keep draining so that a caller blocked on put() never waits forever
-            try:
-                self._encode(*item)
-            except _AV_ERRORS as e:
-                self._error = OutputError(self._write_failed(e))
-                self._discard = True
-            except BaseException as e:  # noqa: BLE001 - handed to the caller as it is
-                self._error = e
-                self._discard = True
+    # the worker's job (BackgroundWork): while it runs, it alone touches the container
+    _job_errors = _AV_ERRORS
 
-    def _put(self, item) -> None:
-        while True:
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                if not self._thread.is_alive():  # cannot happen (the worker drains until told to stop)
-                    self._error = self._error or OutputError(f"the encoder thread for {self.path.name} stopped")
-                    self._raise_worker_error()
-
-    def _stop_worker(self) -> None:
-        """Tell the worker to finish what is queued (or drop it, if ``_discard``) and wait for it to end."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        while thread.is_alive():
-            try:
-                self._queue.put(None, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        thread.join()
-
-    def _raise_worker_error(self) -> None:
-        err = self._error
-        if err is not None:
-            self._abort()
-            if isinstance(err, OutputError):
-                raise OutputError(str(err)) from None
-            raise err
+    def _job(self, frame, t: Fraction) -> None:
+        self._encode(frame, t)
 
     def _mux(self, packets) -> None:
         for p in packets:
