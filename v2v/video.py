@@ -845,10 +845,9 @@ class BackgroundWork:
     The writer (which has ``path``, ``_write_failed(e)`` and ``_abort()``) calls ``_start_worker`` (or not: then
     ``_thread`` stays None and it works in line), ``_put(item)`` per frame, ``_stop_worker()`` on close or abort,
     and ``_raise_worker_error()`` before each write. The worker runs ``_job(*item)``; an error of a type in
-    ``_job_errors`` comes back as ``OutputError(_write_failed(e))``,
-    any other as itself, from the next write or from close, and what is still queued is dropped. The worker
-    keeps draining after an error (or with ``_discard`` set), so a caller blocked on a full queue never waits
-    forever.
+    ``_job_errors`` comes back as ``OutputError(_write_failed(e))``, any other as itself, from the next write or
+    from close, and what is still queued is dropped. The worker keeps draining after an error (or with
+    ``_discard`` set), so a caller blocked on a full queue never waits forever.
     """
 
     _thread: threading.Thread | None = None
