@@ -614,18 +614,30 @@ def test_png_sequence_threaded_same_files_and_the_caller_may_reuse_its_array(tmp
         assert np.array_equal(cv2.imread(str(tmp_path / "thr" / name))[:, :, ::-1], img)
 
 
-def test_png_sequence_threaded_errors_come_back_and_leave_no_thread(tmp_path, monkeypatch):
+@pytest.fixture
+def imwrite_fails_at(monkeypatch):
+    """fails_at(k): cv2.imwrite fails (returns False) at its k-th call from now; the calls' paths are returned,
+    and ``fails_at(None)`` puts the real one back."""
+    real = cv2.imwrite
+
+    def fails_at(k):
+        calls = []
+
+        def imwrite(path, image, *a):
+            calls.append(path)
+            return False if len(calls) == k else real(path, image, *a)
+
+        monkeypatch.setattr(cv2, "imwrite", real if k is None else imwrite)
+        return calls
+
+    return fails_at
+
+
+def test_png_sequence_threaded_errors_come_back_and_leave_no_thread(tmp_path, imwrite_fails_at):
     """A file that fails on the worker comes back as OutputError from the next write or from close; a checked
     error (shape, time) at once; leaving a with block on an exception stops the worker."""
     img = np.zeros((16, 16, 3), np.uint8)
-    real_imwrite = cv2.imwrite
-    calls = []
-
-    def failing(path, image, *a):
-        calls.append(path)
-        return False if len(calls) == 3 else real_imwrite(path, image, *a)
-
-    monkeypatch.setattr(cv2, "imwrite", failing)
+    calls = imwrite_fails_at(3)
     wr = outputs.PngSequenceWriter(tmp_path / "a", 16, 16, threaded=True, queue_frames=1)
     with pytest.raises(OutputError, match="writing frame_000002.png failed") as e:
         for i in range(100):
@@ -634,13 +646,13 @@ def test_png_sequence_threaded_errors_come_back_and_leave_no_thread(tmp_path, mo
     assert _writer_threads() == []
     with pytest.raises(OutputError, match="already closed"):
         wr.write(img, Fraction(200, 25))
-    calls.clear()
+    calls = imwrite_fails_at(3)
     with pytest.raises(OutputError, match="frame_000002.png"):  # the last frame fails: close says so
         with outputs.PngSequenceWriter(tmp_path / "b", 16, 16, threaded=True) as wr:
             for i in range(3):
                 wr.write(img, Fraction(i, 25))
     assert _writer_threads() == []
-    monkeypatch.setattr(cv2, "imwrite", real_imwrite)
+    imwrite_fails_at(None)
     with pytest.raises(KeyboardInterrupt):
         with outputs.PngSequenceWriter(tmp_path / "c", 16, 16, threaded=True, queue_frames=2) as wr:
             for i in range(10):
@@ -651,3 +663,62 @@ def test_png_sequence_threaded_errors_come_back_and_leave_no_thread(tmp_path, mo
     assert _writer_threads() == []
     with pytest.raises(InvalidOptions):
         outputs.PngSequenceWriter(tmp_path / "d", 16, 16, queue_frames=0)
+
+
+@pytest.mark.parametrize("fmt,ping_pong", [("h264", False), ("png", True)])
+def test_scaled_threaded_same_output_and_the_caller_may_reuse_its_array(tmp_path, fmt, ping_pong):
+    """--full-size's scaling on a worker (open_writer(threaded=True)): the same output as in line, each frame the
+    Lanczos-scaled image, from the caller's copy (it overwrites its one array after every write); shape and time
+    errors at once; no thread left."""
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(6)]
+    spec = outputs.FORMATS[fmt]
+    outs = {}
+    for threaded in (False, True):
+        path = tmp_path / (f"t{int(threaded)}" + ("" if fmt == "png" else ".mp4"))
+        wr = outputs.open_writer(path, spec, 32, 24, fps=25, time_base=Fraction(1, 25), end=Fraction(6, 25),
+                                 size=(80, 60), ping_pong=ping_pong, threaded=threaded, queue_frames=2)
+        buf = np.empty((24, 32, 3), np.uint8)
+        for i, img in enumerate(images):
+            buf[...] = img
+            wr.write(buf, Fraction(i, 25))
+            buf[...] = 0
+        with pytest.raises(ValueError, match="shape"):
+            wr.write(np.zeros((60, 80, 3), np.uint8), Fraction(10, 25))  # already at the written size: refused
+        with pytest.raises(ValueError, match="increase"):
+            wr.write(images[0], Fraction(1, 25))
+        wr.close()
+        outs[threaded] = path
+    assert _writer_threads() == []
+    if fmt == "png":
+        files = sorted(outs[True].iterdir())
+        order, _ = outputs.ping_pong_times([Fraction(i, 25) for i in range(6)], Fraction(6, 25))
+        assert [f.name for f in files] == sorted(f.name for f in outs[False].iterdir()) and len(files) == len(order)
+        for f in files:
+            assert f.read_bytes() == (outs[False] / f.name).read_bytes()
+        for f, (i, _) in zip(files, order):  # forward, then back
+            assert np.array_equal(cv2.imread(str(f))[:, :, ::-1], outputs.scale_image(images[i], 80, 60))
+    else:
+        assert outs[True].read_bytes() == outs[False].read_bytes()
+        assert media.ffprobe_frame_times(outs[True]) == [Fraction(i, 25) for i in range(6)]
+
+
+def test_scaled_threaded_inner_error_comes_back_and_leaves_no_thread(tmp_path, imwrite_fails_at):
+    img = np.zeros((24, 32, 3), np.uint8)
+    calls = imwrite_fails_at(2)
+    wr = outputs.open_writer(tmp_path / "s", outputs.FORMATS["png"], 32, 24, fps=25, time_base=Fraction(1, 25),
+                             end=None, size=(64, 48), threaded=True, queue_frames=1)
+    with pytest.raises(OutputError, match="writing frame_000001.png failed"):
+        for i in range(100):
+            wr.write(img, Fraction(i, 25))
+    assert len(calls) == 2 and _writer_threads() == []
+    with pytest.raises(OutputError, match="already closed"):
+        wr.write(img, Fraction(200, 25))
+    imwrite_fails_at(None)
+    with pytest.raises(KeyboardInterrupt):
+        with outputs.open_writer(tmp_path / "k.mp4", outputs.FORMATS["h264"], 32, 24, fps=25,
+                                 time_base=Fraction(1, 25), end=None, size=(64, 48), threaded=True) as wr:
+            for i in range(10):
+                wr.write(img, Fraction(i, 25))
+            raise KeyboardInterrupt
+    assert _writer_threads() == []

@@ -904,6 +904,18 @@ class BackgroundWork:
                 continue
         thread.join()
 
+    def _drain(self) -> None:
+        """For close: every queued frame done (or the worker's error raised), then the writer marked closed."""
+        self._stop_worker()
+        self._raise_worker_error()
+        self._closed = True
+
+    def _drop(self) -> None:
+        """For an abort: the writer marked closed, what is queued dropped, the worker ended."""
+        self._closed = True
+        self._discard = True
+        self._stop_worker()
+
     def _raise_worker_error(self) -> None:
         err = self._error
         if err is not None:
