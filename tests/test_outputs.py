@@ -722,3 +722,36 @@ def test_scaled_threaded_inner_error_comes_back_and_leaves_no_thread(tmp_path, i
                 wr.write(img, Fraction(i, 25))
             raise KeyboardInterrupt
     assert _writer_threads() == []
+
+
+@pytest.mark.parametrize("fmt", ["h264", "png"])
+def test_ctrl_c_while_close_waits_for_the_workers_leaves_no_thread(tmp_path, monkeypatch, fmt):
+    """Ctrl-C (a real SIGINT) while close() waits for the --full-size scaler's queue to drain: the interrupt comes
+    back, and neither the scaler's thread nor the inner writer's is left behind (a join interrupted on 3.11 marks
+    its thread ended while it still runs, so the workers are awaited by an event of their own)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    real = outputs.Scaled._job
+
+    def slow(self, image, t):
+        time.sleep(0.1)
+        real(self, image, t)
+
+    monkeypatch.setattr(outputs.Scaled, "_job", slow)
+    img = np.zeros((24, 32, 3), np.uint8)
+    path = tmp_path / ("o" if fmt == "png" else "o.mp4")
+    interrupted = False
+    try:
+        with outputs.open_writer(path, outputs.FORMATS[fmt], 32, 24, fps=25, time_base=Fraction(1, 25), end=None,
+                                 size=(64, 48), threaded=True, queue_frames=16) as wr:
+            for i in range(12):
+                wr.write(img, Fraction(i, 25))
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        time.sleep(3)  # (had close ended first, the interrupt would land here, still inside the try)
+    except KeyboardInterrupt:
+        interrupted = True
+    assert interrupted
+    assert _writer_threads() == []

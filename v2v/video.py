@@ -832,7 +832,11 @@ class ClosingWriter:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self.close()
+            try:
+                self.close()
+            except BaseException:  # e.g. Ctrl-C while close waits for a worker: stop it, discard the output
+                self._abort()
+                raise
         else:
             self._abort()
         return False
@@ -861,10 +865,17 @@ class BackgroundWork:
 
     def _start_worker(self, queue_frames: int, name: str) -> None:
         self._queue = queue.Queue(maxsize=queue_frames)
+        self._ended = threading.Event()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
+        try:
+            self._work_loop()
+        finally:
+            self._ended.set()
+
+    def _work_loop(self) -> None:
         q = self._queue
         while True:
             item = q.get()
@@ -893,16 +904,18 @@ class BackgroundWork:
 
     def _stop_worker(self) -> None:
         """Tell the worker to finish what is queued (or drop it, if ``_discard``) and wait for it to end."""
-        thread, self._thread = self._thread, None
+        thread = self._thread
         if thread is None:
             return
-        while thread.is_alive():
+        while not self._ended.is_set():
             try:
                 self._queue.put(None, timeout=0.1)
                 break
             except queue.Full:
                 continue
+        self._ended.wait()  # not thread.join(): on 3.11 a join that Ctrl-C interrupted marks the thread ended
         thread.join()
+        self._thread = None  # only once ended: an abort after an interrupted join (Ctrl-C) waits for it again
 
     def _drain(self) -> None:
         """For close: every queued frame done (or the worker's error raised), then the writer marked closed."""
