@@ -929,7 +929,9 @@ class _EncodeStage:
 
 def _queue_frames(budget: int, width: int, height: int, cap_bytes: int = 512 * 2**20) -> int:
     """The encoder's queue: room for a segment's frames (the frame budget), so it encodes the frames one pass
-    finished while the next pass denoises; at most ``cap_bytes`` of RGB frames as written, at least 16."""
+    finished while the next pass denoises; at most ``cap_bytes`` of RGB frames as written, at least 16. (With
+    --full-size the scaler before it has a queue of as many frames at the processing size, smaller where the
+    source is larger.)"""
     return int(max(16, min(budget, cap_bytes // max(3 * width * height, 1))))
 
 
