@@ -450,3 +450,27 @@ def test_keep_pose_is_not_written_when_generation_fails_after_the_outputs_opened
     monkeypatch.setattr(G, "decode_latents", real)
     r = warm().restyle(SAMPLE, tmp_path / "o.mp4", prompt="x", keep_pose=str(tmp_path / "pose.mp4"))
     assert r.pose_output.is_file() and v2v.video.probe(r.pose_output).frames == r.frames == 40
+
+
+@pytest.mark.parametrize("fmt,name,named", [("h264", "o.mp4", "o.mp4"), ("png", "o", "dance_000000.png")])
+def test_a_write_error_names_the_output_not_its_temp_file(tmp_path, tiny_models, monkeypatch, fmt, name, named):
+    """The writers work on a temp file beside the output (renamed at the end): a write error names the output the
+    user asked for, in one line, and leaves nothing behind."""
+    import av.error
+    import cv2
+
+    from v2v import video
+    from v2v.errors import OutputError
+
+    if fmt == "h264":
+        def failing(self, frame, t):
+            raise av.error.FFmpegError(28, "No space left on device")
+
+        monkeypatch.setattr(video.VideoWriter, "_encode", failing)
+    else:
+        monkeypatch.setattr(cv2, "imwrite", lambda *a: False)
+    with pytest.raises(OutputError) as e:
+        warm().restyle(SAMPLE, tmp_path / name, prompt="x", format=fmt)
+    msg = str(e.value)
+    assert f"writing {named} failed" in msg and ".part" not in msg and "\n" not in msg, msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

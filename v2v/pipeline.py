@@ -141,11 +141,13 @@ def atomic_output(path: Path) -> Iterator[Path]:
             outputs.replace_folder(tmp, path)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(e, OutputError) and tmp.name in str(e):  # the writers know only the temp name
+            raise OutputError(str(e).replace(tmp.name, path.name)) from None
         raise
 
 
