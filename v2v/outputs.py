@@ -284,6 +284,21 @@ class _Spool:
         self.file.close()
 
 
+def _check_frame(writer, image: np.ndarray, time, width: int, height: int) -> Fraction:
+    """A frame for ``writer`` (which has ``path``, ``_closed`` and ``_last``, the last frame's time): refused when
+    the writer is closed (OutputError), not a ``width`` x ``height`` uint8 RGB image or not later than the last
+    frame (ValueError); its time, as a Fraction, becomes the last."""
+    if writer._closed:
+        raise OutputError(f"{writer.path.name} is already closed")
+    if image.shape != (height, width, 3) or image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image of shape {(height, width, 3)}, got {image.dtype} {image.shape}")
+    t = video._frac(time)
+    if writer._last is not None and t <= writer._last:
+        raise ValueError(f"frame times must increase: {float(t)} s after {float(writer._last)} s")
+    writer._last = t
+    return t
+
+
 class _Checked(video.ClosingWriter):
     """Shape and time checks shared by the writers that are not a VideoWriter."""
 
@@ -296,16 +311,7 @@ class _Checked(video.ClosingWriter):
         self._closed = False
 
     def _check(self, image: np.ndarray, time) -> Fraction:
-        if self._closed:
-            raise OutputError(f"{self.path.name} is already closed")
-        if image.shape != (self.height, self.width, 3) or image.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image of shape {(self.height, self.width, 3)}, "
-                             f"got {image.dtype} {image.shape}")
-        t = video._frac(time)
-        if self._last is not None and t <= self._last:
-            raise ValueError(f"frame times must increase: {float(t)} s after {float(self._last)} s")
-        self._last = t
-        return t
+        return _check_frame(self, image, time, self.width, self.height)
 
     def close(self) -> None:  # pragma: no cover - every writer has its own
         raise NotImplementedError
@@ -494,8 +500,7 @@ class PngSequenceWriter(video.BackgroundWork, _Checked):
         super().__init__(path, width, height)
         self.name = name
         self.count = 0
-        if not isinstance(queue_frames, int) or queue_frames < 1:
-            raise InvalidOptions(f"queue_frames must be a positive integer, not {queue_frames!r}")
+        self._check_queue_frames(queue_frames)
         try:
             self.path.mkdir(exist_ok=True)
         except OSError as e:
@@ -612,22 +617,13 @@ class Scaled(video.BackgroundWork, _Wrapper):
         self.in_size = (width, height)
         self._last: Fraction | None = None
         self._closed = False
-        if not isinstance(queue_frames, int) or queue_frames < 1:
-            raise InvalidOptions(f"queue_frames must be a positive integer, not {queue_frames!r}")
+        self._check_queue_frames(queue_frames)
         if threaded:
             self._start_worker(queue_frames, f"v2v-encode-scale-{self.path.name}")
 
     def write(self, image: np.ndarray, time) -> None:
-        if self._closed:
-            raise OutputError(f"{self.path.name} is already closed")
-        w, h = self.in_size
-        if image.shape != (h, w, 3) or image.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image of shape {(h, w, 3)}, got {image.dtype} {image.shape}")
-        t = video._frac(time)
-        if self._last is not None and t <= self._last:
-            raise ValueError(f"frame times must increase: {float(t)} s after {float(self._last)} s")
+        t = _check_frame(self, image, time, *self.in_size)
         self._raise_worker_error()
-        self._last = t
         if self._thread is None:
             self._job(image, t)
         else:

@@ -863,6 +863,12 @@ class BackgroundWork:
     def _job(self, *item) -> None:  # pragma: no cover - every writer has its own
         raise NotImplementedError
 
+    @staticmethod
+    def _check_queue_frames(queue_frames) -> None:
+        """Every writer checks its queue size, threaded or not, before it makes anything."""
+        if not isinstance(queue_frames, int) or queue_frames < 1:
+            raise InvalidOptions(f"queue_frames must be a positive integer, not {queue_frames!r}")
+
     def _start_worker(self, queue_frames: int, name: str) -> None:
         self._queue = queue.Queue(maxsize=queue_frames)
         self._ended = threading.Event()
@@ -898,7 +904,7 @@ class BackgroundWork:
                 self._queue.put(item, timeout=0.1)
                 return
             except queue.Full:
-                if not self._thread.is_alive():  # cannot happen (the worker drains until told to stop)
+                if self._ended.is_set():  # cannot happen (the worker drains until told to stop)
                     self._error = self._error or OutputError(f"the writing thread for {self.path.name} stopped")
                     self._raise_worker_error()
 
@@ -985,8 +991,7 @@ class VideoWriter(BackgroundWork, ClosingWriter):
         self._held = None  # the last video packet, held back so close() can set its duration
         self._first_dts: int | None = None
         self._first_pts: int | None = None
-        if not isinstance(queue_frames, int) or queue_frames < 1:
-            raise InvalidOptions(f"queue_frames must be a positive integer, not {queue_frames!r}")
+        self._check_queue_frames(queue_frames)
         if not self.path.parent.is_dir():
             raise OutputError(f"output folder does not exist: {self.path.parent}; create it first")
         try:
@@ -1149,10 +1154,7 @@ class VideoWriter(BackgroundWork, ClosingWriter):
 
     def _abort(self) -> None:
         """Close everything after an error, ignoring secondary errors."""
-        self._closed = True
-        self._discard = True
-        if getattr(self, "_thread", None) is not None:
-            self._stop_worker()
+        self._drop()
         for closer in (getattr(self._audio, "close", None), getattr(getattr(self, "_out", None), "close", None)):
             if closer is None:
                 continue
