@@ -46,41 +46,30 @@ import torch  # noqa: E402
 
 def build_sd15_random(folder: Path, device: str, dtype=torch.float16) -> dict[str, Path]:
     """SD 1.5-sized models with random weights, saved in the real formats (fp16 to keep it quick)."""
-    from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
     from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel
 
+    from flops import sd15_modules
     from v2v.tiny import tiny_model_paths
 
     tiny = tiny_model_paths()
     base = folder / "base"
     shutil.copytree(tiny["base"], base, dirs_exist_ok=True)  # tokenizer, scheduler, model_index.json
     torch.manual_seed(0)
-    with torch.device(device):
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
-                            sample_size=512)
-        te = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                          num_attention_heads=12, max_position_embeddings=77, vocab_size=49408,
-                                          projection_dim=768, hidden_act="quick_gelu"))
-        adapter = MotionAdapter()  # the defaults are the SD 1.5 v2 motion module's (Lightning's) geometry
-        cn = ControlNetModel.from_unet(unet)
-    for sub, m in (("unet", unet), ("vae", vae), ("text_encoder", te)):
+    built = sd15_modules(device, dtype)
+    unet, vae, te, adapter, cn, taesd = (built.pop(k) for k in ("unet", "vae", "text_encoder", "adapter",
+                                                                "controlnet", "taesd"))
+    for sub, model in (("unet", unet), ("vae", vae), ("text_encoder", te)):
         shutil.rmtree(base / sub, ignore_errors=True)
-        m.to(dtype).save_pretrained(base / sub)
+        model.save_pretrained(base / sub)
     (folder / "motion").mkdir(exist_ok=True)
-    save_file({k: v.to(dtype).contiguous().cpu() for k, v in adapter.state_dict().items()},
+    save_file({k: v.contiguous().cpu() for k, v in adapter.state_dict().items()},
               folder / "motion" / "animatediff_lightning_4step_diffusers.safetensors")
-    cn.to(dtype).save_pretrained(folder / "controlnet")
+    cn.save_pretrained(folder / "controlnet")
     # TAESD (--fast-decode) at its real size, under its real repo id in a private hub cache (set up in main)
-    from diffusers import AutoencoderTiny
-
     from v2v.models import DEFAULT_TAESD
     from v2v.tiny.diffusion import lay_out_hub_repo
 
-    taesd = AutoencoderTiny()  # the defaults are madebyollin/taesd's geometry
-    taesd.to(dtype).save_pretrained(folder / "taesd")
+    taesd.save_pretrained(folder / "taesd")
     lay_out_hub_repo(os.environ["HF_HUB_CACHE"], DEFAULT_TAESD, {"": folder / "taesd"})
     del unet, vae, te, adapter, cn, taesd
     torch.cuda.empty_cache() if device.startswith("cuda") else None
@@ -244,13 +233,17 @@ def run_v2v(restyler, video: Path, out: Path, device: str, steps: int, **options
         counter.remove()
         rss_mb = rss.stop() if rss is not None else None
     work = wall - r.seconds.get("load", 0.0)
+    from flops import WORK_SETTINGS
+
     return {"frames": r.frames, "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
-            "fps": r.frames / work, "peak_mb": rss_mb if rss_mb is not None else peak_memory_mb(device),
+            "settings": {k: r.settings["options"].get(k) for k in WORK_SETTINGS}, "width": r.width,
+            "height": r.height, "fps": r.frames / work, "peak_mb": rss_mb if rss_mb is not None else peak_memory_mb(device),
             "gpu_busy": busy.fraction, "gpu_util_mean": busy.mean,
             "spatial_passes": round(counter.frames / (r.frames * steps), 4)}
 
 
-def run_diffusers(models, poses, width, height, device: str, steps: int, context: int, overlap: int) -> dict:
+def run_diffusers(models, poses, width, height, device: str, steps: int, context: int, overlap: int,
+                  guidance: float = 1.0) -> dict:
     """diffusers' AnimateDiffControlNetPipeline on the same components and control frames (FreeNoise > 16)."""
     from diffusers import AnimateDiffControlNetPipeline
     from PIL import Image
@@ -275,7 +268,7 @@ def run_diffusers(models, poses, width, height, device: str, steps: int, context
         with GpuBusy(device) as busy:
             t = time.perf_counter()
             pipe(prompt="claymation astronaut", num_frames=n, height=height, width=width, conditioning_frames=frames,
-                 num_inference_steps=steps, guidance_scale=1.0, output_type="np", decode_chunk_size=16,
+                 num_inference_steps=steps, guidance_scale=guidance, output_type="np", decode_chunk_size=16,
                  generator=torch.Generator("cpu").manual_seed(0))
             if device.startswith("cuda"):
                 torch.cuda.synchronize(torch.device(device))
@@ -478,6 +471,10 @@ def main() -> None:
     ap.add_argument("--io-size", type=int, default=None,
                     help="side of the square clip for the I/O comparison with ffmpeg (default: --size)")
     ap.add_argument("--io-repeats", type=int, default=3, help="I/O jobs timed this many times each, best kept")
+    ap.add_argument("--flops", action="store_true",
+                    help="also count every run's work (scripts/flops.py) and print the TFLOP/s achieved (seconds on "
+                         "the tiny models, half a minute for sd15-random: on a lent GPU, count later with "
+                         "scripts/flops.py --bench JSON instead)")
     ap.add_argument("--deadline", type=float, default=float("inf"),
                     help="seconds after which no further lever run starts (the figures so far are kept)")
     a = ap.parse_args()
@@ -594,6 +591,12 @@ def main() -> None:
 
         run_levers(restyler, sample(a.levers), work, a.device, a.steps, which, t_start + a.deadline, lever_done)
 
+    if a.flops:  # counted on the meta device: shapes only, no device time
+        import flops
+
+        report["work"] = flops.annotate(report, flops.twins_for(report))
+        save()
+
     print(f"\n{env}\n")
     print(f"{'frames':>6} | {'v2v f/s':>8} | {'peak MB':>8} | {'busy':>5} | {'util':>5} | {'passes':>6} | "
           f"{'gen x classic':>13} | "
@@ -618,6 +621,9 @@ def main() -> None:
                       f"{_stages(r['seconds'])}")
             else:
                 print(f"  {name:>18}: {r}")
+    if a.flops:
+        print("\nwork (matmul and convolution TFLOP, scripts/flops.py) and the rates achieved:")
+        flops.print_work(report["work"])
     save()
     shutil.rmtree(work, ignore_errors=True)
 

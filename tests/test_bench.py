@@ -20,7 +20,7 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cpu", "--models", "tiny",
                         "--frames", "16,24", "--size", "64", "--levers", "16", "--lever-list",
                         "default,pose_torch,attention_classic,bfloat16,step_by_step", "--io-size", "48",
-                        "--io-repeats", "2", "--json", str(out)],
+                        "--io-repeats", "2", "--flops", "--json", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -44,9 +44,26 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
     lev = report["levers"]
     assert lev["frames"] == 16 and all(lev[k]["fps"] > 0 for k in ("default", "pose_torch", "attention_classic",
                                                                     "bfloat16", "step_by_step")), lev
+    # --flops: each run's work, counted for the settings it recorded (the tiny models at 64x64, 4 steps)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import flops
+
+    tw = flops.twins_for(report)
+    work = report["work"]
+    for row, w in zip(report["results"], work["lengths"]):
+        v = row["v2v"]
+        assert v["settings"]["frame_budget"] >= 16 and (v["width"], v["height"]) == (64, 64)
+        counted = flops.v2v_work(tw, v["settings"], row["frames"], 64, 64)["total"]
+        assert w["frames"] == row["frames"] and w["v2v"]["flop"] == counted > 0
+        assert w["v2v"]["tflops_per_s"] == pytest.approx(counted * v["fps"] / row["frames"] / 1e12, rel=0.01, abs=0.01)
+        assert w["diffusers"]["tflop"] > 0 and w["work_ratio"] > 0 and not w["v2v"]["settings_assumed"]
+        # measured speed-up = work ratio x relative efficiency
+        assert row["speedup"] == pytest.approx(w["work_ratio"] * w["efficiency_ratio"], rel=0.01)
+    assert set(work["levers"]) == {"default", "pose_torch", "attention_classic", "bfloat16", "step_by_step"}
+    assert "work (matmul and convolution TFLOP" in r.stdout
     # the table: a row per length, "-" where a figure was not measured (no --classic here)
-    rows = [line for line in r.stdout.splitlines() if line.strip().startswith(("16 |", "24 |"))]
-    assert len(rows) == 2 and all(" - " in line and "pose " in line for line in rows)
+    rows = [line for line in r.stdout.splitlines() if line.strip().startswith(("16 |", "24 |")) and "pose " in line]
+    assert len(rows) == 2 and all(" - " in line for line in rows)
     assert "pose_torch" in r.stdout
 
 

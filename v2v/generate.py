@@ -26,8 +26,8 @@ from .errors import InvalidOptions
 from .models import DiffusionModels
 from .motion import motion_windows
 from .options import strength_steps
-from .windows import (auto_frame_budget, control_scales, fusion_weights, plan_loop_windows, plan_segments,
-                      plan_windows, prompt_schedule, sampling_order, segment_weights, spatial_passes)
+from .windows import (auto_frame_budget, control_scales, fusion_weights, plan_video, plan_windows, prompt_schedule,
+                      sampling_order, segment_weights, spatial_passes)
 
 log = logging.getLogger("v2v")
 
@@ -217,13 +217,9 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     # 1. plan: motion windows, grouped into segments within the frame budget
     ctx = min(context, num_frames)
     ovl = min(overlap, ctx - 1)
-    if loop:
-        windows = plan_loop_windows(num_frames, ctx, ovl)
-    else:
-        windows = [tuple(w) for w in plan_windows(num_frames, ctx, ovl)]
     budget = frame_budget if frame_budget is not None else pick_frame_budget(models, height, width, cfg, ctx)
     try:
-        segments = plan_segments(windows, budget)
+        windows, segments = plan_video(num_frames, context, overlap, budget, loop)
     except ValueError as e:
         raise InvalidOptions(f"--frame-budget: {e}") from e
     plans = [(seg, *segment_weights(seg, fusion)) for seg in segments]

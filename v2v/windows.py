@@ -124,6 +124,19 @@ def plan_segments(windows: Sequence[Sequence[int]], budget: int) -> list[Segment
     return segments
 
 
+def plan_video(num_frames: int, context: int, overlap: int, budget: int, loop: bool = False
+               ) -> tuple[list[tuple[int, ...]], list[Segment]]:
+    """The sampler's whole plan for a video: its motion windows (``context`` and ``overlap`` cut down to what
+    the video holds; wrapping around with ``loop``) and their segments within ``budget`` frames."""
+    ctx = min(context, num_frames)
+    ovl = min(overlap, ctx - 1)
+    if loop:
+        windows = plan_loop_windows(num_frames, ctx, ovl)
+    else:
+        windows = [tuple(w) for w in plan_windows(num_frames, ctx, ovl)]
+    return windows, plan_segments(windows, budget)
+
+
 def _segment(frames: dict[int, int], group: list[tuple[int, ...]]) -> Segment:
     return Segment(tuple(frames), tuple(tuple(frames[i] for i in w) for w in group))
 
