@@ -272,3 +272,25 @@ def test_sampling_order(n, budget, steps, loop):
 def test_sampling_order_rejects_no_steps():
     with pytest.raises(ValueError, match="at least 1"):
         sampling_order([Segment((0,), ((0,),))], 0)
+
+
+from v2v.windows import plan_video  # noqa: E402
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 16, 17, 40, 97, 480])
+@pytest.mark.parametrize("loop", [False, True])
+def test_plan_video_cuts_context_to_the_video_and_groups_its_windows(n, loop):
+    windows, segments = plan_video(n, 16, 4, 24, loop)
+    ctx = min(16, n)
+    assert all(len(w) == ctx for w in windows)
+    covered = sorted({f for w in windows for f in w})
+    assert covered == list(range(n))
+    if loop and n > ctx:  # some window wraps past the end to the first frames
+        assert any(list(w) != list(range(w[0], w[0] + ctx)) for w in windows)
+    if not loop:
+        assert windows == [tuple(w) for w in plan_windows(n, ctx, min(4, ctx - 1))]
+    # the segments hold the windows in order, each within the budget
+    assert [tuple(s.frames[i] for i in w) for s in segments for w in s.windows] == [tuple(w) for w in windows]
+    assert all(len(s.frames) <= 24 for s in segments)
+    with pytest.raises(ValueError, match="budget"):
+        plan_video(n, 16, 4, ctx - 1 if ctx > 1 else 0, loop)
