@@ -20,7 +20,7 @@ import pytest
 import media
 import v2v
 from v2v import outputs, video
-from v2v.errors import InvalidOptions, OutputError
+from v2v.errors import InvalidOptions, OutputError, VideoDecodeError
 from v2v.pipeline import atomic_output, check_output_path, default_output
 
 pytestmark = pytest.mark.skipif(not media.HAVE_FFMPEG, reason="ffmpeg/ffprobe make the inputs and judge outputs")
@@ -755,3 +755,76 @@ def test_ctrl_c_while_close_waits_for_the_workers_leaves_no_thread(tmp_path, mon
         interrupted = True
     assert interrupted
     assert _writer_threads() == []
+
+
+class _Source:
+    """A decoded source frame as CompareWriter reads them (time, image)."""
+
+    def __init__(self, time, image):
+        self.time, self.image = time, image
+
+
+def _sources(images, t0, bad_at=None):
+    for i, img in enumerate(images):
+        yield _Source(t0 + Fraction(i + (1 if i == bad_at else 0), 25), img)
+
+
+def _pose_map(i):
+    img = np.zeros((24, 32, 3), np.uint8)
+    img[i % 24, :, 1] = 255  # a line that moves with the frame
+    return img
+
+
+def _compare_writer(path, images, threaded, bad_at=None, queue_frames=2):
+    inner = outputs.open_writer(path, outputs.FORMATS["h264"], 3 * 32, 24, fps=25, time_base=Fraction(1, 25),
+                                end=None, threaded=threaded)
+    t0 = Fraction(3, 25)
+    return outputs.CompareWriter(inner, _sources(images, t0, bad_at), _pose_map, t0, threaded=threaded,
+                                 queue_frames=queue_frames)
+
+
+def test_compare_threaded_same_video_and_the_caller_may_reuse_its_array(tmp_path):
+    """--compare's composition (source | pose map | result) on a worker: the same file as in line, from the
+    caller's copy (it overwrites its one array after every write); shape and time errors at once; no thread
+    left."""
+    rng = np.random.default_rng(6)
+    sources = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(8)]
+    results = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(8)]
+    outs = {}
+    for threaded in (False, True):
+        path = tmp_path / f"c{int(threaded)}.mp4"
+        wr = _compare_writer(path, sources, threaded)
+        assert len(_writer_threads()) == (2 if threaded else 0)  # composition, then the encoder
+        buf = np.empty((24, 32, 3), np.uint8)
+        for i, img in enumerate(results):
+            buf[...] = img
+            wr.write(buf, Fraction(i, 25))
+            buf[...] = 0
+        with pytest.raises(ValueError, match="shape"):
+            wr.write(np.zeros((24, 96, 3), np.uint8), Fraction(10, 25))  # already side by side: refused
+        with pytest.raises(ValueError, match="increase"):
+            wr.write(results[0], Fraction(1, 25))
+        wr.close()
+        outs[threaded] = path
+    assert _writer_threads() == []
+    assert outs[True].read_bytes() == outs[False].read_bytes()
+    assert media.ffprobe_frame_times(outs[True]) == [Fraction(i, 25) for i in range(8)]
+    with av.open(str(outs[True])) as c:  # the pose map's line is in the middle third, where frame 5 put it
+        frame = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)][5]
+    middle = frame[:, 32:64, 1].astype(int)
+    assert middle.mean(axis=1).argmax() == 5
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_compare_input_changed_is_reported_and_leaves_no_thread(tmp_path, threaded):
+    """A source frame whose time no longer matches (the input changed during the run) is a VideoDecodeError: at
+    that write in line, from a later write or from close when threaded; the writers end, no thread left."""
+    images = [np.zeros((24, 32, 3), np.uint8)] * 6
+    wr = _compare_writer(tmp_path / "c.mp4", images, threaded, bad_at=3, queue_frames=1)
+    with pytest.raises(VideoDecodeError, match="input changed"):
+        with wr:
+            for i in range(6):
+                wr.write(images[i], Fraction(i, 25))
+    assert _writer_threads() == []
+    with pytest.raises(OutputError, match="already closed"):
+        wr.write(images[0], Fraction(10, 25))

@@ -681,21 +681,43 @@ class PingPong(_Wrapper):
         self.inner._abort()
 
 
-class CompareWriter(_Wrapper):
+class CompareWriter(video.BackgroundWork, _Wrapper):
     """source | pose map | result, side by side, into ``inner`` (3x the width). The source frames come from
     ``sources`` (a fresh decode with the same span options, so no frame is kept from the pose step); their times
-    must match the results' (relative to ``t0``), else the input changed during the run."""
+    must match the results' (relative to ``t0``), else the input changed during the run (VideoDecodeError).
 
-    def __init__(self, inner, sources: Iterator, pose_map: Callable[[int], np.ndarray], t0: Fraction):
+    ``threaded``: drawing the pose map, putting the three side by side and the inner write run on a background
+    thread fed by a queue of at most ``queue_frames`` frames (1-2 ms a frame at 512x512, which the sampler's
+    thread would otherwise spend between passes while the GPU waits). ``write`` checks the result's shape and
+    time at once (ValueError), copies it and returns; an error found on the worker (the input changed, the inner
+    writer's) comes back from the next ``write`` or from ``close``, which waits for the queue. The output is the
+    same either way."""
+
+    def __init__(self, inner, sources: Iterator, pose_map: Callable[[int], np.ndarray], t0: Fraction, *,
+                 threaded: bool = False, queue_frames: int = 16):
         super().__init__(inner)
         self.sources = sources
         self.pose_map = pose_map
         self.t0 = t0
         self.count = 0
+        self._last: Fraction | None = None
+        self._closed = False
+        self._check_queue_frames(queue_frames)
+        if threaded:
+            self._start_worker(queue_frames, f"v2v-encode-compare-{self.path.name}")
 
     def write(self, image: np.ndarray, time) -> None:
+        t = _check_frame(self, image, time, self.inner.width // 3, self.inner.height)
+        self._raise_worker_error()
+        if self._thread is None:
+            self._job(image, t)
+        else:
+            self._put((image.copy(), t))  # the caller may reuse its array once write() returns
+
+    def _job(self, image: np.ndarray, time: Fraction) -> None:
+        """Check the source frame, put the three side by side and write them (on the worker when threaded)."""
         src = next(self.sources, None)
-        if src is None or src.time - self.t0 != video._frac(time):
+        if src is None or src.time - self.t0 != time:
             raise VideoDecodeError("the input changed while it was being restyled (its frames no longer match): "
                                    "run again on a file that is not being written")
         self.inner.write(side_by_side(src.image, self.pose_map(self.count), image), time)
@@ -707,10 +729,16 @@ class CompareWriter(_Wrapper):
             close()
 
     def close(self) -> None:
-        self._stop()
+        if self._closed:
+            return
+        try:
+            self._drain()  # every queued frame is written first
+        finally:
+            self._stop()
         self.inner.close()
 
     def _abort(self) -> None:
+        self._drop()
         self._stop()
         self.inner._abort()
 
