@@ -665,6 +665,20 @@ def test_png_sequence_threaded_errors_come_back_and_leave_no_thread(tmp_path, im
         outputs.PngSequenceWriter(tmp_path / "d", 16, 16, queue_frames=0)
 
 
+def _write_from_one_array(wr, images, refused):
+    """Write ``images`` at 1/25 s apart from one array the caller overwrites after every write; then a frame of
+    the wrong shape (``refused``) and one out of time order must be refused at once (ValueError)."""
+    buf = np.empty_like(images[0])
+    for i, img in enumerate(images):
+        buf[...] = img
+        wr.write(buf, Fraction(i, 25))
+        buf[...] = 0
+    with pytest.raises(ValueError, match="shape"):
+        wr.write(refused, Fraction(len(images) + 4, 25))
+    with pytest.raises(ValueError, match="increase"):
+        wr.write(images[0], Fraction(1, 25))
+
+
 @pytest.mark.parametrize("fmt,ping_pong", [("h264", False), ("png", True)])
 def test_scaled_threaded_same_output_and_the_caller_may_reuse_its_array(tmp_path, fmt, ping_pong):
     """--full-size's scaling on a worker (open_writer(threaded=True)): the same output as in line, each frame the
@@ -678,15 +692,7 @@ def test_scaled_threaded_same_output_and_the_caller_may_reuse_its_array(tmp_path
         path = tmp_path / (f"t{int(threaded)}" + ("" if fmt == "png" else ".mp4"))
         wr = outputs.open_writer(path, spec, 32, 24, fps=25, time_base=Fraction(1, 25), end=Fraction(6, 25),
                                  size=(80, 60), ping_pong=ping_pong, threaded=threaded, queue_frames=2)
-        buf = np.empty((24, 32, 3), np.uint8)
-        for i, img in enumerate(images):
-            buf[...] = img
-            wr.write(buf, Fraction(i, 25))
-            buf[...] = 0
-        with pytest.raises(ValueError, match="shape"):
-            wr.write(np.zeros((60, 80, 3), np.uint8), Fraction(10, 25))  # already at the written size: refused
-        with pytest.raises(ValueError, match="increase"):
-            wr.write(images[0], Fraction(1, 25))
+        _write_from_one_array(wr, images, refused=np.zeros((60, 80, 3), np.uint8))  # already at the written size
         wr.close()
         outs[threaded] = path
     assert _writer_threads() == []
@@ -795,15 +801,7 @@ def test_compare_threaded_same_video_and_the_caller_may_reuse_its_array(tmp_path
         path = tmp_path / f"c{int(threaded)}.mp4"
         wr = _compare_writer(path, sources, threaded)
         assert len(_writer_threads()) == (2 if threaded else 0)  # composition, then the encoder
-        buf = np.empty((24, 32, 3), np.uint8)
-        for i, img in enumerate(results):
-            buf[...] = img
-            wr.write(buf, Fraction(i, 25))
-            buf[...] = 0
-        with pytest.raises(ValueError, match="shape"):
-            wr.write(np.zeros((24, 96, 3), np.uint8), Fraction(10, 25))  # already side by side: refused
-        with pytest.raises(ValueError, match="increase"):
-            wr.write(results[0], Fraction(1, 25))
+        _write_from_one_array(wr, results, refused=np.zeros((24, 96, 3), np.uint8))  # already side by side
         wr.close()
         outs[threaded] = path
     assert _writer_threads() == []

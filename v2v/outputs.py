@@ -602,24 +602,21 @@ class _Wrapper(video.ClosingWriter):
         self.inner._abort()
 
 
-class Scaled(video.BackgroundWork, _Wrapper):
-    """Takes ``width`` x ``height`` frames and scales each to the inner writer's size (:func:`scale_image`) before
-    writing it (``--full-size``).
+class _FrameWork(video.BackgroundWork, _Wrapper):
+    """A wrapper whose per-frame work (``_job(image, time)``, ending in the inner write) runs on a background
+    thread fed by a queue of at most ``queue_frames`` frames when ``threaded``, else in line. ``write`` checks the
+    frame against ``in_size`` and its time at once (ValueError), and queues a copy (the caller may reuse its array
+    once write() returns); an error from the worker comes back from the next ``write`` or from ``close``, which
+    waits for the queue. The output is the same either way."""
 
-    ``threaded``: the scaling and the inner write run on a background thread fed by a queue of at most
-    ``queue_frames`` frames (a Lanczos upscale of 512x288 to 1920x1080 costs about 12 ms a frame, which the
-    sampler's thread would otherwise spend between passes while the GPU waits). ``write`` copies the image and
-    checks its shape and time at once (ValueError); an error from the inner writer comes back from the next
-    ``write`` or from ``close``, which waits for the queue. The output is the same either way."""
-
-    def __init__(self, inner, width: int, height: int, *, threaded: bool = False, queue_frames: int = 16):
+    def __init__(self, inner, in_size: tuple[int, int], threaded: bool, queue_frames: int, name: str):
         super().__init__(inner)
-        self.in_size = (width, height)
+        self.in_size = in_size
         self._last: Fraction | None = None
         self._closed = False
         self._check_queue_frames(queue_frames)
         if threaded:
-            self._start_worker(queue_frames, f"v2v-encode-scale-{self.path.name}")
+            self._start_worker(queue_frames, f"v2v-encode-{name}-{self.path.name}")
 
     def write(self, image: np.ndarray, time) -> None:
         t = _check_frame(self, image, time, *self.in_size)
@@ -627,11 +624,7 @@ class Scaled(video.BackgroundWork, _Wrapper):
         if self._thread is None:
             self._job(image, t)
         else:
-            self._put((image.copy(), t))  # the caller may reuse its array once write() returns
-
-    def _job(self, image: np.ndarray, t: Fraction) -> None:
-        """Scale and write one frame (on the worker when threaded)."""
-        self.inner.write(scale_image(image, self.inner.width, self.inner.height), t)
+            self._put((image.copy(), t))
 
     def close(self) -> None:
         if self._closed:
@@ -642,6 +635,20 @@ class Scaled(video.BackgroundWork, _Wrapper):
     def _abort(self) -> None:
         self._drop()
         self.inner._abort()
+
+
+class Scaled(_FrameWork):
+    """Takes ``width`` x ``height`` frames and scales each to the inner writer's size (:func:`scale_image`) before
+    writing it (``--full-size``). ``threaded``: on a background thread (:class:`_FrameWork`): a Lanczos upscale
+    of 512x288 to 1920x1080 costs about 12 ms a frame, which the sampler's thread would otherwise spend between
+    passes while the GPU waits."""
+
+    def __init__(self, inner, width: int, height: int, *, threaded: bool = False, queue_frames: int = 16):
+        super().__init__(inner, (width, height), threaded, queue_frames, "scale")
+
+    def _job(self, image: np.ndarray, t: Fraction) -> None:
+        """Scale and write one frame (on the worker when threaded)."""
+        self.inner.write(scale_image(image, self.inner.width, self.inner.height), t)
 
 
 class PingPong(_Wrapper):
@@ -681,38 +688,21 @@ class PingPong(_Wrapper):
         self.inner._abort()
 
 
-class CompareWriter(video.BackgroundWork, _Wrapper):
+class CompareWriter(_FrameWork):
     """source | pose map | result, side by side, into ``inner`` (3x the width). The source frames come from
     ``sources`` (a fresh decode with the same span options, so no frame is kept from the pose step); their times
     must match the results' (relative to ``t0``), else the input changed during the run (VideoDecodeError).
-
     ``threaded``: drawing the pose map, putting the three side by side and the inner write run on a background
-    thread fed by a queue of at most ``queue_frames`` frames (1-2 ms a frame at 512x512, which the sampler's
-    thread would otherwise spend between passes while the GPU waits). ``write`` checks the result's shape and
-    time at once (ValueError), copies it and returns; an error found on the worker (the input changed, the inner
-    writer's) comes back from the next ``write`` or from ``close``, which waits for the queue. The output is the
-    same either way."""
+    thread (:class:`_FrameWork`): 1-2 ms a frame at 512x512, which the sampler's thread would otherwise spend
+    between passes while the GPU waits; an input that changed comes back from the next ``write`` or ``close``."""
 
     def __init__(self, inner, sources: Iterator, pose_map: Callable[[int], np.ndarray], t0: Fraction, *,
                  threaded: bool = False, queue_frames: int = 16):
-        super().__init__(inner)
         self.sources = sources
         self.pose_map = pose_map
         self.t0 = t0
         self.count = 0
-        self._last: Fraction | None = None
-        self._closed = False
-        self._check_queue_frames(queue_frames)
-        if threaded:
-            self._start_worker(queue_frames, f"v2v-encode-compare-{self.path.name}")
-
-    def write(self, image: np.ndarray, time) -> None:
-        t = _check_frame(self, image, time, self.inner.width // 3, self.inner.height)
-        self._raise_worker_error()
-        if self._thread is None:
-            self._job(image, t)
-        else:
-            self._put((image.copy(), t))  # the caller may reuse its array once write() returns
+        super().__init__(inner, (inner.width // 3, inner.height), threaded, queue_frames, "compare")
 
     def _job(self, image: np.ndarray, time: Fraction) -> None:
         """Check the source frame, put the three side by side and write them (on the worker when threaded)."""
@@ -732,15 +722,15 @@ class CompareWriter(video.BackgroundWork, _Wrapper):
         if self._closed:
             return
         try:
-            self._drain()  # every queued frame is written first
+            super().close()
         finally:
             self._stop()
-        self.inner.close()
 
     def _abort(self) -> None:
-        self._drop()
-        self._stop()
-        self.inner._abort()
+        try:
+            super()._abort()
+        finally:
+            self._stop()
 
 
 # ---------------------------------------------------------------------------------------------- the front door
