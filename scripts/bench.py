@@ -221,6 +221,7 @@ def run_v2v(restyler, video: Path, out: Path, device: str, steps: int, **options
 
     o = restyler._options("x", options)
     models = restyler.diffusion_models(o, P._resolve_device(o.device), P._resolve_dtype(o.dtype, o.device))
+    _, width, height = restyler._probe(video, o)  # the processing size (the result's is the output's: --full-size)
     counter = FrameCounter(models.unet)
     reset_peak(device)
     rss = RssPeak() if not device.startswith("cuda") else None
@@ -236,8 +237,8 @@ def run_v2v(restyler, video: Path, out: Path, device: str, steps: int, **options
     from flops import WORK_SETTINGS
 
     return {"frames": r.frames, "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
-            "settings": {k: r.settings["options"].get(k) for k in WORK_SETTINGS}, "width": r.width,
-            "height": r.height, "fps": r.frames / work, "peak_mb": rss_mb if rss_mb is not None else peak_memory_mb(device),
+            "settings": {k: r.settings["options"].get(k) for k in WORK_SETTINGS}, "width": width,
+            "height": height, "fps": r.frames / work, "peak_mb": rss_mb if rss_mb is not None else peak_memory_mb(device),
             "gpu_busy": busy.fraction, "gpu_util_mean": busy.mean,
             "spatial_passes": round(counter.frames / (r.frames * steps), 4)}
 

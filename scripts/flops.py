@@ -79,10 +79,10 @@ class Twins:
             with torch.device(META):
                 return type(base).from_config(base.config).to(models.dtype).eval()
 
-        taesd = models.decoder if models.decoder is not None else None
-        tokens = getattr(getattr(models.text_encoder, "config", None), "max_position_embeddings", 77)
+        # the prompt embeddings' length: the tokenizer pads every prompt to it (v2v.generate.encode_prompt)
+        tokens = getattr(models.tokenizer, "model_max_length", 77)
         return cls(twin(models.unet), twin(models.controlnet), twin(models.vae),
-                   twin(taesd) if taesd is not None else None, models.dtype, tokens)
+                   twin(models.decoder) if models.decoder is not None else None, models.dtype, tokens)
 
     @classmethod
     def sd15(cls, dtype=torch.float16) -> Twins:
@@ -135,26 +135,45 @@ def _decode_flops(decoder, n: int, h: int, w: int, dtype) -> int:
     return _flops(lambda: decoder.decode(_meta(n, 4, h, w, dtype=dtype)))
 
 
-def v2v_work(tw: Twins, settings: Mapping, num_frames: int, width: int, height: int) -> dict[str, int]:
-    """FLOPs of one v2v restyle of ``num_frames`` frames at width x height with ``settings`` (a
-    ``RestyleResult.settings``: steps, guidance, context, overlap, frame_budget (resolved), loop, strength,
-    control_start, control_end, pose_strength, fast_decode), by model: controlnet, unet, encode (the VAE's encoder
-    for strength < 1), decode (VAE or TAESD), and total."""
-    from v2v.motion import motion_windows
+def _sampler_plan(s: Mapping, num_frames: int) -> tuple[int, list[bool], int, list]:
+    """What v2v.generate.generate runs for ``settings``: the steps it runs, per step whether the ControlNet acts,
+    the CFG halves, and the segments (each through the ControlNet and the UNet once per step)."""
     from v2v.options import strength_steps
-    from v2v.windows import control_scales, plan_video, segment_weights
+    from v2v.windows import control_scales, plan_video
 
-    s = settings
     steps = int(s.get("steps", 4))
     strength = float(s.get("strength", 1.0))
     run_steps = strength_steps(steps, strength) if strength < 1 else steps
     scales = control_scales(run_steps, float(s.get("control_start", 0.0)), float(s.get("control_end", 1.0)))
     acting = [float(s.get("pose_strength", 1.0)) * c != 0 for c in scales]
     halves = 2 if float(s.get("guidance", 1.0)) > 1 else 1
-    sf = 2 ** (len(tw.vae.config.block_out_channels) - 1)
-    h, w = height // sf, width // sf
     _, segments = plan_video(num_frames, int(s.get("context", 16)), int(s.get("overlap", 4)),
                              int(s["frame_budget"]), bool(s.get("loop", False)))
+    return run_steps, acting, halves, segments
+
+
+def planned_passes(settings: Mapping, num_frames: int) -> float:
+    """The frames through the UNet's first convolution per output frame per requested step that ``settings``
+    plan (what scripts/bench.py's ``spatial_passes`` counts in a run: CFG halves and the steps --strength skips
+    included), to check a record's settings against what the run did."""
+    run_steps, _, halves, segments = _sampler_plan(settings, num_frames)
+    frames = sum(len(seg.frames) for seg in segments)
+    return halves * run_steps * frames / (num_frames * int(settings.get("steps", 4)))
+
+
+def v2v_work(tw: Twins, settings: Mapping, num_frames: int, width: int, height: int) -> dict[str, int]:
+    """FLOPs of one v2v restyle of ``num_frames`` frames at width x height with ``settings`` (a
+    ``RestyleResult.settings``: steps, guidance, context, overlap, frame_budget (resolved), loop, strength,
+    control_start, control_end, pose_strength, fast_decode), by model: controlnet, unet, encode (the VAE's encoder
+    for strength < 1), decode (VAE or TAESD), and total."""
+    from v2v.motion import motion_windows
+    from v2v.windows import segment_weights
+
+    s = settings
+    strength = float(s.get("strength", 1.0))
+    _, acting, halves, segments = _sampler_plan(s, num_frames)
+    sf = 2 ** (len(tw.vae.config.block_out_channels) - 1)
+    h, w = height // sf, width // sf
     out = {"controlnet": 0, "unet": 0, "encode": 0, "decode": 0}
     seen: dict = {}
     with motion_windows(tw.unet) as plan:
@@ -239,15 +258,20 @@ def twins_for(report: Mapping) -> Twins:
 def _run_work(tw: Twins, run: Mapping, frames: int, size: int, steps: int) -> dict:
     """One v2v run's work and the rates it achieved: TFLOP in all, TFLOP/s over the run's wall time (models
     loaded) and the denoiser's (ControlNet + UNet) TFLOP/s over the generate stage (which also holds the decoding
-    of frames finished during it and any wait for poses, so a lower bound)."""
+    of frames finished during it and any wait for poses, so a lower bound). ``passes_match``: whether the
+    spatial passes the run counted are those its settings (recorded or assumed) plan (None: none counted)."""
     recorded = run.get("settings", run.get("legacy", {}))
     settings = {**ASSUMED, "steps": steps, **{k: v for k, v in recorded.items() if v is not None}}
+    frames = run.get("frames", frames)  # the frames the run made (fps is per those)
     w = v2v_work(tw, settings, frames, run.get("width", size), run.get("height", size))
     wall = frames / run["fps"]
     gen = run["seconds"].get("generate")
+    counted = run.get("spatial_passes")
     return {"flop": w["total"], "tflop": _sig(w["total"] / 1e12), "tflops_per_s": _sig(w["total"] / wall / 1e12),
             "denoise_tflops_per_s": _sig((w["unet"] + w["controlnet"]) / gen / 1e12) if gen else None,
-            "settings_assumed": "settings" not in run}
+            "settings_assumed": "settings" not in run,
+            # the bench rounds its count to 4 decimals; a wrong budget or CFG differs by far more
+            "passes_match": None if counted is None else abs(planned_passes(settings, frames) - counted) < 5e-4}
 
 
 def _lever_settings(name: str) -> dict:
@@ -285,6 +309,13 @@ def annotate(report: Mapping, tw: Twins) -> dict:
     return out
 
 
+def _notes(v: Mapping) -> str:
+    notes = ["settings assumed"] if v["settings_assumed"] else []
+    if v.get("passes_match") is False:
+        notes.append("SETTINGS DO NOT MATCH THE SPATIAL PASSES COUNTED: figures wrong")
+    return f"  ({'; '.join(notes)})" if notes else ""
+
+
 def print_work(work: Mapping) -> None:
     print(f"{'frames':>6} | {'v2v TFLOP':>9} | {'TFLOP/s':>7} | {'denoise':>7} | {'diffusers TFLOP':>15} | "
           f"{'TFLOP/s':>7} | {'work ratio':>10} | {'efficiency ratio':>16}")
@@ -292,10 +323,10 @@ def print_work(work: Mapping) -> None:
         v, d = e["v2v"], e.get("diffusers", {})
         print(f"{e['frames']:>6} | {v['tflop']:>9.4g} | {v['tflops_per_s']:>7.4g} | {_g(v['denoise_tflops_per_s'], 7)} | "
               f"{_g(d.get('tflop'), 15)} | {_g(d.get('tflops_per_s'), 7)} | {_g(e.get('work_ratio'), 10)} | "
-              f"{_g(e.get('efficiency_ratio'), 16)}{'  (settings assumed)' if v['settings_assumed'] else ''}")
+              f"{_g(e.get('efficiency_ratio'), 16)}{_notes(v)}")
     for name, v in work["levers"].items():
         print(f"  lever {name:>20}: {v['tflop']:8.4g} TFLOP, {v['tflops_per_s']:6.4g} TFLOP/s, denoise "
-              f"{_g(v['denoise_tflops_per_s'], 6)}{'  (settings assumed)' if v['settings_assumed'] else ''}")
+              f"{_g(v['denoise_tflops_per_s'], 6)}{_notes(v)}")
 
 
 def _g(value, width: int) -> str:

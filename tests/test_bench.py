@@ -57,9 +57,11 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
         assert w["frames"] == row["frames"] and w["v2v"]["flop"] == counted > 0
         assert w["v2v"]["tflops_per_s"] == pytest.approx(counted * v["fps"] / row["frames"] / 1e12, rel=0.01, abs=0.01)
         assert w["diffusers"]["tflop"] > 0 and w["work_ratio"] > 0 and not w["v2v"]["settings_assumed"]
+        assert w["v2v"]["passes_match"] is True  # the recorded settings plan the passes the run counted
         # measured speed-up = work ratio x relative efficiency
         assert row["speedup"] == pytest.approx(w["work_ratio"] * w["efficiency_ratio"], rel=0.01)
     assert set(work["levers"]) == {"default", "pose_torch", "attention_classic", "bfloat16", "step_by_step"}
+    assert all(v["passes_match"] is True for v in work["levers"].values())
     assert "work (matmul and convolution TFLOP" in r.stdout
     # the table: a row per length, "-" where a figure was not measured (no --classic here)
     rows = [line for line in r.stdout.splitlines() if line.strip().startswith(("16 |", "24 |")) and "pose " in line]
@@ -100,6 +102,35 @@ def test_diffusers_baseline_leaves_the_shared_unet_as_it_was(tiny_models):
     r = bench.run_diffusers(m, [FramePose([], 32, 32)] * 20, 32, 32, "cpu", 1, 16, 4)
     assert r["frames"] == 20 and r["fps"] > 0
     assert blocks() == before and "FreeNoiseTransformerBlock" not in before
+
+
+def test_run_v2v_records_the_processing_size_the_work_is_counted_at(tiny_models, tmp_path):
+    """A run's width and height are the size the models worked at, not the output's (--full-size scales the
+    result to the source's size): what scripts/flops.py counts the run's work at."""
+    from media import make_video
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+    import flops
+
+    from v2v import Restyler
+
+    import v2v.pipeline as P
+
+    src = make_video(tmp_path / "wide.mp4", seconds=0.4, fps=20, size=(160, 96), acodec=None)
+    r = Restyler(models="tiny", device="cpu", size=64, pose_cache=False, show_progress=False)
+    o = r._options("x", {})
+    models = r.diffusion_models(o, P._resolve_device(o.device), P._resolve_dtype(o.dtype, o.device))  # the run's
+    seen = set()  # the latents' sizes the UNet was called on
+    hook = models.unet.conv_in.register_forward_hook(lambda mod, args, out: seen.add(tuple(args[0].shape[-2:])))
+    try:
+        run = bench.run_v2v(r, src, tmp_path / "o.mp4", "cpu", 4, full_size=True, frame_budget=16)
+    finally:
+        hook.remove()
+    assert len(seen) == 1 and (run["height"], run["width"]) == tuple(8 * x for x in seen.pop())
+    assert (run["width"], run["height"]) != (160, 96)  # the output's size (--full-size)
+    assert run["frames"] == 8 and run["settings"]["frame_budget"] == 16
+    assert flops.planned_passes(run["settings"], run["frames"]) == run["spatial_passes"]
 
 
 def test_pose_recorder_keeps_the_frame_order(tiny_models, tmp_path):

@@ -75,9 +75,14 @@ def test_v2v_work_is_what_the_sampler_runs(models, twins, s):
         if s.get("strength", 1.0) < 1:
             rng = np.random.default_rng(0)
             init = encode_frames(models, (rng.integers(0, 255, (H, W, 3), dtype=np.uint8) for _ in range(n)))
-    with FlopCounterMode(display=False) as sampling:
-        latents = generate(models, prompt="a dancer", negative_prompt="blur", num_frames=n, height=H, width=W,
-                           control=control, init_latents=init, **s)
+    through = []  # frames through the UNet's first convolution, per call (what the bench's spatial_passes counts)
+    hook = models.unet.conv_in.register_forward_hook(lambda mod, args, out: through.append(out.shape[0]))
+    try:
+        with FlopCounterMode(display=False) as sampling:
+            latents = generate(models, prompt="a dancer", negative_prompt="blur", num_frames=n, height=H, width=W,
+                               control=control, init_latents=init, **s)
+    finally:
+        hook.remove()
     decoding_models = dataclasses.replace(models, decoder=models.decoder if fast else None)
     with FlopCounterMode(display=False) as decoding:
         assert len(list(decode_latents(decoding_models, latents))) == n
@@ -89,6 +94,11 @@ def test_v2v_work_is_what_the_sampler_runs(models, twins, s):
     assert counted["encode"] == encoding.get_total_flops() and (counted["encode"] > 0) == (init is not None)
     assert counted["decode"] == decoding.get_total_flops() > 0
     assert counted["total"] == sum(counted[k] for k in ("unet", "controlnet", "encode", "decode"))
+    # the sampler does no matrix work of its own outside the models (the text encoder is left out of the count)
+    models_flops = real["UNetMotionModel"] + real.get("ControlNetModel", 0) + real["CLIPTextModel"]
+    assert sampling.get_total_flops() == models_flops
+    # the plan the bench checks its records against is the passes the sampler made
+    assert flops.planned_passes(settings, n) == pytest.approx(sum(through) / (n * settings["steps"]), abs=1e-12)
 
 
 @pytest.mark.parametrize("n,guidance", [(40, 1.0), (16, 1.0), (20, 2.0)])
@@ -137,7 +147,7 @@ def test_fast_decode_needs_a_taesd_twin(models):
 def test_annotate_reads_an_older_bench_record(twins):
     """Records from before the bench stored each run's settings: the defaults (automatic budget 64) are assumed,
     what a lever changed is taken from its name, and the rates are the work over the measured times."""
-    run = {"fps": 10.0, "seconds": {"generate": 2.0}}
+    run = {"fps": 10.0, "seconds": {"generate": 2.0}, "spatial_passes": 1.0}  # 40 frames in one segment
     report = {"env": {"models": "tiny", "size": W, "steps": 2},
               "results": [{"frames": 40, "v2v": run, "diffusers": {"fps": 20.0}, "speedup": 0.5}],
               "levers": {"frames": 40, "default": run, "frame_budget_16": run, "fast_decode": run,
@@ -157,3 +167,14 @@ def test_annotate_reads_an_older_bench_record(twins):
         twins, {"steps": 2, "frame_budget": 16}, 40, W, H)["total"] > default["total"]
     assert work["levers"]["fast_decode"]["flop"] == flops.v2v_work(
         twins, {"steps": 2, "frame_budget": 64, "fast_decode": True}, 40, W, H)["total"]
+    # the passes each run counted against those its settings plan: budget 16 would have made 48 frame-passes
+    assert row["v2v"]["passes_match"] and work["levers"]["fast_decode"]["passes_match"]
+    assert work["levers"]["frame_budget_16"]["passes_match"] is False
+
+
+def test_planned_passes_count_cfg_halves_and_the_steps_strength_skips():
+    one = {"steps": 4, "frame_budget": 64}
+    assert flops.planned_passes(one, 40) == 1.0
+    assert flops.planned_passes({**one, "guidance": 2.0}, 40) == 2.0
+    assert flops.planned_passes({**one, "strength": 0.5}, 40) == 0.5
+    assert flops.planned_passes({**one, "frame_budget": 16}, 40) == 48 / 40
