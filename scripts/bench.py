@@ -278,7 +278,9 @@ def run_diffusers(models, poses, width, height, device: str, steps: int, context
         if n > context:
             pipe.disable_free_noise()
     peak = rss.stop() if rss is not None else peak_memory_mb(device)
-    return {"frames": n, "seconds": round(wall, 3), "fps": n / wall, "peak_mb": peak, "gpu_busy": busy.fraction,
+    return {"frames": n, "width": width, "height": height, "steps": steps, "guidance": guidance,
+            "free_noise": [context, context - overlap] if n > context else None,  # context length, stride
+            "seconds": round(wall, 3), "fps": n / wall, "peak_mb": peak, "gpu_busy": busy.fraction,
             "gpu_util_mean": busy.mean}
 
 

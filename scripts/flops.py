@@ -293,12 +293,15 @@ def annotate(report: Mapping, tw: Twins) -> dict:
         entry = {"frames": n, "v2v": _run_work(tw, row["v2v"], n, size, steps)}
         d = row.get("diffusers", {})
         if "fps" in d:
-            dw = diffusers_work(tw, n, size, size, steps)["total"]
+            context, stride = d.get("free_noise") or (16, 12)  # (older records: the bench's FreeNoise)
+            nd, nv = d.get("frames", n), row["v2v"].get("frames", n)
+            dw = diffusers_work(tw, nd, d.get("width", size), d.get("height", size), d.get("steps", steps),
+                                d.get("guidance", 1.0), context, stride)["total"]
             vw = entry["v2v"]["flop"]
             entry["diffusers"] = {"flop": dw, "tflop": _sig(dw / 1e12),
-                                  "tflops_per_s": _sig(dw * d["fps"] / n / 1e12)}
-            entry["work_ratio"] = round(dw / vw, 4)
-            entry["efficiency_ratio"] = round(vw * row["v2v"]["fps"] / (dw * d["fps"]), 4)
+                                  "tflops_per_s": _sig(dw * d["fps"] / nd / 1e12)}
+            entry["work_ratio"] = round((dw / nd) / (vw / nv), 4)  # per frame
+            entry["efficiency_ratio"] = round((vw / nv * row["v2v"]["fps"]) / (dw / nd * d["fps"]), 4)
         out["lengths"].append(entry)
     levers = report.get("levers", {})
     for name, run in levers.items():

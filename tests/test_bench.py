@@ -57,6 +57,10 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
         assert w["frames"] == row["frames"] and w["v2v"]["flop"] == counted > 0
         assert w["v2v"]["tflops_per_s"] == pytest.approx(counted * v["fps"] / row["frames"] / 1e12, rel=0.01, abs=0.01)
         assert w["diffusers"]["tflop"] > 0 and w["work_ratio"] > 0 and not w["v2v"]["settings_assumed"]
+        d = row["diffusers"]  # the baseline records how it ran, and is counted so
+        assert (d["width"], d["height"], d["steps"], d["guidance"]) == (64, 64, 4, 1.0)
+        assert d["free_noise"] == ([16, 12] if row["frames"] > 16 else None)
+        assert w["diffusers"]["flop"] == flops.diffusers_work(tw, row["frames"], 64, 64, 4)["total"]
         assert w["v2v"]["passes_match"] is True  # the recorded settings plan the passes the run counted
         # measured speed-up = work ratio x relative efficiency
         assert row["speedup"] == pytest.approx(w["work_ratio"] * w["efficiency_ratio"], rel=0.01)
