@@ -11,4 +11,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NEEDED="diffusers av platformdirs pytest"
 source scripts/device_env.sh
-python3 -m pytest -q -p no:cacheprovider -m gpu -o addopts="" tests/test_generate.py tests/test_pose_runtime.py "$@"
+python3 -m pytest -q -p no:cacheprovider -m gpu -o addopts="" tests/test_generate.py tests/test_pose_runtime.py \
+  tests/test_flops.py "$@"

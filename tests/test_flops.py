@@ -178,3 +178,26 @@ def test_planned_passes_count_cfg_halves_and_the_steps_strength_skips():
     assert flops.planned_passes({**one, "guidance": 2.0}, 40) == 2.0
     assert flops.planned_passes({**one, "strength": 0.5}, 40) == 0.5
     assert flops.planned_passes({**one, "frame_budget": 16}, 40) == 48 / 40
+
+
+@pytest.mark.gpu
+def test_v2v_work_is_what_the_sampler_runs_on_cuda(tiny_models):
+    """On a GPU, with CUDA's own attention kernels (flash, memory-efficient: torch counts them by formula) and
+    float16, the count is still what the sampler runs: the figures the bench gives for GPU runs hold."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from v2v.generate import generate
+    from v2v.models import load_diffusion_models
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    m = load_diffusion_models(str(tiny_models["base"]), str(tiny_models["motion"]), str(tiny_models["controlnet"]),
+                              device="cuda", dtype=torch.float16)
+    settings = dict(steps=2, frame_budget=24, guidance=2.0)
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                SDPBackend.MATH]
+    with sdpa_kernel(backends), FlopCounterMode(display=False) as counter:
+        generate(m, prompt="a dancer", num_frames=40, height=H, width=W, control=control, **settings)
+    real = by_model(counter)
+    counted = flops.v2v_work(flops.Twins.of(m), settings, 40, W, H)
+    assert counted["unet"] == real["UNetMotionModel"] and counted["controlnet"] == real["ControlNetModel"]
