@@ -826,3 +826,38 @@ def test_compare_input_changed_is_reported_and_leaves_no_thread(tmp_path, thread
     assert _writer_threads() == []
     with pytest.raises(OutputError, match="already closed"):
         wr.write(images[0], Fraction(10, 25))
+
+
+def test_ctrl_c_while_compare_waits_for_its_worker_is_an_interrupt_and_leaves_no_thread(tmp_path):
+    """Ctrl-C (a real SIGINT) while close() waits for --compare's worker, which is reading the source decode: the
+    interrupt comes back as it is (closing the decode while the worker runs it would raise over it), the decode
+    is stopped once the worker has ended, and no thread is left."""
+    import os
+    import signal
+    import threading
+    import time
+
+    stopped = []
+
+    def slow_sources(t0):
+        try:
+            for i in range(100):
+                time.sleep(0.1)  # the worker spends its time inside the decode
+                yield _Source(t0 + Fraction(i, 25), np.zeros((24, 32, 3), np.uint8))
+        finally:
+            stopped.append(True)
+
+    inner = outputs.open_writer(tmp_path / "c.mp4", outputs.FORMATS["h264"], 96, 24, fps=25,
+                                time_base=Fraction(1, 25), end=None, threaded=True)
+    t0 = Fraction(0)
+    interrupted = False
+    try:
+        with outputs.CompareWriter(inner, slow_sources(t0), _pose_map, t0, threaded=True, queue_frames=16) as wr:
+            for i in range(12):
+                wr.write(np.zeros((24, 32, 3), np.uint8), Fraction(i, 25))
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        time.sleep(3)  # (had close ended first, the interrupt would land here, still inside the try)
+    except KeyboardInterrupt:
+        interrupted = True
+    assert interrupted and stopped == [True]
+    assert _writer_threads() == []

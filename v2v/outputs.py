@@ -714,8 +714,11 @@ class CompareWriter(_FrameWork):
         self.count += 1
 
     def _stop(self) -> None:
+        """Stop the source decode, once the worker (which reads it) has ended: after a Ctrl-C that cut the wait
+        for it short, closing a generator it is running would raise over the interrupt (the abort that follows
+        waits for the worker, then stops the decode)."""
         close = getattr(self.sources, "close", None)
-        if close is not None:
+        if close is not None and self._thread is None:
             close()
 
     def close(self) -> None:
