@@ -324,7 +324,8 @@ def print_work(work: Mapping) -> None:
           f"{'TFLOP/s':>7} | {'work ratio':>10} | {'efficiency ratio':>16}")
     for e in work["lengths"]:
         v, d = e["v2v"], e.get("diffusers", {})
-        print(f"{e['frames']:>6} | {v['tflop']:>9.4g} | {v['tflops_per_s']:>7.4g} | {_g(v['denoise_tflops_per_s'], 7)} | "
+        print(f"{e['frames']:>6} | {v['tflop']:>9.4g} | {v['tflops_per_s']:>7.4g} | "
+              f"{_g(v['denoise_tflops_per_s'], 7)} | "
               f"{_g(d.get('tflop'), 15)} | {_g(d.get('tflops_per_s'), 7)} | {_g(e.get('work_ratio'), 10)} | "
               f"{_g(e.get('efficiency_ratio'), 16)}{_notes(v)}")
     for name, v in work["levers"].items():
@@ -364,8 +365,8 @@ def main() -> None:
     rows = []
     print(f"SD 1.5 + AnimateDiff + ControlNet, {a.size}x{a.size}, {a.steps} steps, guidance {a.guidance}, "
           f"frame budget {a.frame_budget}; TFLOP per frame (matmuls and convolutions)")
-    print(f"{'frames':>6} | {'v2v':>6} | {'v2v taesd':>9} | {'diffusers':>9} | {'ratio':>6} | {'ratio taesd':>11} | "
-          "v2v: controlnet, unet, decode")
+    print(f"{'frames':>6} | {'v2v':>6} | {'v2v taesd':>9} | {'diffusers':>9} | {'diffusers/v2v':>13} | "
+          f"{'with taesd':>10} | v2v: controlnet, unet, decode")
     for n in [int(x) for x in a.frames.split(",") if x]:
         base = {"steps": a.steps, "guidance": a.guidance, "frame_budget": a.frame_budget}
         row = compare(tw, base, n, a.size, a.size)
@@ -373,8 +374,9 @@ def main() -> None:
         row.update(v2v_fast_decode_flop=tae, work_ratio_fast_decode=round(row["diffusers_flop"] / tae, 4))
         rows.append(row)
         p = row["v2v_tflop_per_frame"]
-        print(f"{n:>6} | {p['total']:>6.3f} | {tae / n / 1e12:>9.3f} | {row['diffusers_tflop_per_frame']['total']:>9.3f} | "
-              f"{row['work_ratio']:>6.3f} | {row['work_ratio_fast_decode']:>11.3f} | "
+        print(f"{n:>6} | {p['total']:>6.3f} | {tae / n / 1e12:>9.3f} | "
+              f"{row['diffusers_tflop_per_frame']['total']:>9.3f} | "
+              f"{row['work_ratio']:>13.3f} | {row['work_ratio_fast_decode']:>10.3f} | "
               f"{p['controlnet']:.3f}, {p['unet']:.3f}, {p['decode']:.3f}")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2))

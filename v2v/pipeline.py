@@ -715,7 +715,8 @@ class Restyler:
         writer = self._writer(path, 3 * width, height, timing, crf, metadata, threaded=True)  # beside the sampler
         return outputs.CompareWriter(writer, sources,
                                      lambda i: render_pose(poses[i], width, height, o.pose_parts, o.pose_threshold),
-                                     t0, threaded=True, queue_frames=_queue_frames(o.frame_budget or 16, width, height))
+                                     t0, threaded=True,  # composed beside the sampler, like the encoding
+                                     queue_frames=_queue_frames(o.frame_budget or 16, width, height))
 
     # ------------------------------------------------------------------ pose only
     def pose(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *,
