@@ -444,6 +444,45 @@ def test_compare_full_size_and_pose_format(odd_clip, restyler, tmp_path, caplog)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["out.compare.mp4", "out.json", "out.mp4", "pose.webm"]
 
 
+def _moving_person_json(path: Path, n: int, width: int, height: int) -> list:
+    """--pose-json of ``n`` frames (source pixels): one person, a column of keypoints that moves right by a few
+    pixels a frame, so each frame's pose map differs from its neighbours'."""
+    from v2v.pose import FramePose, Person, save_pose_json
+
+    frames = []
+    for i in range(n):
+        body = np.zeros((18, 3), np.float32)
+        body[:, 0] = 8 + i * (width - 16) / max(n - 1, 1)
+        body[:, 1] = np.linspace(4, height - 4, 18)
+        body[:, 2] = 1.0
+        frames.append(FramePose([Person(body)], width, height))
+    save_pose_json(path, frames)
+    return frames
+
+
+def test_compare_middle_third_is_the_pose_map_of_the_same_frame(restyler, tmp_path):
+    """restyle(compare=True): the compare video's middle third is each frame's own pose map (drawn on the
+    composing worker from the run's poses), not a neighbour's; every worker thread and the source decode's
+    prefetch thread have ended when restyle() returns."""
+    import threading
+
+    from v2v.pose import render_pose
+
+    clip = media.make_video(tmp_path / "clip.mp4", seconds=0.48, fps=25, size=(96, 64))
+    given = _moving_person_json(tmp_path / "poses.json", 12, 96, 64)
+    r = restyler.restyle(clip, tmp_path / "out.mp4", prompt="x", compare=True, pose_json=tmp_path / "poses.json",
+                         pose_smoothing=0)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("v2v-encode-", "v2v-prefetch"))]
+    pw, ph = video.processing_size(96, 64, 64)
+    want = [render_pose(g.scaled(pw, ph), pw, ph) for g in given]
+    assert all(w.any() for w in want)
+    got = decode_rgb(r.compare_output)
+    assert len(got) == 12 and got[0].shape == (ph, 3 * pw, 3)
+    for i, g in enumerate(got):
+        diffs = [np.abs(g[:, pw:2 * pw].astype(int) - w).mean() for w in want]
+        assert int(np.argmin(diffs)) == i and diffs[i] < 4, (i, diffs)
+
+
 def test_full_size_gif_keeps_odd_sides(odd_clip, restyler, tmp_path):
     r = restyler.restyle(odd_clip, tmp_path / "o.gif", prompt="x", full_size=True, max_frames=4)
     v = media.ffprobe_streams(r.output)["video"]
