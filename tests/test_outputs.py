@@ -462,8 +462,8 @@ def _moving_person_json(path: Path, n: int, width: int, height: int) -> list:
 
 def test_compare_middle_third_is_the_pose_map_of_the_same_frame(restyler, tmp_path):
     """restyle(compare=True): the compare video's middle third is each frame's own pose map (drawn on the
-    composing worker from the run's poses), not a neighbour's; every worker thread and the source decode's
-    prefetch thread have ended when restyle() returns."""
+    composing worker from the run's poses), not a neighbour's, and the --keep-pose maps are the same; every
+    worker thread and the source decode's prefetch thread have ended when restyle() returns."""
     import threading
 
     from v2v.pose import render_pose
@@ -471,7 +471,7 @@ def test_compare_middle_third_is_the_pose_map_of_the_same_frame(restyler, tmp_pa
     clip = media.make_video(tmp_path / "clip.mp4", seconds=0.48, fps=25, size=(96, 64))
     given = _moving_person_json(tmp_path / "poses.json", 12, 96, 64)
     r = restyler.restyle(clip, tmp_path / "out.mp4", prompt="x", compare=True, pose_json=tmp_path / "poses.json",
-                         pose_smoothing=0)
+                         pose_smoothing=0, keep_pose=f"{tmp_path / 'maps'}/")
     assert not [t.name for t in threading.enumerate() if t.name.startswith(("v2v-encode-", "v2v-prefetch"))]
     pw, ph = video.processing_size(96, 64, 64)
     want = [render_pose(g.scaled(pw, ph), pw, ph) for g in given]
@@ -481,6 +481,34 @@ def test_compare_middle_third_is_the_pose_map_of_the_same_frame(restyler, tmp_pa
     for i, g in enumerate(got):
         diffs = [np.abs(g[:, pw:2 * pw].astype(int) - w).mean() for w in want]
         assert int(np.argmin(diffs)) == i and diffs[i] < 4, (i, diffs)
+    pngs = sorted((tmp_path / "maps").iterdir())  # --keep-pose as a PNG folder, renamed with the others
+    assert len(pngs) == 12 and all(np.array_equal(cv2.imread(str(p))[:, :, ::-1], w) for p, w in zip(pngs, want))
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["clip.mp4", "maps", "out.compare.mp4", "out.json",
+                                                         "out.mp4", "poses.json"]
+
+
+def test_compare_input_changed_at_the_last_frame_keeps_no_output(restyler, tmp_path, monkeypatch):
+    """The input's last frame no longer matches when --compare decodes it again: the composing worker finds it
+    after the last write, so the error comes from close, after generation. The run fails and leaves nothing:
+    not the output, the compare video, the sidecar, nor the --keep-pose video (which is written once generation
+    is done, but renamed only with the others, once the writers have closed)."""
+    import dataclasses
+
+    import v2v.pipeline as P
+
+    clip = media.make_video(tmp_path / "clip.mp4", seconds=0.48, fps=25, size=(96, 64))
+    _moving_person_json(tmp_path / "poses.json", 12, 96, 64)
+    real = P.prefetch
+
+    def changed(frames):  # (with --pose-json, only --compare's decode is prefetched)
+        for f in frames:
+            yield dataclasses.replace(f, time=f.time + Fraction(1, 1000)) if f.index == 11 else f
+
+    monkeypatch.setattr(P, "prefetch", lambda it, depth: real(changed(it), depth))
+    with pytest.raises(VideoDecodeError, match="input changed"):
+        restyler.restyle(clip, tmp_path / "out.mp4", prompt="x", compare=True, pose_json=tmp_path / "poses.json",
+                         keep_pose=tmp_path / "pose.mp4")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["clip.mp4", "poses.json"]
 
 
 def test_full_size_gif_keeps_odd_sides(odd_clip, restyler, tmp_path):

@@ -619,6 +619,8 @@ class Restyler:
                                                             output_path=out_path, device=device, dtype=dtype)
                 meta = run_settings.metadata(run["record"])  # embedded in the output; also written beside it
                 tmp = stack.enter_context(atomic_output(out_path))  # closed in reverse: writers, then renames
+                if pose_path is not None:  # written after generation, renamed only once the writers have closed:
+                    run["pose_tmp"] = stack.enter_context(atomic_output(pose_path))  # (their errors may come late)
                 writers = []
                 if compare_path is not None:
                     ctmp = stack.enter_context(atomic_output(compare_path))
@@ -688,7 +690,7 @@ class Restyler:
             if encode.written != len(poses):  # cannot happen: generate hands on every frame once
                 raise RuntimeError(f"{encode.written} of {len(poses)} frames were encoded")
             if pose_path is not None:  # once generation is done (a failed run writes none), before the renames
-                self._write_pose_video(pose_path, poses, run["timing"], width, height, o,
+                self._write_pose_video(run["pose_tmp"], poses, run["timing"], width, height, o,
                                        outputs.side_crf(pose_fmt, fmt, o.crf), pose_fmt)
             # 8. rename: the writers close, then the temp files take their names (the output last)
             stack.close()
