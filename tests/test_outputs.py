@@ -928,3 +928,56 @@ def test_ctrl_c_while_compare_waits_for_its_worker_is_an_interrupt_and_leaves_no
         interrupted = True
     assert interrupted and stopped == [True]
     assert _writer_threads() == []
+
+
+class _FailingInner(video.ClosingWriter):
+    """An inner writer (96x24) whose write fails at frame ``fail_at``; records what it was told."""
+
+    def __init__(self, path, fail_at=None):
+        self.path, self.width, self.height, self.end = Path(path), 96, 24, None
+        self.fail_at, self.frames, self.calls = fail_at, 0, []
+
+    def write(self, image, time):
+        if self.frames == self.fail_at:
+            raise OutputError(f"writing {self.path.name} failed (test); check free disk space")
+        self.frames += 1
+
+    def close(self):
+        self.calls.append("close")
+
+    def _abort(self):
+        self.calls.append("abort")
+
+
+@pytest.mark.parametrize("case", ["closed", "input changed", "inner failed", "aborted"])
+def test_compare_with_a_prefetched_source_leaves_no_thread(tmp_path, case):
+    """CompareWriter reading a real prefetch() decode (as the pipeline's): whether it closes, finds the input
+    changed, gets the inner writer's error or is aborted mid-way, the composing worker and the prefetch thread
+    have ended, and the inner writer is closed or aborted as it should be."""
+    import threading
+
+    from v2v.streams import prefetch
+
+    def alive():
+        return [t.name for t in threading.enumerate() if t.name.startswith(("v2v-encode-", "v2v-prefetch"))]
+
+    images = [np.full((24, 32, 3), i, np.uint8) for i in range(40)]
+    srcs = list(_sources(images, Fraction(0), bad_at=5 if case == "input changed" else None))
+    inner = _FailingInner(tmp_path / "c.mp4", fail_at=5 if case == "inner failed" else None)
+    wr = outputs.CompareWriter(inner, prefetch(iter(srcs), depth=4), _pose_map, Fraction(0), threaded=True,
+                               queue_frames=2)
+    expect = {"closed": None, "input changed": VideoDecodeError, "inner failed": OutputError,
+              "aborted": KeyboardInterrupt}[case]
+    try:
+        with wr:
+            for i in range(12):  # of 40 source frames: the decode is left part-way
+                if case == "aborted" and i == 6:
+                    raise KeyboardInterrupt
+                wr.write(images[i], Fraction(i, 25))
+        got = None
+    except BaseException as e:  # noqa: BLE001 - checked below
+        got = type(e)
+    assert got is expect
+    assert alive() == []
+    assert inner.calls[-1:] == (["close"] if case == "closed" else ["abort"]) and "close" not in inner.calls[:-1]
+    assert inner.frames == 12 if case == "closed" else inner.frames <= 6 if case == "aborted" else inner.frames == 5
