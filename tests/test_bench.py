@@ -36,7 +36,8 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
         assert v["seconds"]["control_wait"] <= v["seconds"]["generate"]      # inside the generate stage
         assert v["spatial_passes"] >= 1.0
         assert row["diffusers"]["fps"] > 0                                      # the baseline, same run
-        assert row["speedup"] == pytest.approx(v["fps"] / row["diffusers"]["fps"], rel=1e-2)
+        # (rounded to 3 decimals in the JSON: a ratio far below 1, on a loaded machine, is within 0.0005 only)
+        assert row["speedup"] == pytest.approx(v["fps"] / row["diffusers"]["fps"], rel=1e-2, abs=5e-4)
         io = row["io"]
         assert (io["width"], io["height"], io["repeats"]) == (48, 48, 2)     # its own clip, at --io-size
         v_s, f_s, e = io["v2v_io_s"], io["ffmpeg_s"], 0.0005   # seconds rounded to 3 decimals in the JSON
@@ -63,7 +64,7 @@ def test_bench_cpu_tiny(tmp_path, tiny_models):
         assert w["diffusers"]["flop"] == flops.diffusers_work(tw, row["frames"], 64, 64, 4)["total"]
         assert w["v2v"]["passes_match"] is True  # the recorded settings plan the passes the run counted
         # measured speed-up = work ratio x relative efficiency
-        assert row["speedup"] == pytest.approx(w["work_ratio"] * w["efficiency_ratio"], rel=0.01)
+        assert row["speedup"] == pytest.approx(w["work_ratio"] * w["efficiency_ratio"], rel=0.01, abs=5e-4)
     assert set(work["levers"]) == {"default", "pose_torch", "attention_classic", "bfloat16", "step_by_step"}
     assert all(v["passes_match"] is True for v in work["levers"].values())
     assert "work (matmul and convolution TFLOP" in r.stdout
