@@ -71,6 +71,11 @@ class Twins:
     dtype: torch.dtype
     text_tokens: int = 77  # the text encoder's sequence length (the cross-attention's keys)
 
+    @property
+    def scale_factor(self) -> int:
+        """Pixels per latent, as ``DiffusionModels.vae_scale_factor``."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
     @classmethod
     def of(cls, models) -> Twins:
         """Twins of a loaded ``v2v.models.DiffusionModels`` (the same configs; compiled or wrapped or not)."""
@@ -110,10 +115,10 @@ def _meta(*shape, dtype) -> torch.Tensor:
     return torch.empty(*shape, device=META, dtype=dtype)
 
 
-def _pass_flops(tw: Twins, n: int, h: int, w: int, halves: int, controlnet: bool, plan=None) -> tuple[int, int]:
+def _pass_flops(tw: Twins, n: int, h: int, w: int, halves: int, controlnet: bool) -> tuple[int, int]:
     """(ControlNet, UNet) FLOPs of one call on ``n`` frames of latents h x w, as v2v's ``_predict_segment``
     makes it: the ControlNet on (halves * n) frames, the motion UNet on (halves, 4, n, h, w)."""
-    sf = 2 ** (len(tw.vae.config.block_out_channels) - 1)
+    sf = tw.scale_factor
     x = _meta(halves * n, tw.unet.config.in_channels, h, w, dtype=tw.dtype)
     emb = _meta(halves * n, tw.text_tokens, tw.unet.config.cross_attention_dim, dtype=tw.dtype)
     t = torch.full((), 500.0, device=META)
@@ -172,8 +177,7 @@ def v2v_work(tw: Twins, settings: Mapping, num_frames: int, width: int, height: 
     s = settings
     strength = float(s.get("strength", 1.0))
     _, acting, halves, segments = _sampler_plan(s, num_frames)
-    sf = 2 ** (len(tw.vae.config.block_out_channels) - 1)
-    h, w = height // sf, width // sf
+    h, w = height // tw.scale_factor, width // tw.scale_factor
     out = {"controlnet": 0, "unet": 0, "encode": 0, "decode": 0}
     seen: dict = {}
     with motion_windows(tw.unet) as plan:
@@ -214,11 +218,10 @@ def diffusers_work(tw: Twins, num_frames: int, width: int, height: int, steps: i
         object.__setattr__(pipe, "motion_adapter", SimpleNamespace(config=SimpleNamespace(motion_max_seq_length=limit)))
         pipe.enable_free_noise(context_length=context, context_stride=stride)
     halves = 2 if guidance > 1 else 1
-    sf = 2 ** (len(tw.vae.config.block_out_channels) - 1)
-    cn, un = _pass_flops(Twins(unet, tw.controlnet, tw.vae, None, tw.dtype, tw.text_tokens), num_frames,
-                         height // sf, width // sf, halves, True)
-    out = {"controlnet": cn * steps, "unet": un * steps,
-           "decode": _decode_flops(tw.vae, num_frames, height // sf, width // sf, tw.dtype)}
+    h, w = height // tw.scale_factor, width // tw.scale_factor
+    cn, un = _pass_flops(Twins(unet, tw.controlnet, tw.vae, None, tw.dtype, tw.text_tokens), num_frames, h, w,
+                         halves, True)
+    out = {"controlnet": cn * steps, "unet": un * steps, "decode": _decode_flops(tw.vae, num_frames, h, w, tw.dtype)}
     out["total"] = sum(out.values())
     return out
 
