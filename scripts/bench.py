@@ -554,7 +554,8 @@ def main() -> None:
         restyler.restyle(sample(warm), work / "warm.mp4", prompt="warm-up")
         if not a.no_baseline:
             models = next(iter(restyler._diffusion.values()))
-            run_diffusers(models, recorder.poses[:16], size, size, a.device, a.steps, 16, 4)
+            _, w, h = restyler._probe(sample(warm), restyler._options("x", {}))  # v2v's processing size
+            run_diffusers(models, recorder.poses[:16], w, h, a.device, a.steps, 16, 4)
         env["warmup_s"] = round(time.perf_counter() - t, 1)
 
     results = report["results"]
@@ -571,7 +572,9 @@ def main() -> None:
         models = next(iter(restyler._diffusion.values()))
         if not a.no_baseline and n <= a.baseline_max_frames:
             try:
-                row["diffusers"] = run_diffusers(models, poses, size, size, a.device, a.steps, 16, 4)
+                # at v2v's processing size (--size rounded to what the models take), on the same control frames
+                row["diffusers"] = run_diffusers(models, poses, row["v2v"]["width"], row["v2v"]["height"],
+                                                 a.device, a.steps, 16, 4)
                 row["speedup"] = round(row["v2v"]["fps"] / row["diffusers"]["fps"], 3)
             except Exception as e:  # e.g. out of memory at long lengths: record it, keep going
                 row["diffusers"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
@@ -613,6 +616,9 @@ def main() -> None:
               f"{_cell(d.get('peak_mb'), 8, '.0f')} | {_cell(r.get('speedup'), 8, '.2f')} | "
               f"{_cell(r['io'].get('ratio_v2v_over_ffmpeg'), 9, '.2f')} | "
               f"{_cell(r['io'].get('ratio_v2v_over_ffmpeg_rgb'), 9, '.2f')} | {_stages(v['seconds'])}")
+    for r in results:  # a baseline that failed (out of memory at a long length...) says why, not just "-"
+        if "error" in r.get("diffusers", {}):
+            print(f"{r['frames']:>6} frames: diffusers' pipeline failed: {r['diffusers']['error']}")
     if a.levers:
         base = report["levers"].get("default", {}).get("fps")
         print(f"\nlevers at {a.levers} frames (one changed at a time):")

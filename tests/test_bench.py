@@ -174,3 +174,42 @@ def test_classic_attention_lever_is_undone(tiny_models):
     assert set(before.values()) != {"AttnProcessor"}                 # the default is SDPA's
     undo()
     assert kinds() == before
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the I/O baseline needs the ffmpeg binary")
+def test_bench_baseline_runs_at_v2vs_processing_size(tmp_path, tiny_models):
+    """--size 68 is not a size the models take: v2v processes at a multiple of 8, and the baseline (and its
+    warm-up, which is not guarded) must run at that size too, not fail on 68 (it did: a "-" in the table)."""
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cpu", "--models", "tiny",
+                        "--frames", "16", "--size", "68", "--warmup", "8", "--io-repeats", "1", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads(out.read_text())["results"][0]
+    w, h = row["v2v"]["width"], row["v2v"]["height"]
+    assert w % 8 == 0 and h % 8 == 0 and (w, h) != (68, 68)
+    d = row["diffusers"]
+    assert "error" not in d, d
+    assert (d["width"], d["height"]) == (w, h) and d["fps"] > 0
+    assert "failed" not in r.stdout
+
+
+def test_bench_table_says_why_a_baseline_failed(tmp_path, tiny_models, monkeypatch, capsys):
+    """A baseline that fails (out of memory at 480 frames on a GPU) is recorded and named under the table."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
+
+    monkeypatch.setattr(bench, "run_diffusers", boom)
+    monkeypatch.setattr(bench, "run_io", lambda video, out, w, h, repeats=1: {"ratio_v2v_over_ffmpeg": None,
+                                                                              "ratio_v2v_over_ffmpeg_rgb": None})
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--device", "cpu", "--models", "tiny", "--frames", "16",
+                                      "--size", "64", "--json", str(out)])
+    bench.main()
+    row = json.loads(out.read_text())["results"][0]
+    assert row["diffusers"] == {"error": "RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB"}
+    assert "speedup" not in row
+    assert "16 frames: diffusers' pipeline failed: RuntimeError: CUDA out of memory" in capsys.readouterr().out
