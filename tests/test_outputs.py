@@ -222,6 +222,21 @@ def test_audio_copied_where_the_container_holds_it(acodec, name, expect, tmp_pat
     assert abs(media.stream_duration(p, "audio") - END) < Fraction(5, 100)
 
 
+@pytest.mark.parametrize("name", ["o.mp4", "o.mov"])
+@pytest.mark.parametrize("rate", [8000, 11025])
+def test_low_rate_mp3_is_transcoded_for_mp4(name, rate, tmp_path):
+    """FFmpeg's MP4/MOV muxer refuses MP3 below 16 kHz: such audio becomes AAC at the same rate instead of the
+    write failing (it did: "writing ... failed (Invalid argument)", exit 4)."""
+    src = media.make_video(tmp_path / "src.mkv", seconds=0.8, fps=25, size=(W, H), acodec="libmp3lame",
+                           sample_rate=rate)
+    info = video.probe(src)
+    assert info.audio.sample_rate == rate
+    fmt = outputs.BY_EXTENSION[Path(name).suffix]
+    p = media.ffprobe_streams(write(tmp_path / name, fmt, audio=cut(info)))
+    assert p["audio"]["codec_name"] == "aac" and int(p["audio"]["sample_rate"]) == rate
+    assert abs(media.stream_duration(p, "audio") - END) < Fraction(5, 100)
+
+
 def test_opus_transcode_keeps_the_audio_in_place(tmp_path):
     """44.1 kHz AAC -> Opus at 48 kHz: the resampled audio starts with the video and lasts as long."""
     src = media.make_video(tmp_path / "src.mp4", seconds=0.8, fps=25, size=(W, H), sample_rate=44100)

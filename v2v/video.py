@@ -633,6 +633,9 @@ class _AudioSource:
         ictx = self.in_stream.codec_context
         name = getattr(ictx.codec, "canonical_name", None) or ictx.name  # the codec, not its decoder ("mp3float")
         self.copy = name in copy_codecs and name in output.supported_codecs
+        if self.copy and name == "mp3" and (ictx.sample_rate or 0) < 16000 and output.format.name in ("mp4", "mov"):
+            # FFmpeg's MP4/MOV muxer refuses MP3 below 16 kHz (MPEG-2.5: 8, 11.025, 12 kHz) as "not standard"
+            self.copy = False
         if self.copy:
             self.out_stream = output.add_stream_from_template(self.in_stream)
             self.out_stream.time_base = self.in_stream.time_base
