@@ -408,6 +408,18 @@ def _audio_only(p):
     return media.make_video(p, vcodec=None, seconds=0.5)
 
 
+def _audio_with_cover(p):
+    """A music file with album art: audio and one attached picture (a video stream that is not a video)."""
+    audio = media.make_video(p.with_name("plain.m4a"), vcodec=None, seconds=0.5)
+    cover = p.with_name("cover.png")
+    subprocess.run([media.FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "color=red:s=32x32", "-frames:v", "1",
+                    str(cover)], check=True)
+    out = p.with_suffix(".m4a")
+    subprocess.run([media.FFMPEG, "-v", "error", "-y", "-i", str(audio), "-i", str(cover), "-map", "0", "-map", "1",
+                    "-c:a", "copy", "-c:v", "mjpeg", "-disposition:v:0", "attached_pic", str(out)], check=True)
+    return out
+
+
 BAD = {
     "missing": (lambda p: p, InputNotFound),
     "directory": (lambda p: (p.mkdir(), p)[1], InputNotFound),
@@ -415,6 +427,8 @@ BAD = {
     "random_bytes": (lambda p: (p.write_bytes(random.Random(1).randbytes(5000)), p)[1], VideoDecodeError),
     "text_named_mp4": (lambda p: (p.write_text("hello, this is not a video\n" * 50), p)[1], VideoDecodeError),
     "audio_only": (lambda p: _audio_only(p.with_suffix(".m4a")), NoVideoStream),
+    # was taken for a 1-frame video, then called truncated with "pass --end -0.01"
+    "audio_with_cover_art": (_audio_with_cover, NoVideoStream),
 }
 
 
@@ -427,6 +441,21 @@ def test_bad_inputs(kind, tmp_path):
     msg = str(e.value)
     assert msg and "\n" not in msg
     assert e.value.exit_code == 3
+
+
+def test_cover_art_beside_the_video_is_not_the_video(tmp_path):
+    """A video with a cover picture (attached_pic) as well: the real video stream is decoded, all its frames."""
+    src = media.make_video(tmp_path / "v.mp4", seconds=0.4, fps=25, size=(64, 48))
+    cover = tmp_path / "cover.png"
+    subprocess.run([media.FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "color=red:s=32x32", "-frames:v", "1",
+                    str(cover)], check=True)
+    both = tmp_path / "with cover.mp4"
+    subprocess.run([media.FFMPEG, "-v", "error", "-y", "-i", str(src), "-i", str(cover), "-map", "0", "-map", "1",
+                    "-c:a", "copy", "-c:v:0", "copy", "-c:v:1", "mjpeg", "-disposition:v:1", "attached_pic",
+                    str(both)], check=True)
+    info = video.probe(both)
+    assert (info.width, info.height, info.codec) == (64, 48, "h264")
+    assert [f.time for f in video.Decoder(info, 32, 24)] == [Fraction(k, 25) for k in range(10)]
 
 
 def test_truncated_without_index(tmp_path):

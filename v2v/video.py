@@ -183,16 +183,29 @@ def _first_frame(container, stream):
     return None
 
 
+def _video_stream(container):
+    """The first video stream that is a video, not cover art (an attached picture: one still image); None if none."""
+    for stream in container.streams.video:
+        try:
+            cover = bool(stream.disposition & av.stream.Disposition.attached_pic)
+        except (AttributeError, TypeError):
+            cover = False
+        if not cover:
+            return stream
+    return None
+
+
 def probe(path) -> VideoInfo:
     """Read what v2v needs to know about a video; fail fast on anything unusable."""
     p = _check_path(path)
     container = _open_input(p)
     try:
-        if not container.streams.video:
+        stream = _video_stream(container)
+        if stream is None:
+            cover = " (only a cover picture)" if container.streams.video else ""
             if container.streams.audio:
-                raise NoVideoStream(f"{p.name} has audio but no video stream; pass a video file")
-            raise NoVideoStream(f"{p.name} holds no video stream; pass a video file")
-        stream = container.streams.video[0]
+                raise NoVideoStream(f"{p.name} has audio but no video stream{cover}; pass a video file")
+            raise NoVideoStream(f"{p.name} holds no video stream{cover}; pass a video file")
         ctx = stream.codec_context
         codec = ctx.name if ctx is not None else "unknown"
         audio = _audio_info(container)
@@ -448,7 +461,7 @@ class Decoder:
         container = _open_input(path)
         decoded = 0
         try:
-            stream = container.streams.video[0]
+            stream = _video_stream(container)
             stream.codec_context.thread_type = "AUTO"
             tb = Fraction(stream.time_base) if stream.time_base else info.time_base
             seeked = False
