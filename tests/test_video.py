@@ -492,6 +492,27 @@ def test_truncated_keeps_decoded_frames(name, extra, tmp_path, caplog):
         assert kept == frames[:len(kept)] and len(kept) >= len(frames) - 2
 
 
+def test_truncated_after_one_frame_suggests_no_negative_end(tmp_path):
+    """A download cut off after its first frame: the error says truncated, without "pass --end -0.01" (which
+    --end rejects); after two frames the --end advice is back, positive."""
+    import json
+
+    src = media.make_video(tmp_path / "t.mp4", seconds=2, fps=25, size=(64, 48), acodec=None,
+                           extra=("-movflags", "+faststart", "-bf", "0"))
+    out = subprocess.run([media.FFPROBE, "-v", "error", "-select_streams", "v", "-show_entries", "packet=pos,size",
+                          "-of", "json", str(src)], capture_output=True, text=True, check=True).stdout
+    ends = [int(p["pos"]) + int(p["size"]) for p in json.loads(out)["packets"][:2]]
+    data = src.read_bytes()
+    msgs = []
+    for end in ends:  # cut after the first packet, then after the second
+        src.write_bytes(data[:end])
+        with pytest.raises(VideoDecodeError) as e:
+            list(video.Decoder(video.probe(src), 32, 24))
+        msgs.append(str(e.value))
+    assert "truncated" in msgs[0] and "--end" not in msgs[0] and "\n" not in msgs[0]
+    assert "truncated" in msgs[1] and float(msgs[1].split("--end ")[1].split()[0]) > 0
+
+
 def test_truncated_before_first_frame(tmp_path):
     src = media.make_video(tmp_path / "t.mkv", seconds=1, fps=25, size=(64, 48), acodec=None)
     data = src.read_bytes()

@@ -602,8 +602,11 @@ class Decoder:
             )
         if "truncated" in state:
             msg, upto = state["truncated"]
+            end = float(upto) - 0.05
+            if end < 0.005:  # a frame or so before the damage: nothing to keep with --end (it would be negative)
+                raise VideoDecodeError(f"{self.info.path.name} is truncated ({msg}): re-export or re-download it")
             raise VideoDecodeError(f"{self.info.path.name} is truncated ({msg}): re-export or re-download it, or "
-                                   f"pass --end {float(upto) - 0.05:.2f} to use the part before the damage")
+                                   f"pass --end {end:.2f} to use the part before the damage")
         if "error" in state:
             log.warning("%s: decoding stopped early (%s); kept the %d frames decoded so far",
                         self.info.path.name, state["error"], count)
