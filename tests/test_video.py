@@ -458,6 +458,30 @@ def test_cover_art_beside_the_video_is_not_the_video(tmp_path):
     assert [f.time for f in video.Decoder(info, 32, 24)] == [Fraction(k, 25) for k in range(10)]
 
 
+def test_joined_ts_whose_audio_jumps_back_is_written(tmp_path):
+    """Two .ts recordings joined with `cat`, the second's clock restarting a little before the first's end: the
+    video frames and the copied audio packets that go back in time are dropped (with a warning each) instead of
+    the muxer failing at the end with "Invalid argument" (exit 4, "check free disk space")."""
+    import av
+
+    parts = [media.make_video(tmp_path / f"p{k}.ts", seconds=1, fps=25, size=(64, 48),
+                              extra=("-output_ts_offset", str(k), "-f", "mpegts")) for k in (0, 1)]
+    src = tmp_path / "joined.ts"
+    src.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    with av.open(str(src)) as c:  # the premise: the audio's timestamps do go back
+        dts = [p.dts for p in c.demux(c.streams.audio[0]) if p.dts is not None]
+    assert any(b <= a for a, b in zip(dts, dts[1:]))
+    out = tmp_path / "o.mp4"
+    info, dec, frames, _ = roundtrip(src, out)
+    assert info.audio.codec == "aac"  # stream-copied into the MP4
+    tout = media.ffprobe_frame_times(out)
+    assert len(tout) == len(frames) >= 45
+    p = media.ffprobe_streams(out)
+    assert p["audio"]["codec_name"] == "aac"
+    t0, t1 = dec.span
+    assert abs(media.stream_duration(p, "audio") - (t1 - t0)) <= Fraction(2, 25)
+
+
 def test_truncated_without_index(tmp_path):
     src = media.make_video(tmp_path / "t.mp4", seconds=1, fps=25)  # moov atom at the end
     data = src.read_bytes()

@@ -669,6 +669,8 @@ class _AudioSource:
         self.written_until = Fraction(0)  # output time up to which audio has been written
         self.next_sample: int | None = None  # transcode: next output sample index
         self.preroll = None  # copy: the packet just before the cut start
+        self._last_dts: int | None = None  # copy: source dts of the last packet muxed
+        self._warned_order = False
         self._clock: Fraction | None = None  # transcode with a rate change: time of the resampler's next sample
 
     def _setup_transcode(self, ictx, codec: str = "aac"):
@@ -736,6 +738,17 @@ class _AudioSource:
                     return
 
     def _mux_copy(self, packet) -> None:
+        dts = packet.dts if packet.dts is not None else packet.pts
+        if self._last_dts is not None and dts is not None and dts <= self._last_dts:
+            # a timestamp jump back (joined recordings, concatenated .ts segments): the muxer refuses it
+            # ("Invalid argument"), as the video decoder drops its frames that go back in time
+            if not self._warned_order:
+                log.warning("%s: audio times go backwards at %.3f s; dropping such audio",
+                            Path(self.cut.path).name, float(dts * self.tb))
+                self._warned_order = True
+            return
+        if dts is not None:
+            self._last_dts = dts
         shift = int(round(self.cut.start / self.tb))
         packet.pts -= shift
         if packet.dts is not None:
