@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import subprocess
@@ -769,3 +770,41 @@ def test_writer_threaded_abort_leaves_no_thread(tmp_path):
     assert _encoder_threads() == []
     with pytest.raises(InvalidOptions):
         video.VideoWriter(tmp_path / "q.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), queue_frames=0)
+
+
+@pytest.mark.parametrize("code, says, not_says", [
+    (errno.ENOSPC, "the disk is full", "--debug"),
+    (errno.EDQUOT, "the disk is full", "--debug"),
+    (errno.EROFS, "may be written", "disk is full"),
+    (errno.EACCES, "may be written", "disk is full"),
+    (errno.EINVAL, "rerun with --debug", "check free disk space"),   # a stream the muxer refuses: not the disk
+    (None, "rerun with --debug", "check free disk space"),
+])
+def test_write_failed_advice_follows_the_cause(code, says, not_says):
+    import av.error
+
+    err = av.error.FFmpegError(code, "some reason") if code is not None else RuntimeError("some\nreason")
+    msg = video.write_failed("writing o.mp4", err)
+    assert msg.startswith("writing o.mp4 failed (") and "some" in msg and "reason" in msg and "\n" not in msg
+    assert says in msg and not_says not in msg
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize("code, says", [(errno.ENOSPC, "the disk is full"), (errno.EINVAL, "rerun with --debug")])
+def test_writer_error_names_its_cause_and_keeps_it_for_debug(tmp_path, monkeypatch, threaded, code, says):
+    """A full disk says so; a muxer that refuses a stream ("Invalid argument") is not blamed on the disk (it was:
+    every write error said "check free disk space"); the FFmpeg error stays the cause, for --debug's traceback."""
+    import av.error
+
+    def failing(self, frame, t):
+        raise av.error.FFmpegError(code, "boom")
+
+    monkeypatch.setattr(video.VideoWriter, "_encode", failing)
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(OutputError) as e:
+        with video.VideoWriter(tmp_path / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25),
+                               threaded=threaded) as wr:
+            for i in range(5):
+                wr.write(img, Fraction(i, 25))
+    assert "writing o.mp4 failed" in str(e.value) and says in str(e.value) and e.value.exit_code == 4
+    assert isinstance(e.value.__cause__, av.error.FFmpegError) and e.value.__cause__.errno == code

@@ -273,7 +273,7 @@ class _Spool:
             self.file.seek(self.count * self.size)
             self.file.write(np.ascontiguousarray(image).tobytes())
         except OSError as e:
-            raise OutputError(f"writing frames to a temp file failed ({e.strerror}); check free disk space") from None
+            raise OutputError(video.write_failed("writing frames to a temp file", e)) from e
         self.count += 1
 
     def read(self, index: int) -> np.ndarray:
@@ -411,8 +411,7 @@ class GifWriter(_Checked):
             raise
         except video._AV_ERRORS as e:
             self._abort()
-            raise OutputError(f"writing {self.path.name} failed ({video._one_line(e)}); check free disk space") \
-                from None
+            raise OutputError(video.write_failed(f"writing {self.path.name}", e)) from e
         self._closed = True
         self._spool.close()
 
@@ -534,7 +533,8 @@ class PngSequenceWriter(video.BackgroundWork, _Checked):
             ok = False
             log.debug("cv2.imwrite failed: %s", e)
         if not ok:
-            raise OutputError(f"writing {self.file(index).name} failed; check free disk space")
+            raise OutputError(f"writing {self.file(index).name} failed; check free disk space and that the folder "
+                              "may be written")
 
     def close(self) -> None:
         if self._closed:

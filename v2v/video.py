@@ -7,6 +7,7 @@ construction, variable frame rate included. Nothing here calls the ffmpeg binary
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import queue
@@ -127,6 +128,24 @@ def _frac(x: Any) -> Fraction:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def write_failed(what: str, err: BaseException) -> str:
+    """One line for an output that could not be written (``what``: "writing out.mp4"), with the advice its cause
+    calls for: a full disk, a folder that may not be written, or anything else (a stream the muxer refuses),
+    which is not the creator's disk and must not be blamed on it."""
+    code = getattr(err, "errno", None)
+    if code in _DISK_FULL:
+        advice = "the disk is full: free some space or write the output elsewhere"
+    elif code in _NOT_ALLOWED:
+        advice = "check that the output folder may be written"
+    else:
+        advice = "rerun with --debug for the details and report it if the disk is not full"
+    return f"{what} failed ({_one_line(err)}); {advice}"
 
 
 def _round8(x: Fraction) -> int:
@@ -925,6 +944,7 @@ class BackgroundWork:
                 self._job(*item)
             except self._job_errors as e:
                 self._error = OutputError(self._write_failed(e))
+                self._error.__cause__ = e  # the details, for --debug's traceback
                 self._discard = True
             except BaseException as e:  # noqa: BLE001 - handed to the caller as it is
                 self._error = e
@@ -972,7 +992,7 @@ class BackgroundWork:
         if err is not None:
             self._abort()
             if isinstance(err, OutputError):
-                raise OutputError(str(err)) from None
+                raise OutputError(str(err)) from err.__cause__  # a fresh one, with the worker's cause kept
             raise err
 
 
@@ -1102,7 +1122,7 @@ class VideoWriter(BackgroundWork, ClosingWriter):
                 self._encode(frame, t)
         except _AV_ERRORS as e:
             self._abort()
-            raise OutputError(self._write_failed(e)) from None
+            raise OutputError(self._write_failed(e)) from e
         if self._thread is not None:
             self._put((frame, t))
         self._last_time = t
@@ -1110,7 +1130,7 @@ class VideoWriter(BackgroundWork, ClosingWriter):
         self._frames += 1
 
     def _write_failed(self, e: BaseException) -> str:
-        return f"writing {self.path.name} failed ({_one_line(e)}); check free disk space"
+        return write_failed(f"writing {self.path.name}", e)
 
     def _convert(self, frame):
         """An rgb24 frame in the encoder's pixel format, BT.709 limited range (on the worker when threaded)."""
@@ -1178,7 +1198,7 @@ class VideoWriter(BackgroundWork, ClosingWriter):
             raise
         except _AV_ERRORS as e:
             self._abort()
-            raise OutputError(f"finishing {self.path.name} failed ({_one_line(e)}); check free disk space") from None
+            raise OutputError(write_failed(f"finishing {self.path.name}", e)) from e
         finally:
             self._closed = True
             if self._audio is not None:
