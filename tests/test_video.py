@@ -808,3 +808,23 @@ def test_writer_error_names_its_cause_and_keeps_it_for_debug(tmp_path, monkeypat
                 wr.write(img, Fraction(i, 25))
     assert "writing o.mp4 failed" in str(e.value) and says in str(e.value) and e.value.exit_code == 4
     assert isinstance(e.value.__cause__, av.error.FFmpegError) and e.value.__cause__.errno == code
+
+
+def test_joined_ts_whose_clock_restarts_is_an_error_not_half_a_video(tmp_path):
+    """Two .ts recordings on the same clock joined with `cat`: the second's frames all go back in time. Dropping
+    them (as a stray frame is dropped) kept half the video with one warning and exit 0; it is now a
+    VideoDecodeError that says how to put the video on one clock, and that advice works."""
+    parts = [media.make_video(tmp_path / f"p{k}.ts", seconds=1, fps=25, size=(64, 48), extra=("-f", "mpegts"))
+             for k in (0, 1)]
+    src = tmp_path / "joined.ts"
+    src.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    info = video.probe(src)
+    with pytest.raises(VideoDecodeError) as e:
+        list(video.Decoder(info, 32, 24))
+    msg = str(e.value)
+    assert "joined.ts" in msg and "jump back" in msg and "ffmpeg -i 'joined.ts' -c copy" in msg and "\n" not in msg
+    assert e.value.exit_code == 3
+    fixed = tmp_path / "fixed.mp4"  # the advice, followed
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-c", "copy", str(fixed)], check=True)
+    times = [f.time for f in video.Decoder(video.probe(fixed), 32, 24)]
+    assert len(times) == 50 and all(b > a for a, b in zip(times, times[1:]))

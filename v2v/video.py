@@ -348,6 +348,10 @@ def processing_size(display_w, display_h, size=512, width=None, height=None) -> 
     return _round8(short * aspect), short
 
 
+# the source's clock restarted (an error, not a stray frame to drop): a frame time this far (s) behind the last
+# kept one, or three frames in a row behind it
+CLOCK_RESTART = Fraction(1)
+
 ASPECT_TOLERANCE = Fraction(175, 10000)  # processing_size keeps the aspect within this (the promise is 2%)
 
 
@@ -497,6 +501,7 @@ class Decoder:
             index = 0
             last: Fraction | None = None
             warned_order = False
+            behind = 0  # frames in a row that went back in time
             for frame in self._frames(container, stream, state):
                 if frame.pts is not None:
                     ftb = Fraction(frame.time_base) if frame.time_base else tb
@@ -506,11 +511,19 @@ class Decoder:
                 else:
                     t = info.start
                 if prev is not None and t <= prev:
+                    behind += 1
+                    if prev - t >= CLOCK_RESTART or behind >= 3:  # not a stray frame: a clock that restarted,
+                        # whose frames (the rest of the video?) would all be dropped
+                        raise VideoDecodeError(
+                            f"{path.name}: the frame times jump back from {float(prev):.3f} s to {float(t):.3f} s "
+                            "(recordings joined end to end?); v2v keeps each frame's own time, so put the video on "
+                            f"one clock first, e.g. ffmpeg -i '{path.name}' -c copy fixed.mp4")
                     if not warned_order:
                         log.warning("%s: frame times go backwards at %.3f s; dropping such frames",
                                     path.name, float(t))
                         warned_order = True
                     continue
+                behind = 0
                 if not first_checked:
                     first_checked = True
                     if t > self.abs_start:
