@@ -290,14 +290,15 @@ def run_io(video: Path, out: Path, width: int, height: int, repeats: int = 1) ->
     (scaling in YUV, no RGB frames at all, x264's defaults), and doing the same work as v2v (frames through RGB at
     the processing size, back to BT.709 YUV, x264 with v2v's options). Each is timed ``repeats`` times, in turn,
     and its best time kept (jobs of a fraction of a second on shared cores: the best is the least noisy)."""
+    from v2v import decode, encode
     from v2v import video as V
     from v2v.streams import prefetch
 
     def v2v_io() -> float:
         t = time.perf_counter()
         info = V.probe(video)
-        dec = V.Decoder(info, width, height)
-        with V.VideoWriter(out, width, height, fps=info.fps, time_base=info.time_base, audio=None,
+        dec = decode.Decoder(info, width, height)
+        with encode.VideoWriter(out, width, height, fps=info.fps, time_base=info.time_base, audio=None,
                            threaded=True) as w:
             first = None
             for f in prefetch(dec, depth=16):
@@ -312,8 +313,8 @@ def run_io(video: Path, out: Path, width: int, height: int, repeats: int = 1) ->
         return time.perf_counter() - t
 
     # "the same work" also means x264 with v2v's options (on an AVX-512 CPU, at widths that are not whole
-    # groups of 8 macroblocks, v2v holds it to AVX2 so that equal frames encode equally: v2v.video._x264_params)
-    same = [x for k, v in V._x264_params(width).items() for x in (f"-{k}", v)]
+    # groups of 8 macroblocks, v2v holds it to AVX2 so that equal frames encode equally: v2v.encode._x264_params)
+    same = [x for k, v in encode._x264_params(width).items() for x in (f"-{k}", v)]
     jobs = {"v2v_io": v2v_io}
     if shutil.which("ffmpeg"):
         jobs["ffmpeg"] = lambda: ffmpeg_io("ffmpeg", f"scale={width}:{height}", [])

@@ -33,7 +33,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from v2v import video
+    from v2v import decode, video
     from v2v.pose.dwpose import DWPose
     from v2v.pose.openpose import OpenPose
     from v2v.tiny import tiny_model_paths
@@ -41,7 +41,7 @@ def main() -> None:
     t = tiny_model_paths()
     info = video.probe(ROOT / "samples" / "dance.mp4")
     w, h = video.processing_size(info.display_width, info.display_height, a.size)
-    frames = [f.image for f in video.Decoder(info, w, h, max_frames=a.frames)]
+    frames = [f.image for f in decode.Decoder(info, w, h, max_frames=a.frames)]
     make = {"dwpose-onnx": lambda: DWPose.from_spec(str(t["dwpose"]), a.device, runtime="onnx"),
             "dwpose-torch": lambda: DWPose.from_spec(str(t["dwpose"]), a.device, runtime="torch"),
             "openpose": lambda: OpenPose.from_spec(str(t["openpose"]), a.device)}

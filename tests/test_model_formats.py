@@ -329,7 +329,7 @@ def test_fast_decode_matches_diffusers_taesd_decoding(tiny, hub, folder_models):
 def test_restyle_preflight_fails_before_decoding(tiny_models, tmp_path, monkeypatch):
     """A wrong model stops the run before the first frame is decoded (and before any output exists)."""
     import v2v
-    from v2v import video
+    from v2v import decode
 
     opened = []
 
@@ -338,7 +338,7 @@ def test_restyle_preflight_fails_before_decoding(tiny_models, tmp_path, monkeypa
             opened.append(1)
             raise AssertionError("decoded before the models were checked")
 
-    monkeypatch.setattr(video, "Decoder", NoDecoder)
+    monkeypatch.setattr(decode, "Decoder", NoDecoder)
     r = v2v.Restyler(models="tiny", size=64, max_frames=4, show_progress=False)
     lora = write_tiny_motion_lora(tmp_path / "v2_lora_ZoomIn.ckpt", fmt="original")
     with pytest.raises(ModelLoadError, match="is a motion LoRA, not an AnimateDiff motion module: pass it with "

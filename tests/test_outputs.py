@@ -19,7 +19,7 @@ import pytest
 
 import media
 import v2v
-from v2v import outputs, video
+from v2v import decode, encode, outputs, video
 from v2v.errors import InvalidOptions, OutputError, VideoDecodeError
 from v2v.pipeline import atomic_output, check_output_path, default_output
 
@@ -251,7 +251,7 @@ def test_opus_transcode_keeps_the_audio_in_place(tmp_path):
 def test_h264_mp4_goes_through_the_original_writer(tmp_path):
     """open_writer's default H.264 MP4 is VideoWriter itself: the same bytes as before output formats existed."""
     a = write(tmp_path / "a.mp4", "h264")
-    with video.VideoWriter(tmp_path / "b.mp4", W, H, fps=25, time_base=TB, end=END) as wr:
+    with encode.VideoWriter(tmp_path / "b.mp4", W, H, fps=25, time_base=TB, end=END) as wr:
         for img, t in zip(frames(), TIMES):
             wr.write(img, t)
     assert a.read_bytes() == (tmp_path / "b.mp4").read_bytes()
@@ -450,7 +450,7 @@ def test_compare_full_size_and_pose_format(odd_clip, restyler, tmp_path, caplog)
     assert media.ffprobe_streams(tmp_path / "pose.webm")["video"]["codec_name"] == "vp9"
     # the left third is the source (decoded again), the right third the result
     info = video.probe(odd_clip)
-    src = [f.image for f in video.Decoder(info, pw, ph)]
+    src = [f.image for f in decode.Decoder(info, pw, ph)]
     got = decode_rgb(cmp)
     res = decode_rgb(out)
     for g, s, rr in zip(got, src, res):
@@ -600,17 +600,16 @@ def test_encoder_queue_cap_counts_the_frames_as_written_at_full_size(restyler, t
     """The encoder's queue (room for a segment's frames) holds at most the byte cap of frames as the writer gets
     them: with --full-size those are the source's size, not the processing size."""
     import v2v.pipeline as P
-    import v2v.video as V
 
     src = media.make_video(tmp_path / "big.mp4", seconds=0.8, fps=25, size=(192, 256))
     seen = []
-    real_init = V.VideoWriter.__init__
+    real_init = encode.VideoWriter.__init__
 
     def init(self, path, width, height, **kw):
         seen.append((width, height, kw.get("queue_frames", 16)))
         real_init(self, path, width, height, **kw)
 
-    monkeypatch.setattr(V.VideoWriter, "__init__", init)
+    monkeypatch.setattr(encode.VideoWriter, "__init__", init)
     cap = 40 * 64 * 88 * 3  # room for 40 frames at the processing size, for 1 at the source's
     monkeypatch.setattr(P._queue_frames, "__defaults__", (cap,))
     r = restyler.restyle(src, tmp_path / "o.mp4", prompt="x", full_size=True, frame_budget=40)
@@ -643,7 +642,7 @@ def test_writer_colour_conversion_equals_ffmpegs(tmp_path, fmt, pix_fmt):
         flat = np.broadcast_to(np.array([200, 80, 30]), (h, w, 3))
         for img in (smooth, noisy, flat):
             img = np.ascontiguousarray(img, dtype=np.uint8)
-            ours = _planes(wr._convert(video.rgb_frame(img)))
+            ours = _planes(wr._convert(encode.rgb_frame(img)))
             if np.array_equal(img, np.broadcast_to(img[0, 0], img.shape)):  # the flat colour
                 assert all(p.min() == p.max() for p in ours), [(p.min(), p.max()) for p in ours]
             if shutil.which("ffmpeg"):
@@ -945,7 +944,7 @@ def test_ctrl_c_while_compare_waits_for_its_worker_is_an_interrupt_and_leaves_no
     assert _writer_threads() == []
 
 
-class _FailingInner(video.ClosingWriter):
+class _FailingInner(encode.ClosingWriter):
     """An inner writer (96x24) whose write fails at frame ``fail_at``; records what it was told."""
 
     def __init__(self, path, fail_at=None):

@@ -328,7 +328,7 @@ def test_finished_frames_are_encoded_while_later_ones_denoise(tmp_path, tiny_mod
             frames = frames_of(out)
         else:
             info = v2v.video.probe(out)
-            frames = list(v2v.video.Decoder(info, info.width, info.height))
+            frames = list(v2v.decode.Decoder(info, info.width, info.height))
         return seen, frames
 
     seen, early = restyle("early")
@@ -459,14 +459,14 @@ def test_a_write_error_names_the_output_not_its_temp_file(tmp_path, tiny_models,
     import av.error
     import cv2
 
-    from v2v import video
+    from v2v import encode
     from v2v.errors import OutputError
 
     if fmt == "h264":
         def failing(self, frame, t):
             raise av.error.FFmpegError(28, "No space left on device")
 
-        monkeypatch.setattr(video.VideoWriter, "_encode", failing)
+        monkeypatch.setattr(encode.VideoWriter, "_encode", failing)
     else:
         monkeypatch.setattr(cv2, "imwrite", lambda *a: False)
     with pytest.raises(OutputError) as e:

@@ -84,7 +84,7 @@ def test_expected_frames(kw, expected):
 
 def test_expected_frames_matches_the_decoder(tmp_path):
     """Against the real decoder on the sample: the estimate is the count decoded."""
-    from v2v import video
+    from v2v import decode, video
 
     sample = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
     info = video.probe(sample)
@@ -94,5 +94,5 @@ def test_expected_frames_matches_the_decoder(tmp_path):
               for k in (1, 2, 5)]
     cases += [{"start": s, "end": e, "fps": f} for s in (None, 0.3) for e in (None, 2.3) for f in (12, 10, 7.5, 30)]
     for kw in cases:
-        dec = video.Decoder(info, 32, 32, **kw)
+        dec = decode.Decoder(info, 32, 32, **kw)
         assert expected_frames(dec) == sum(1 for _ in dec), kw

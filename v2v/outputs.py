@@ -16,7 +16,7 @@ png        a folder    PNG, lossless       rgb24            ignored         none
 The extension picks the format (.mp4 H.264, .webm VP9, .mov ProRes, .gif GIF, a folder PNG); ``--format`` picks
 another one the extension can hold (``--format h265`` for .mp4, ``--format av1`` for .webm).
 
-Every writer has :class:`v2v.video.VideoWriter`'s interface: ``write(image, time)`` (RGB uint8, time in output
+Every writer has :class:`v2v.encode.VideoWriter`'s interface: ``write(image, time)`` (RGB uint8, time in output
 seconds, increasing), ``close()``, and use as a context manager that discards the output on an exception.
 Timing: mp4 and mov keep each frame's exact time (the source's time base); webm (Matroska) stores milliseconds,
 so each frame is within 0.5 ms of its time; GIF stores centiseconds (see :func:`gif_schedule`); a PNG sequence
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import video
+from . import encode, video
 from .errors import InvalidOptions, OutputError, VideoDecodeError
 
 log = logging.getLogger("v2v")
@@ -74,8 +74,8 @@ SUPPORTED = ".mp4 (H.264, H.265, AV1), .webm (VP9, AV1), .mov (ProRes, H.264, H.
             "sequence: end the path with /)"
 CRF_LIMITS = (0, 63)  # the widest --crf scale (VP9's), checked before the format is known
 #: audio codecs stream-copied per container (only when the container also takes them); others are transcoded
-COPY_AUDIO = {"mp4": video.MP4_COPY_AUDIO,
-              "mov": video.MP4_COPY_AUDIO + ("pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_f32le"),
+COPY_AUDIO = {"mp4": encode.MP4_COPY_AUDIO,
+              "mov": encode.MP4_COPY_AUDIO + ("pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_f32le"),
               "webm": ("opus", "vorbis")}
 TRANSCODE_AUDIO = {"mp4": "aac", "mov": "aac", "webm": "libopus"}
 AV1_ENCODERS = ("libsvtav1", "libaom-av1", "librav1e")  # in order of preference; libdav1d only decodes
@@ -299,7 +299,7 @@ def _check_frame(writer, image: np.ndarray, time, width: int, height: int) -> Fr
     return t
 
 
-class _Checked(video.ClosingWriter):
+class _Checked(encode.ClosingWriter):
     """Shape and time checks shared by the writers that are not a VideoWriter."""
 
     def __init__(self, path, width: int, height: int):
@@ -323,7 +323,7 @@ class _Checked(video.ClosingWriter):
 # ---------------------------------------------------------------------------------------------- encoded video
 
 
-class EncodedWriter(video.VideoWriter):
+class EncodedWriter(encode.VideoWriter):
     """H.265, VP9, AV1 or ProRes (or H.264 in .mov): VideoWriter with another encoder, muxer and audio policy.
 
     Same timing (each frame stamped with its time; the last frame's duration reaches ``end``), same audio cut,
@@ -348,7 +348,7 @@ class EncodedWriter(video.VideoWriter):
     def _encoder_options(self, crf) -> dict[str, str]:
         enc = self._encoder
         if enc == "libx264":
-            return {"crf": str(crf), **video._x264_params(self.width)}
+            return {"crf": str(crf), **encode._x264_params(self.width)}
         if enc == "libx265":
             return {"crf": str(crf), "x265-params": "log-level=error"}
         if enc == "libvpx-vp9":  # constant quality: crf with a zero bitrate target
@@ -364,7 +364,7 @@ class EncodedWriter(video.VideoWriter):
 
     def _add_audio(self, cut):
         c = self._container
-        return video._AudioSource(cut, self._out, copy_codecs=COPY_AUDIO[c], codec=TRANSCODE_AUDIO[c])
+        return encode._AudioSource(cut, self._out, copy_codecs=COPY_AUDIO[c], codec=TRANSCODE_AUDIO[c])
 
 
 # ---------------------------------------------------------------------------------------------- GIF
@@ -416,7 +416,7 @@ class GifWriter(_Checked):
         self._spool.close()
 
     def _frame(self, index: int, pts: int):
-        f = video.rgb_frame(self._spool.read(index))
+        f = encode.rgb_frame(self._spool.read(index))
         f.pts = pts
         f.time_base = Fraction(1, 100)
         return f
@@ -485,7 +485,7 @@ class GifWriter(_Checked):
 # ---------------------------------------------------------------------------------------------- PNG sequence
 
 
-class PngSequenceWriter(video.BackgroundWork, _Checked):
+class PngSequenceWriter(encode.BackgroundWork, _Checked):
     """Lossless PNG files ``NAME_000000.png``, ``NAME_000001.png``... in the folder ``path`` (made here).
     Times are checked (increasing) but not stored: a PNG sequence has no timing.
 
@@ -569,7 +569,7 @@ def replace_folder(tmp: Path, target: Path) -> None:
 # ---------------------------------------------------------------------------------------------- wrappers
 
 
-class _Wrapper(video.ClosingWriter):
+class _Wrapper(encode.ClosingWriter):
     """A writer around another one; ``path``, ``width``, ``height`` and ``end`` are the inner writer's."""
 
     def __init__(self, inner):
@@ -602,7 +602,7 @@ class _Wrapper(video.ClosingWriter):
         self.inner._abort()
 
 
-class _FrameWork(video.BackgroundWork, _Wrapper):
+class _FrameWork(encode.BackgroundWork, _Wrapper):
     """A wrapper whose per-frame work (``_job(image, time)``, ending in the inner write) runs on a background
     thread fed by a queue of at most ``queue_frames`` frames when ``threaded``, else in line. ``write`` checks the
     frame against ``in_size`` and its time at once (ValueError), and queues a copy (the caller may reuse its array
@@ -763,7 +763,7 @@ def open_writer(path, spec: OutputFormat, width: int, height: int, *, fps, time_
         crf_for(spec, crf)
         writer = GifWriter(path, out_w, out_h, fps=fps, end=end, loop=gif_loop)
     elif spec.name == "h264" and Path(path).suffix.lower() == ".mp4":
-        writer = video.VideoWriter(path, out_w, out_h, fps=fps, time_base=time_base, audio=audio,
+        writer = encode.VideoWriter(path, out_w, out_h, fps=fps, time_base=time_base, audio=audio,
                                    crf=crf_for(spec, crf), metadata=metadata, end=end, threaded=threaded,
                                    queue_frames=queue_frames)
     else:

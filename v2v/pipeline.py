@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import outputs, video
+from . import decode, encode, outputs, video
 from . import settings as run_settings
 from .errors import Interrupted, InvalidOptions, OutOfMemory, OutputError
 from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE,
@@ -151,10 +151,10 @@ def atomic_output(path: Path) -> Iterator[Path]:
         raise
 
 
-def _kept_frames(o: RestyleOptions, info, width: int, height: int) -> video.Decoder:
+def _kept_frames(o: RestyleOptions, info, width: int, height: int) -> decode.Decoder:
     """A decoder of the frames ``o`` keeps (its span, every n-th, frame cap, frame rate) at the processing size:
     the pose stage, --strength and --compare each decode the same frames."""
-    return video.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
+    return decode.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
                          max_frames=o.max_frames, fps=o.fps)
 
 
@@ -497,7 +497,7 @@ class Restyler:
         """H.264 MP4 (fmt None; kwargs: threaded, queue_frames), or any output format (v2v.outputs.open_writer;
         kwargs: size, ping_pong, gif_loop, name, threaded, queue_frames)."""
         if fmt is None:
-            return video.VideoWriter(path, width, height, fps=timing.fps, time_base=timing.time_base,
+            return encode.VideoWriter(path, width, height, fps=timing.fps, time_base=timing.time_base,
                                      audio=timing.audio, crf=outputs.crf_for(outputs.FORMATS["h264"], crf),
                                      metadata=metadata, end=timing.end, **kwargs)
         return outputs.open_writer(path, fmt, width, height, fps=timing.fps, time_base=timing.time_base,

@@ -45,7 +45,7 @@ class ProgressCallback(Protocol):
 
 
 def expected_frames(decoder) -> int:
-    """How many frames a ``video.Decoder`` will give, estimated before decoding (for the pose bar's total).
+    """How many frames a ``decode.Decoder`` will give, estimated before decoding (for the pose bar's total).
 
     From the container's frame count (or duration x rate) and the decoder's start/end, every_nth, fps and
     max_frames. 0 when unknown. The exact count is known once the stage ends.
