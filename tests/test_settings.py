@@ -125,6 +125,14 @@ def test_unreadable_records_are_clear_errors(tmp_path, record, words):
     assert "s.json" in str(e.value)
 
 
+def test_input_removed_before_the_record_is_built_is_a_named_error(tmp_path):
+    # the decoder reads an open file, so a video removed mid-run surfaces only when its record is built
+    o = v2v.RestyleOptions(prompt="x").validate()
+    with pytest.raises(v2v.InputNotFound, match="removed or moved"):
+        run_settings.build_settings(o, {}, input_path=tmp_path / "gone.mp4", output_path=tmp_path / "o.mp4",
+                                    device="cpu", dtype="float32")
+
+
 def test_settings_file_errors(tmp_path):
     with pytest.raises(InvalidOptions, match="does not exist"):
         run_settings.load_settings(tmp_path / "missing.json")

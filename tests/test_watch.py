@@ -354,6 +354,34 @@ def test_ctrl_c_abandons_the_video_and_releases_the_claim(tmp_path):
     assert [v.name for v in s.done] == ["clip.mp4"]
 
 
+class Vanishing(Spy):
+    """Removes the input mid-restyle, then fails like the pipeline (``error``) or finishes (None)."""
+
+    def __init__(self, error=None):
+        super().__init__()
+        self.error = error
+
+    def restyle(self, input, output=None, **kw):
+        if Path(input).name != "gone.mp4":
+            return super().restyle(input, output, **kw)
+        Path(input).unlink()
+        if self.error is not None:
+            raise self.error
+        Path(output).write_bytes(b"restyled")
+        return SimpleNamespace(output=Path(output), frames=1, seconds={})
+
+
+@pytest.mark.parametrize("error", [v2v.InputNotFound("input 'gone.mp4' is no longer there"), None])
+def test_a_video_removed_mid_job_does_not_stop_the_watcher(tmp_path, error):
+    drop(tmp_path, "gone.mp4")
+    drop(tmp_path, "next.mp4")
+    os.utime(tmp_path / "gone.mp4", (1, 1))  # taken first
+    s = watch(tmp_path, restyler=Vanishing(error), once=True, settle=0, poll=0.01, prompt="x")
+    assert [v.name for v in s.done] == (["next.mp4"] if error else ["gone.mp4", "next.mp4"])
+    assert [v.name for v in s.failed] == (["gone.mp4"] if error else [])
+    assert locks(tmp_path) == [] and listing(tmp_path / "failed") == [] and listing(tmp_path / "done") == ["next.mp4"]
+
+
 def test_errors_that_would_fail_every_video_stop_the_watcher(tmp_path):
     drop(tmp_path, "a.mp4")
     drop(tmp_path, "b.mp4")

@@ -36,7 +36,7 @@ import platform
 import uuid
 from pathlib import Path
 
-from .errors import InvalidOptions, OutputError
+from .errors import InputNotFound, InvalidOptions, OutputError
 
 log = logging.getLogger("v2v")
 
@@ -247,7 +247,12 @@ def build_settings(o, specs: dict, *, input_path: Path, output_path: Path, devic
     if o.pose_json is not None:
         models["pose_json"] = local_record(Path(o.pose_json))
     in_path = Path(input_path).expanduser().resolve()
-    st = in_path.stat()
+    try:
+        st = in_path.stat()
+        fingerprint = file_fingerprint(in_path)
+    except OSError as e:  # removed or moved away while it was restyled (the decoder reads an open file)
+        raise InputNotFound(f"input '{in_path}' is no longer there ({e.strerror or e}): it was removed or moved "
+                            "while it was restyled") from None
     runtime = {**_versions(), "device": str(device), "dtype": str(dtype).replace("torch.", "")}
     gpu = _device_name(device)
     if gpu:
@@ -255,7 +260,7 @@ def build_settings(o, specs: dict, *, input_path: Path, output_path: Path, devic
     return {"schema": SCHEMA, "version": SCHEMA_VERSION, "prompt": prompt, "seed": seed, "options": opts,
             "models": models,
             "input": {"path": str(in_path), "name": in_path.name, "size": st.st_size, "mtime": _iso(st.st_mtime),
-                      "fingerprint": file_fingerprint(in_path)},
+                      "fingerprint": fingerprint},
             "output": Path(output_path).name, "v2v": __version__, "runtime": runtime,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 

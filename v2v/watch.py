@@ -585,12 +585,18 @@ class Watcher:
     def _free_stem(self, video: Path, folder: Path) -> str:
         return _free_stem(folder, video.stem, [video.suffix, ".json", ".txt", ".error.txt"])
 
-    def _file_away(self, video: Path, folder: Path, stem: str | None = None) -> Path:
-        """Move ``video`` and its sidecars into ``folder`` as ``stem`` (default: a free one); returns its new path."""
+    def _file_away(self, video: Path, folder: Path, stem: str | None = None) -> Path | None:
+        """Move ``video`` and its sidecars into ``folder`` as ``stem`` (default: a free one); returns its new path,
+        or None when the video is no longer there (removed or moved away while it was restyled)."""
         sidecars = [p for p in (video.with_suffix(".json"), video.with_suffix(".txt")) if p.is_file()]
         stem = stem or self._free_stem(video, folder)
         target = folder / f"{stem}{video.suffix}"
-        os.replace(video, target)
+        try:
+            os.replace(video, target)
+        except FileNotFoundError:
+            log.warning("watch: %s was removed from %s while it was restyled: nothing to move to %s/", video.name,
+                        self.in_dir, folder.name)
+            return None
         # another video with the same stem (clip.mp4 + clip.mov) still needs the sidecar: copy it then
         siblings = [p for p in self.in_dir.glob(f"{_glob_escape(video.stem)}.*")
                     if p.stem == video.stem and p != video and is_candidate(p) and p.is_file()]
@@ -610,6 +616,10 @@ class Watcher:
         error_file = self.failed_dir / f"{stem}.error.txt"
         _write_atomic(error_file, message + "\n")  # the reason first: a kill after this still leaves the video
         moved = self._file_away(claim.video, self.failed_dir, stem)
+        if moved is None:  # the video was taken away mid-way: no reason to file without it
+            error_file.unlink(missing_ok=True)
+            return WatchedVideo(claim.name, "failed", claim.video, error=f"removed while it was restyled ({message})",
+                                seconds={"total": seconds})
         log.warning("watch: %s failed after %.1f s: %s (moved to %s/)", claim.name, seconds, message, FAILED)
         return WatchedVideo(claim.name, "failed", moved, error=message, error_file=error_file,
                             seconds={"total": seconds})
@@ -644,7 +654,7 @@ class Watcher:
             seconds = dict(getattr(result, "seconds", None) or {})
             seconds.setdefault("total", time.perf_counter() - t0)
             output = Path(getattr(result, "output", None) or out)
-            moved = self._file_away(claim.video, self.done_dir)
+            moved = self._file_away(claim.video, self.done_dir) or claim.video
             stages = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total")
             log.info("watch: %s done in %.1f s (%s) -> %s", claim.name, seconds["total"], stages or "-", output)
             item = WatchedVideo(claim.name, "done", moved, output=output, seconds=seconds, result=result)
