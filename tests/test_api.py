@@ -90,3 +90,36 @@ def test_sample_is_committed_with_ground_truth():
     assert len(poses[0]["people"][0]["pose_keypoints_2d"]) == 54
     assert poses[0]["canvas_width"] == 384 and poses[0]["canvas_height"] == 512
     assert SAMPLE.stat().st_size < 2_000_000
+
+
+TWO_THREADS = """
+import shutil, sys, threading
+from pathlib import Path
+import diffusers, v2v
+from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNet2DConditionModel
+folder, results = Path(sys.argv[1]), {}
+def job(i):
+    src = folder / f"in{i}.mp4"
+    shutil.copy(sys.argv[2], src)
+    try:  # a Restyler each: they load at the same time
+        r = v2v.Restyler(models="tiny", show_progress=False).restyle(src, prompt="x", size=64, max_frames=4, seed=i)
+        results[i] = r.frames
+    except Exception as e:
+        results[i] = f"{type(e).__name__}: {e}"[:200]
+threads = [threading.Thread(target=job, args=(i,)) for i in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(results)
+assert results == {0: 4, 1: 4}, results
+"""
+
+
+def test_two_restylers_on_two_threads(tiny_models, tmp_path):
+    # model loading changes process-wide state (accelerate's empty-weights patch, torch's default dtype): two
+    # Restylers loading at once broke each other (AssertionError on the motion keys, meta tensors)
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", TWO_THREADS, str(tmp_path), str(SAMPLE)], capture_output=True,
+                         text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == 0, run.stdout[-1000:] + run.stderr[-1000:]

@@ -158,6 +158,12 @@ def _kept_frames(o: RestyleOptions, info, width: int, height: int) -> decode.Dec
                          max_frames=o.max_frames, fps=o.fps)
 
 
+# Model loading changes process-wide state for a while (diffusers' lazy imports on first use, torch's default dtype,
+# accelerate's empty-weights patch of nn.Module.register_parameter): one load at a time in the whole process, so
+# that two Restylers on two threads (or a load left running by a failed video) do not break each other's models.
+_LOAD_LOCK = threading.Lock()
+
+
 def _resolve_device(device: str) -> str:
     import torch
 
@@ -222,7 +228,7 @@ class Restyler:
         self.defaults = defaults
         self.show_progress = show_progress
         self._diffusion: dict[tuple, object] = {}
-        self._load_lock = threading.Lock()
+        self._load_lock = _LOAD_LOCK  # process-wide: loading is not thread-safe across Restylers either
         self._pose: dict[tuple, object] = {}
 
     # ------------------------------------------------------------------ models
