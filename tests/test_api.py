@@ -123,3 +123,12 @@ def test_two_restylers_on_two_threads(tiny_models, tmp_path):
     run = subprocess.run([sys.executable, "-c", TWO_THREADS, str(tmp_path), str(SAMPLE)], capture_output=True,
                          text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
     assert run.returncode == 0, run.stdout[-1000:] + run.stderr[-1000:]
+
+
+def test_a_progress_that_is_not_a_function_fails_before_any_work(tmp_path):
+    for call in (lambda r: r.restyle(SAMPLE, tmp_path / "o.mp4", prompt="x", progress=5),
+                 lambda r: r.pose(SAMPLE, tmp_path / "p.mp4", progress="bars")):
+        r = v2v.Restyler(models="tiny")
+        with pytest.raises(v2v.InvalidOptions, match="progress must be a function"):
+            call(r)
+        assert r._diffusion == {} and r._pose == {} and list(tmp_path.iterdir()) == []

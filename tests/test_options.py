@@ -1,6 +1,8 @@
 """RestyleOptions: the one validator, derived values. Pure, no models."""
 
+import re
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +104,32 @@ def test_a_gpu_index_the_machine_lacks_is_refused_before_any_work(monkeypatch):
     with pytest.raises(InvalidOptions) as e:
         P._resolve_device("cuda:1")
     assert "1 CUDA GPU (cuda:0)" in str(e.value)
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"steps": "4"}, "--steps must be a whole number"), ({"steps": 4.5}, "--steps must be a whole number"),
+    ({"steps": True}, "--steps must be a whole number"), ({"seed": "7"}, "--seed must be a whole number"),
+    ({"seed": 2**70}, "--seed must fit in 64 bits"), ({"guidance": "2"}, "--guidance must be a finite number"),
+    ({"guidance": float("nan")}, "--guidance must be a finite number"),
+    ({"pose_strength": float("inf")}, "--pose-strength must be a finite number"),
+    ({"size": "128"}, "--size must be a whole number"), ({"start": "1"}, "--start must be a finite number"),
+    ({"strength": "0.5"}, "--strength must be a finite number"), ({"fps": "abc"}, "--fps 'abc' is not a number"),
+    ({"fps": float("nan")}, "--fps must be a frame rate"), ({"loop": "no"}, "--loop must be True or False"),
+    ({"compare": "yes"}, "--compare must be True or False"), ({"ping_pong": 2}, "--ping-pong must be True or False"),
+    ({"pose_cache": 0}, "--pose-cache must be True or False"), ({"keep_pose": 5}, "--keep-pose must be a file path"),
+    ({"base": 5}, "--base must be a hub id or a path"), ({"prompt": 5}, "prompt must be a string"),
+    ({"negative_prompt": 3, "guidance": 2.0}, "--negative-prompt must be a string"),
+])
+def test_values_of_the_wrong_type_are_named_errors(changes, needle):
+    # the API takes any Python value: these reached a comparison (TypeError), a truth test ("no" turned --loop
+    # on) or the sampler (NaN guidance, a seed torch cannot take) before
+    with pytest.raises(InvalidOptions, match=re.escape(needle)):
+        RestyleOptions(**{"prompt": "x", **changes}).validate()
+
+
+def test_values_of_the_right_kind_pass():
+    import numpy as np
+
+    o = RestyleOptions(prompt="x", steps=np.int64(4), seed=-1, guidance=np.float64(1.5), fps="30000/1001", start=1,
+                       base=Path("/models/base"), keep_pose=Path("p.mp4"), negative_prompt="blur").validate()
+    assert o.fps == Fraction(30000, 1001)

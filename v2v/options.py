@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +29,7 @@ POSE_RUNTIMES = ("auto", "onnx", "torch")  # DWPose's: v2v.pose.dwpose.choose_ru
 NOISE_KINDS = ("freenoise", "random")
 FUSION_KINDS = ("pyramid", "flat")
 POSE_PARTS = ("body", "hands", "face")
+MODEL_PATH_FIELDS = frozenset({"base", "motion", "controlnet", "vae", "pose_model"})  # str or os.PathLike
 OUTPUT_FORMATS = ("h264", "h265", "vp9", "av1", "prores", "gif", "png")  # v2v.outputs.FORMATS describes each
 
 
@@ -205,6 +208,8 @@ class RestyleOptions:
             object.__setattr__(self, "pose_parts", parse_pose_parts(self.pose_parts))
         if isinstance(self.pose_json, str):
             object.__setattr__(self, "pose_json", Path(self.pose_json))
+        if isinstance(self.fps, str):  # "24", "29.97", "30000/1001", as on the command line
+            object.__setattr__(self, "fps", parse_fps(self.fps))
         if not (isinstance(self.prompt_at, tuple) and all(isinstance(k, tuple) for k in self.prompt_at)):
             object.__setattr__(self, "prompt_at", parse_prompt_at(self.prompt_at))
 
@@ -232,6 +237,7 @@ class RestyleOptions:
         def bad(msg: str) -> None:
             raise InvalidOptions(msg)
 
+        self._check_types()
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             bad("a prompt is needed: pass -p 'the style you want', e.g. -p 'claymation astronaut'")
         if self.steps < 1 or self.steps > 100:
@@ -335,6 +341,37 @@ class RestyleOptions:
         if self.gif_loop and self.format not in (None, "gif"):
             bad(f"--gif-loop applies to GIF output only, not --format {self.format}: drop it")
         return self
+
+    def _check_types(self) -> None:
+        """Each field's value of its annotated type (the API takes any Python value: "4" for steps, "no" for a
+        flag or NaN must not slip through to a comparison or a truth test). Tuples are checked by validate()."""
+        for f in dataclasses.fields(self):
+            kind, value = str(f.type), getattr(self, f.name)
+            if value is None and "None" in kind:
+                continue
+            kind = kind.replace("| None", "").strip()
+            flag = "prompt" if f.name == "prompt" else f"--{f.name.replace('_', '-')}"
+            got = f"got {value!r} ({type(value).__name__})"
+            if kind == "str" and f.name in MODEL_PATH_FIELDS:  # a hub id, or a local folder or file
+                ok, what = isinstance(value, (str, os.PathLike)), "a hub id or a path"
+            elif kind == "str":
+                ok, what = isinstance(value, str), "a string"
+            elif kind == "bool":
+                ok, what = isinstance(value, bool), "True or False"
+            elif kind == "int":
+                ok, what = isinstance(value, numbers.Integral) and not isinstance(value, bool), "a whole number"
+            elif kind in ("float", "Fraction"):
+                ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                      and math.isfinite(float(value)))
+                what = "a finite number" if kind == "float" else "a frame rate such as 24, 29.97 or '30000/1001'"
+            elif kind == "Path":
+                ok, what = isinstance(value, (str, os.PathLike)) and bool(str(value)), "a file path"
+            else:
+                continue
+            if not ok:
+                raise InvalidOptions(f"{flag} must be {what}, {got}")
+        if not -2**63 <= self.seed < 2**64:  # what torch.Generator.manual_seed takes
+            raise InvalidOptions(f"--seed must fit in 64 bits (e.g. 0 to 2**64-1), got {self.seed}")
 
     def settings(self) -> dict:
         """A JSON-friendly record of every option (for metadata and result objects)."""

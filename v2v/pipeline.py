@@ -375,7 +375,10 @@ class Restyler:
         return cache.cache_key(in_path, o.pose, files, settings)
 
     # ------------------------------------------------------------------ shared steps
-    def _options(self, prompt: str | None, options: dict, need_prompt: bool = True) -> RestyleOptions:
+    def _options(self, prompt: str | None, options: dict, need_prompt: bool = True,
+                 progress=None) -> RestyleOptions:
+        if progress is not None and not callable(progress):
+            raise InvalidOptions(f"progress must be a function progress(stage, done, total), got {progress!r}")
         unknown = set(options) - option_names()
         if unknown:
             raise InvalidOptions(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -544,7 +547,7 @@ class Restyler:
         t_all = time.perf_counter()
 
         # 1. options
-        o = self._options(prompt, options)
+        o = self._options(prompt, options, progress=progress)
 
         # 2. probe (bad input fails here, before anything is written)
         t = time.perf_counter()
@@ -738,7 +741,7 @@ class Restyler:
         from .pose.render import render_pose
 
         t_all = time.perf_counter()
-        o = self._options(None, options, need_prompt=False)
+        o = self._options(None, options, need_prompt=False, progress=progress)
         in_path = Path(input).expanduser()
         info, width, height = self._probe(in_path, o)
         if output is None and json_path is None and png_dir is None:
