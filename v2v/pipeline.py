@@ -130,6 +130,17 @@ def check_output_path(input_path: Path, output: str | os.PathLike, fmt: str | No
     return output.resolve()
 
 
+def _writable(folder: Path) -> bool:
+    """Whether a file can be made in ``folder`` (tried: root ignores permission bits, read-only mounts do not)."""
+    probe = folder / f".v2v-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.open("xb").close()
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """A temp path beside ``path``; renamed onto it on success, deleted on any failure or Ctrl-C.
@@ -754,7 +765,18 @@ class Restyler:
         json_out = Path(json_path).expanduser().resolve() if json_path is not None else None
         if json_out is not None and (json_out == in_path.resolve() or not json_out.parent.is_dir()):
             raise OutputError(f"cannot write the pose JSON to '{json_out}': choose another --json path")
+        if json_out is not None and not _writable(json_out.parent):  # before the detection, not after it
+            raise OutputError(f"cannot write the pose JSON to '{json_out}': its folder is not writable; choose "
+                              "another --json path")
         png_out = Path(png_dir).expanduser() if png_dir is not None else None
+        if png_out is not None:
+            png_out = png_out.resolve()
+            if png_out.exists() and not png_out.is_dir():
+                raise OutputError(f"--png '{png_out}' is a file, not a folder: choose another --png folder")
+            existing = next(p for p in (png_out, *png_out.parents) if p.exists())  # made below, parents too
+            if not existing.is_dir() or not _writable(existing):
+                raise OutputError(f"cannot write the PNG maps to '{png_out}': '{existing}' is not writable; "
+                                  "choose another --png folder")
         device = _resolve_device(o.device)
         o = self._concrete_pose_runtime(o, device)
         with self._guard(device):
@@ -767,10 +789,16 @@ class Restyler:
                 with atomic_output(json_out) as tmp:
                     save_pose_json(tmp, source)
             if png_out is not None:
-                png_out.mkdir(parents=True, exist_ok=True)
+                try:
+                    png_out.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise OutputError(f"cannot make the PNG folder '{png_out}' ({e.strerror or e}): choose another "
+                                      "--png folder") from None
                 for i, p in enumerate(poses):
                     img = render_pose(p, width, height, o.pose_parts, o.pose_threshold)
-                    cv2.imwrite(str(png_out / f"pose_{i:06d}.png"), img[:, :, ::-1])
+                    if not cv2.imwrite(str(png_out / f"pose_{i:06d}.png"), img[:, :, ::-1]):
+                        raise OutputError(f"cannot write the PNG maps in '{png_out}': check the folder and the "
+                                          "free space")
         return PoseResult(output=out_path, json=json_out, png_dir=png_out, frames=len(poses), fps=float(timing.fps),
                           frames_without_people=empty, seconds={"total": time.perf_counter() - t_all})
 
