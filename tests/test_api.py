@@ -132,3 +132,14 @@ def test_a_progress_that_is_not_a_function_fails_before_any_work(tmp_path):
         with pytest.raises(v2v.InvalidOptions, match="progress must be a function"):
             call(r)
         assert r._diffusion == {} and r._pose == {} and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("call", [
+    lambda r: r.restyle(5, prompt="x"), lambda r: r.restyle(None, prompt="x"),
+    lambda r: r.restyle(str(SAMPLE).encode(), prompt="x"), lambda r: r.restyle("", prompt="x"),
+    lambda r: r.restyle(SAMPLE, 5, prompt="x"), lambda r: r.pose(5),
+    lambda r: r.pose(SAMPLE, json_path=3), lambda r: r.pose(SAMPLE, png_dir=b"maps"),
+])
+def test_path_arguments_of_the_wrong_type_are_named_errors(call):
+    with pytest.raises(v2v.InvalidOptions, match="must be a path"):  # a TypeError from pathlib before
+        call(v2v.Restyler(models="tiny"))

@@ -130,6 +130,15 @@ def check_output_path(input_path: Path, output: str | os.PathLike, fmt: str | No
     return output.resolve()
 
 
+def _check_paths(**paths) -> None:
+    """The API's path arguments are str or os.PathLike (None: the default, except for the input)."""
+    for name, value in paths.items():
+        if (value is None and name != "input") or (isinstance(value, (str, os.PathLike)) and isinstance(
+                os.fspath(value), str) and os.fspath(value)):
+            continue
+        raise InvalidOptions(f"{name} must be a path (str or pathlib.Path), got {value!r}")
+
+
 def _writable(folder: Path) -> bool:
     """Whether a file can be made in ``folder`` (tried: root ignores permission bits, read-only mounts do not)."""
     probe = folder / f".v2v-write-test-{uuid.uuid4().hex[:8]}"
@@ -558,6 +567,7 @@ class Restyler:
         t_all = time.perf_counter()
 
         # 1. options
+        _check_paths(input=input, output=output)
         o = self._options(prompt, options, progress=progress)
 
         # 2. probe (bad input fails here, before anything is written)
@@ -752,6 +762,7 @@ class Restyler:
         from .pose.render import render_pose
 
         t_all = time.perf_counter()
+        _check_paths(input=input, output=output, json_path=json_path, png_dir=png_dir)
         o = self._options(None, options, need_prompt=False, progress=progress)
         in_path = Path(input).expanduser()
         info, width, height = self._probe(in_path, o)
