@@ -382,6 +382,15 @@ def test_a_video_removed_mid_job_does_not_stop_the_watcher(tmp_path, error):
     assert locks(tmp_path) == [] and listing(tmp_path / "failed") == [] and listing(tmp_path / "done") == ["next.mp4"]
 
 
+def test_ctrl_c_while_idle_says_so(tmp_path, monkeypatch):
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Watcher, "scan", interrupted)
+    with pytest.raises(v2v.Interrupted, match="no video was in progress"):  # not "the video ... was put back"
+        watch(tmp_path, restyler=Spy(), settle=0, poll=0.01, prompt="x")
+
+
 def test_errors_that_would_fail_every_video_stop_the_watcher(tmp_path):
     drop(tmp_path, "a.mp4")
     drop(tmp_path, "b.mp4")

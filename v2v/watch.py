@@ -668,6 +668,7 @@ class Watcher:
     # ------------------------------------------------------------------ the loop
     def run(self, *, once: bool = False, stop: threading.Event | None = None) -> WatchSummary:
         stop = stop or threading.Event()
+        busy = False  # a video in progress (for the Ctrl-C message)
         log.info("watch: watching %s (results to %s)%s", self.in_dir, self.out_dir,
                  "; once" if once else "; Ctrl-C to stop")
         try:
@@ -681,8 +682,9 @@ class Watcher:
                     claim = self.claim(name, sig)
                     if claim is None:
                         continue
-                    took = True
+                    took = busy = True
                     self.process(claim)
+                    busy = False
                     break  # rescan after every video: the folder changes while we work
                 if took:
                     continue
@@ -694,7 +696,8 @@ class Watcher:
             return self.summary
         except KeyboardInterrupt:
             self.summary.stopped = "interrupted"
-            err = Interrupted("interrupted: the video in progress was put back and will be taken on the next run")
+            err = Interrupted("interrupted: the video in progress was put back and will be taken on the next run"
+                              if busy else "interrupted: no video was in progress")
             err.summary = self.summary
             raise err from None
 
