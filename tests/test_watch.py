@@ -327,6 +327,28 @@ def test_kill_9_after_the_output_was_written_does_not_restyle_again(tmp_path, he
     assert (in_dir / "restyled" / "clip.restyled.mp4").read_bytes() == f"restyled by {p.pid}".encode()
 
 
+def test_kill_9_after_writing_a_second_result_of_a_name_finishes_it_under_that_name(tmp_path, helper):
+    """The claim records the job's name (clip-2 when clip's result is there): the restart looks for that result."""
+    in_dir, log = tmp_path / "in", tmp_path / "calls.log"
+    (in_dir / "restyled").mkdir(parents=True)
+    (in_dir / "restyled" / "clip.restyled.mp4").write_bytes(b"the first clip's result")
+    drop(in_dir, "clip.mp4")
+    p = _start(helper, "write-then-hang", in_dir, log)
+    try:
+        assert wait_for(lambda: any(w[1:] == ["wrote", "clip.mp4"] for w in _lines(log)))
+        _kill9(p)
+        spy = Spy()
+        s = watch(in_dir, restyler=spy, once=True, settle=0, poll=0.01, prompt="x")
+    finally:
+        p.kill()
+        p.wait()
+    assert spy.names() == [] and s.reclaimed == ["clip.mp4"]  # not restyled again
+    assert [(v.status, v.input.name, v.output.name) for v in s.videos] == [("done", "clip-2.mp4",
+                                                                             "clip-2.restyled.mp4")]
+    assert (in_dir / "restyled" / "clip.restyled.mp4").read_bytes() == b"the first clip's result"
+    assert (in_dir / "restyled" / "clip-2.restyled.mp4").read_bytes() == f"restyled by {p.pid}".encode()
+
+
 def test_claims_of_live_or_foreign_owners_are_kept_dead_ones_reclaimed(tmp_path):
     for n in "abc":
         drop(tmp_path, f"{n}.mp4")
@@ -420,12 +442,41 @@ def test_bad_watch_arguments(tmp_path):
 
 
 def test_same_name_again_is_filed_beside_the_first(tmp_path):
+    """A video dropped again under the same name gets its own result, named as its input is filed: the first
+    result is never replaced (it was: done/clip-2.mp4, but restyled/clip.restyled.mp4 overwritten)."""
     spy = Spy()
-    for _ in range(2):
-        drop(tmp_path, "clip.mp4")
+    for k in range(2):
+        drop(tmp_path, "clip.mp4", f"take {k}".encode())
         (tmp_path / "clip.txt").write_text("p")
-        watch(tmp_path, restyler=spy, once=True, settle=0, poll=0.01)
+        watch(tmp_path, restyler=spy, once=True, settle=0, poll=0.01, keep_pose=True)
     assert listing(tmp_path / "done") == ["clip-2.mp4", "clip-2.txt", "clip.mp4", "clip.txt"]
+    assert (tmp_path / "done" / "clip-2.mp4").read_bytes() == b"take 1"
+    out = tmp_path / "restyled"
+    assert [c.options["keep_pose"] for c in spy.calls] == [out / "clip.pose.mp4", out / "clip-2.pose.mp4"]
+    assert listing(out) == ["clip-2.restyled.mp4", "clip.restyled.mp4"]
+    # a result is there, its input gone from done/ (or the pose video alone): still not replaced
+    (tmp_path / "done" / "clip-2.mp4").unlink()
+    (tmp_path / "done" / "clip-2.txt").unlink()
+    drop(tmp_path, "clip.mp4")
+    s = watch(tmp_path, restyler=spy, once=True, settle=0, poll=0.01, prompt="x")
+    assert s.videos[0].output.name == "clip-3.restyled.mp4" and s.videos[0].input.name == "clip-3.mp4"
+
+
+def test_two_videos_of_one_name_at_once_get_their_own_results(tmp_path):
+    """clip.mp4 and clip.mov dropped together (and claimed while both are in progress) write two results."""
+    spy = Spy()
+    drop(tmp_path, "clip.mp4")
+    drop(tmp_path, "clip.mov")
+    w = Watcher(tmp_path, restyler=spy, settle=0, poll=0.01, prompt="x")
+    ready, _ = w.scan()
+    ready, _ = w.scan() if not ready else (ready, None)
+    claims = [w.claim(*r) for r in sorted(ready)]
+    assert sorted(c.stem for c in claims) == ["clip", "clip-2"]  # the second sees the first's claim
+    for c in claims:
+        w.process(c)
+    assert listing(tmp_path / "restyled") == ["clip-2.restyled.mp4", "clip.restyled.mp4"]
+    assert listing(tmp_path / "done") == ["clip-2.mov", "clip.mp4"] or \
+        listing(tmp_path / "done") == ["clip-2.mp4", "clip.mov"]  # each input filed under its result's name
 
 
 # ------------------------------------------------------------------------------------------- races

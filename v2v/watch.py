@@ -11,6 +11,7 @@ The folder, while watched::
     IN_DIR/.processing/clip.mp4.lock   the claim of the watcher working on clip.mp4 (pid, host, process start)
     IN_DIR/restyled/clip.restyled.mp4  the result (OUT_DIR; default IN_DIR/restyled)
     IN_DIR/done/clip.mp4          the input (and its sidecar) once restyled
+    (clip-2.restyled.mp4 and done/clip-2.mp4 for a clip.mp4 dropped again: a result is never replaced)
     IN_DIR/failed/clip.mp4 + clip.error.txt   the input (and its sidecar) that could not be restyled, and why
 
 Decisions (kept here because the CLI and the tests rely on them):
@@ -331,6 +332,7 @@ class _Claim:
     video: Path
     lock: Path
     token: str
+    stem: str  # the job's name: NAME, or NAME-2... when an earlier NAME's result is there (see Watcher.job_stem)
 
 
 class Watcher:
@@ -400,8 +402,9 @@ class Watcher:
         except TypeError as e:  # a value of the wrong type reached a comparison
             raise InvalidOptions(f"{source}: invalid option value ({_one_line(e)})") from None
 
-    def settings_for(self, video: Path) -> tuple[dict, list[Path], set[str]]:
-        """(options for restyle, sidecar files, keys the sidecar set) for one video; InvalidOptions when malformed."""
+    def settings_for(self, video: Path, stem: str | None = None) -> tuple[dict, list[Path], set[str]]:
+        """(options for restyle, sidecar files, keys the sidecar set) for one video; InvalidOptions when malformed.
+        ``stem``: the job's name for its outputs (default: the video's)."""
         own, sidecars = read_sidecars(video)
         if "preset" in own:  # the sidecar's preset: over the watch options, under the sidecar's own keys
             from .config import load_config
@@ -420,17 +423,40 @@ class Watcher:
             raise InvalidOptions(f"no prompt for {video.name}: give watch a prompt (-p) or put "
                                  f"{video.stem}.txt (the prompt) or {video.stem}.json beside it")
         if keep_pose:
-            options["keep_pose"] = self.out_dir / f"{video.stem}.pose.mp4"
+            options["keep_pose"] = self.out_dir / f"{stem or video.stem}.pose.mp4"
         elif (getattr(self._restyler, "defaults", {}) or {}).get("keep_pose"):
             options["keep_pose"] = None  # a Restyler default path would send every pose video to one file
         return options, sidecars, set(own)
 
-    def output_for(self, video: Path, fmt: str | None = None) -> Path:
-        """OUT_DIR/NAME.restyled.mp4, or the extension of ``fmt`` (default: the watch options' --format)."""
+    def output_for(self, video: Path, fmt: str | None = None, stem: str | None = None) -> Path:
+        """OUT_DIR/NAME.restyled.mp4, or the extension of ``fmt`` (default: the watch options' --format); ``stem``:
+        the job's name in place of the video's (NAME-2 when an earlier NAME's result is there)."""
         from .pipeline import default_output
 
         fmt = fmt or self.options.get("format") or (getattr(self._restyler, "defaults", {}) or {}).get("format")
-        return self.out_dir / default_output(Path(video.name), fmt).name
+        return self.out_dir / default_output(Path((stem or video.stem) + video.suffix), fmt).name
+
+    def job_stem(self, video: Path) -> str:
+        """The name a new job for ``video`` writes its results under: NAME, or NAME-2, NAME-3... when a result of an
+        earlier video of that name is there (NAME.restyled.* or NAME.pose.* in OUT_DIR, NAME.* filed in done/) or
+        another claim has it (clip.mp4 and clip.mov at once): a video dropped again never replaces an earlier
+        result, and its input is filed in done/ under the same name as its result."""
+        taken = set()
+        for lock in self.proc_dir.glob("*.lock"):
+            info = self._read_lock(lock)
+            if info and isinstance(info.get("stem"), str):
+                taken.add(info["stem"])
+
+        def used(stem: str) -> bool:
+            esc = _glob_escape(stem)
+            return (stem in taken or any(self.out_dir.glob(f"{esc}.restyled*"))
+                    or any(self.out_dir.glob(f"{esc}.pose.*")) or self._done_stem(video, stem) is None)
+
+        stem, k = video.stem, 1
+        while used(stem):
+            k += 1
+            stem = f"{video.stem}-{k}"
+        return stem
 
     # ------------------------------------------------------------------ scanning
     def _signature(self, path: Path) -> tuple | None:
@@ -484,8 +510,9 @@ class Watcher:
         video = self.in_dir / name
         lock = self.proc_dir / f"{name}.lock"
         token = uuid.uuid4().hex
-        out = _stat_sig(self.output_for(video))
-        record = json.dumps({**_owner(), "token": token, "claimed": time.time(), "video": name,
+        stem = self.job_stem(video)
+        out = _stat_sig(self.output_for(video, stem=stem))
+        record = json.dumps({**_owner(), "token": token, "claimed": time.time(), "video": name, "stem": stem,
                              "output_before": list(out) if out else None})
         tmp = self.proc_dir / f".claim-{token}"
         try:
@@ -503,7 +530,7 @@ class Watcher:
                     f.write(record)
         finally:
             tmp.unlink(missing_ok=True)
-        claim = _Claim(name, video, lock, token)
+        claim = _Claim(name, video, lock, token, stem)
         if self._signature(video) != sig:  # taken and finished by another watcher, or changed: not ours now
             self.release(claim)
             self._seen.pop(name, None)
@@ -558,14 +585,16 @@ class Watcher:
                     continue  # reclaimed by someone else meanwhile
                 name = lock.name[:-len(".lock")]
                 video = self.in_dir / name
-                out = self.output_for(video)
+                stem = (info or {}).get("stem")
+                stem = stem if isinstance(stem, str) and stem else video.stem
+                out = self.output_for(video, stem=stem)
                 before = (info or {}).get("output_before")
                 now_out = _stat_sig(out)
                 if info is not None and video.is_file() and now_out is not None and list(now_out) != before:
                     # the killed job wrote its output but died before moving its input: finish it, do not redo it
                     log.info("watch: %s was restyled by a watcher that stopped before filing it: moving it to "
                              "%s/", name, DONE)
-                    moved = self._file_away(video, self.done_dir)
+                    moved = self._file_away(video, self.done_dir, self._done_stem(video, stem))
                     self.summary.videos.append(WatchedVideo(name, "done", moved, output=out))
                 else:
                     log.info("watch: taking back %s from a watcher that stopped (pid %s)", name,
@@ -584,6 +613,11 @@ class Watcher:
     # ------------------------------------------------------------------ filing
     def _free_stem(self, video: Path, folder: Path) -> str:
         return _free_stem(folder, video.stem, [video.suffix, ".json", ".txt", ".error.txt"])
+
+    def _done_stem(self, video: Path, stem: str) -> str | None:
+        """The job's own name for filing in done/ when it is still free there (else None: a free one)."""
+        free = not any((self.done_dir / f"{stem}{n}").exists() for n in (video.suffix, ".json", ".txt"))
+        return stem if free else None
 
     def _file_away(self, video: Path, folder: Path, stem: str | None = None) -> Path | None:
         """Move ``video`` and its sidecars into ``folder`` as ``stem`` (default: a free one); returns its new path,
@@ -632,8 +666,8 @@ class Watcher:
         if self.on_video:
             self.on_video("started", claim.name, None)
         try:
-            options, _, own = self.settings_for(claim.video)
-            out = self.output_for(claim.video, options.get("format"))
+            options, _, own = self.settings_for(claim.video, claim.stem)
+            out = self.output_for(claim.video, options.get("format"), claim.stem)
             log.info("watch: restyling %s -> %s", claim.name, out)
             result = self.restyler.restyle(claim.video, out, prompt=options.pop("prompt", None), **options)
         except KeyboardInterrupt:  # Interrupted too: the pipeline has already removed its temp output
@@ -654,7 +688,7 @@ class Watcher:
             seconds = dict(getattr(result, "seconds", None) or {})
             seconds.setdefault("total", time.perf_counter() - t0)
             output = Path(getattr(result, "output", None) or out)
-            moved = self._file_away(claim.video, self.done_dir) or claim.video
+            moved = self._file_away(claim.video, self.done_dir, self._done_stem(claim.video, claim.stem)) or claim.video
             stages = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total")
             log.info("watch: %s done in %.1f s (%s) -> %s", claim.name, seconds["total"], stages or "-", output)
             item = WatchedVideo(claim.name, "done", moved, output=output, seconds=seconds, result=result)
