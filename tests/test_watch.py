@@ -201,6 +201,31 @@ def test_sidecar_precedence_and_outputs_stay_in_out_dir(tmp_path):
     assert not Path("/tmp/elsewhere.mp4").exists() and not Path("/tmp/elsewhere.pose.mp4").exists()
 
 
+def test_a_settings_record_beside_a_video_restyles_it_the_same_way(tmp_path, tiny_models):
+    """NAME.json that is a run's settings record (`restyle -o x.mp4` writes x.json) gives its options, not an error
+    about its "input"; keypoints from `v2v pose --json` named like a sidecar fail with what to do instead."""
+    from v2v.settings import sidecar_path
+
+    first = tmp_path / "first.mp4"
+    r = v2v.restyle(SAMPLE, first, prompt="from the record", seed=9, steps=2, models="tiny", size=64,
+                    max_frames=4)
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    shutil.copy(SAMPLE, in_dir / "clip.mp4")
+    shutil.copy(sidecar_path(r.output), in_dir / "clip.json")
+    (in_dir / "clip.txt").write_text("from txt")
+    v2v.Restyler(models="tiny").pose(SAMPLE, json_path=in_dir / "other.json", max_frames=2, size=64)
+    drop(in_dir, "other.mp4")
+    spy = Spy()
+    s = watch(in_dir, restyler=spy, once=True, settle=0, poll=0.01, prompt="base", seed=1)
+    (call,) = spy.calls
+    assert call.name == "clip.mp4" and call.prompt == "from the record"
+    assert (call.options["seed"], call.options["steps"], call.options["max_frames"]) == (9, 2, 4)
+    assert call.options["models"] == "tiny" and call.options["size"] == 64
+    (failed,) = s.failed
+    assert failed.name == "other.mp4" and "keypoints" in failed.error and '"pose_json"' in failed.error
+
+
 def test_malformed_sidecars_fail_their_video_alone(tmp_path):
     bad = {"g.json": "{prompt: 'x'", "h.json": json.dumps({"colour": "red"}), "i.json": json.dumps({"steps": 0}),
            "j.json": json.dumps({"steps": "four"}), "k.json": "[1, 2]", "l.txt": "  \n",

@@ -299,8 +299,21 @@ def read_sidecars(video: Path) -> tuple[dict, list[Path]]:
             data = json.loads(js.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InvalidOptions(f"{js.name} is not valid JSON: {_one_line(e)}") from None
+        if isinstance(data, list):  # the keypoints `v2v pose --json` writes
+            raise InvalidOptions(f"{js.name} holds a list (keypoints from `v2v pose --json`?), not options: rename "
+                                 f"it {video.stem}.pose.json and put {{\"pose_json\": \"{video.stem}.pose.json\"}} "
+                                 f"in {js.name}")
         if not isinstance(data, dict):
             raise InvalidOptions(f"{js.name} must hold a JSON object of options, e.g. {{\"prompt\": \"anime\"}}")
+        from .settings import SCHEMA, parse_record
+
+        if data.get("schema") == SCHEMA:  # a run's record (NAME.restyled.json): restyle this video the same way
+            recorded = parse_record(data, js.name)
+            log.info("%s: %s is a v2v settings record: restyling with its settings (not its input or output)",
+                     video.name, js.name)
+            if "prompt" in recorded and txt.is_file():
+                log.info("%s: the prompt in %s wins over %s", video.name, js.name, txt.name)
+            return {**options, **recorded}, found
         outside = sorted(set(data) & OUTPUT_KEYS)
         if outside:
             raise InvalidOptions(f"{js.name}: \"{outside[0]}\" cannot be set in a sidecar: results always go to "
