@@ -299,8 +299,8 @@ def read_sidecars(video: Path) -> tuple[dict, list[Path]]:
             data = json.loads(js.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InvalidOptions(f"{js.name} is not valid JSON: {_one_line(e)}") from None
-        if isinstance(data, list):  # the keypoints `v2v pose --json` writes
-            raise InvalidOptions(f"{js.name} holds a list (keypoints from `v2v pose --json`?), not options: rename "
+        if isinstance(data, list) and data and all(isinstance(f, dict) and "people" in f for f in data):
+            raise InvalidOptions(f"{js.name} holds keypoints (OpenPose JSON), not options: rename "
                                  f"it {video.stem}.pose.json and put {{\"pose_json\": \"{video.stem}.pose.json\"}} "
                                  f"in {js.name}")
         if not isinstance(data, dict):
