@@ -5,6 +5,7 @@ video I/O path against the ffmpeg command line doing the same decode/resize/enco
 
     python scripts/bench.py --device cpu --models tiny --frames 48,160 --size 128       # here, minutes
     python scripts/bench.py --device cuda --models sd15-random --frames 48,160,480      # on a GPU
+    python scripts/bench.py --frames 48 --no-baseline --io-input clip1080p.mp4          # I/O on a creator's clip
 
 `sd15-random` builds the real SD 1.5-sized UNet, motion adapter, ControlNet, VAE and CLIP text encoder with
 random weights (the same compute as the real ones, no downloads). The pose detector is always the tiny DWPose
@@ -474,6 +475,9 @@ def main() -> None:
     ap.add_argument("--lever-list", default=",".join(LEVERS), help=f"which levers (of {','.join(LEVERS)})")
     ap.add_argument("--io-size", type=int, default=None,
                     help="side of the square clip for the I/O comparison with ffmpeg (default: --size)")
+    ap.add_argument("--io-input", type=Path, action="append", default=[], metavar="FILE",
+                    help="also compare the I/O path with ffmpeg's on this video (a creator's clip: 1080p, portrait, "
+                         "VFR...), resized to v2v's processing size for --size; repeatable")
     ap.add_argument("--io-repeats", type=int, default=3, help="I/O jobs timed this many times each, best kept")
     ap.add_argument("--flops", action="store_true",
                     help="also count every run's work (scripts/flops.py) and print the TFLOP/s achieved (seconds on "
@@ -503,6 +507,9 @@ def main() -> None:
         raise SystemExit(f"unknown levers {bad}: choose from {', '.join(LEVERS)}")
     if a.io_size is not None and (a.io_size < 2 or a.io_size % 2):
         raise SystemExit(f"--io-size must be a positive even number of pixels, not {a.io_size}")
+    for f in a.io_input:  # before any run: a typo must not cost the run
+        if not f.is_file():
+            raise SystemExit(f"--io-input {f}: no such file")
     if a.io_repeats < 1:
         raise SystemExit(f"--io-repeats must be at least 1, not {a.io_repeats}")
     size = a.size or (128 if a.models == "tiny" else 512)
@@ -588,6 +595,19 @@ def main() -> None:
         save()
         print(json.dumps(row), flush=True)
 
+    if a.io_input:
+        from v2v import video as V
+
+        report["io_inputs"] = []
+        for k, f in enumerate(a.io_input):
+            info = V.probe(f)
+            w, h = V.processing_size(info.display_width, info.display_height, size)
+            res = {"input": f.name, "source": [info.display_width, info.display_height], "fps": float(info.fps),
+                   "frames": info.frames, **run_io(f, work / f"io_in{k}.mp4", w, h, a.io_repeats)}
+            report["io_inputs"].append(res)
+            save()
+            print(json.dumps(res), flush=True)
+
     if a.levers:
         models = None  # the levers that load other model sets (--fast-decode, --compile) must not count this one's
         report["levers"] = {"frames": a.levers}
@@ -620,6 +640,11 @@ def main() -> None:
     for r in results:  # a baseline that failed (out of memory at a long length...) says why, not just "-"
         if "error" in r.get("diffusers", {}):
             print(f"{r['frames']:>6} frames: diffusers' pipeline failed: {r['diffusers']['error']}")
+    for r in report.get("io_inputs", []):
+        print(f"I/O path on {r['input']} ({r['source'][0]}x{r['source'][1]}, {r['frames']} frames -> "
+              f"{r['width']}x{r['height']}): v2v {r['v2v_io_s']:.3f} s, "
+              f"{_cell(r.get('ratio_v2v_over_ffmpeg'), 4, '.2f').strip()}x ffmpeg, "
+              f"{_cell(r.get('ratio_v2v_over_ffmpeg_rgb'), 4, '.2f').strip()}x ffmpeg through RGB")
     if a.levers:
         base = report["levers"].get("default", {}).get("fps")
         print(f"\nlevers at {a.levers} frames (one changed at a time):")

@@ -213,3 +213,30 @@ def test_bench_table_says_why_a_baseline_failed(tmp_path, tiny_models, monkeypat
     assert row["diffusers"] == {"error": "RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB"}
     assert "speedup" not in row
     assert "16 frames: diffusers' pipeline failed: RuntimeError: CUDA out of memory" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the I/O baseline needs the ffmpeg binary")
+def test_bench_io_on_a_given_clip(tmp_path, tiny_models):
+    """--io-input: the I/O comparison on a creator's own clip (here portrait, 30 fps), at v2v's processing size for
+    --size; a missing file stops the bench before any run."""
+    from media import make_video
+
+    from v2v import video
+
+    clip = make_video(tmp_path / "portrait clip.mp4", seconds=1, fps=30, size=(72, 128))
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cpu", "--models", "tiny",
+                        "--frames", "16", "--size", "64", "--no-baseline", "--io-repeats", "1", "--io-input", str(clip),
+                        "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (io,) = json.loads(out.read_text())["io_inputs"]
+    assert io["input"] == "portrait clip.mp4" and io["source"] == [72, 128] and io["frames"] == 30
+    assert (io["width"], io["height"]) == video.processing_size(72, 128, 64) and io["width"] < io["height"]
+    v_s, f_s, e = io["v2v_io_s"], io["ffmpeg_s"], 0.0005
+    assert f_s > 0 and (v_s - e) / (f_s + e) <= io["ratio_v2v_over_ffmpeg"] <= (v_s + e) / (f_s - e)
+    assert f"I/O path on portrait clip.mp4 (72x128, 30 frames -> {io['width']}x{io['height']})" in r.stdout
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device", "cpu", "--models", "tiny",
+                        "--io-input", str(tmp_path / "nope.mp4"), "--json", str(tmp_path / "b2.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--io-input" in r.stderr and "no such file" in r.stderr
+    assert not (tmp_path / "b2.json").exists()
