@@ -256,6 +256,8 @@ def test_pose_outputs_that_cannot_be_written_fail_before_detection(tmp_path, tin
         r.pose(SAMPLE, png_dir=tmp_path / "file" / "maps")
     with pytest.raises(v2v.OutputError, match="is a file"):
         r.pose(SAMPLE, png_dir=tmp_path / "file")
+    with pytest.raises(v2v.OutputError, match="is a folder"):  # an internal error after the detection before
+        r.pose(SAMPLE, json_path=tmp_path)
     locked = tmp_path / "locked"
     locked.mkdir()
     real = pipeline._writable

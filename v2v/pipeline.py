@@ -776,6 +776,9 @@ class Restyler:
         json_out = Path(json_path).expanduser().resolve() if json_path is not None else None
         if json_out is not None and (json_out == in_path.resolve() or not json_out.parent.is_dir()):
             raise OutputError(f"cannot write the pose JSON to '{json_out}': choose another --json path")
+        if json_out is not None and json_out.is_dir():  # (renaming the JSON onto it failed after the detection)
+            raise OutputError(f"--json '{json_out}' is a folder, not a file: give a file path, e.g. "
+                              f"'{json_out / (in_path.stem + '.pose.json')}'")
         if json_out is not None and not _writable(json_out.parent):  # before the detection, not after it
             raise OutputError(f"cannot write the pose JSON to '{json_out}': its folder is not writable; choose "
                               "another --json path")
