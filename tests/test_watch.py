@@ -504,6 +504,38 @@ def test_two_videos_of_one_name_at_once_get_their_own_results(tmp_path):
         listing(tmp_path / "done") == ["clip-2.mp4", "clip.mov"]  # each input filed under its result's name
 
 
+def test_two_watchers_naming_two_videos_of_one_name_at_the_same_moment_write_two_results(tmp_path):
+    """Two watchers that choose a job name at the same moment (clip.mp4 on one, clip.mov on the other, before
+    either claim is on disk) must not both write clip.restyled.mp4: one result overwrote the other."""
+    drop(tmp_path, "clip.mp4")
+    drop(tmp_path, "clip.mov")
+    watchers = [Watcher(tmp_path, restyler=Spy(), settle=0, poll=0.01, prompt="x") for _ in range(2)]
+    both_chose = threading.Barrier(2, timeout=10)
+    for w in watchers:
+        def chosen(video, real=w.job_stem):
+            stem = real(video)
+            both_chose.wait()  # each has its name before the other's claim exists
+            return stem
+        w.job_stem = chosen
+    claims = {}
+
+    def take(w, name):
+        ready, _ = w.scan()
+        claims[name] = w.claim(name, dict(ready or w.scan()[0])[name])
+
+    threads = [threading.Thread(target=take, args=(w, n)) for w, n in zip(watchers, ["clip.mp4", "clip.mov"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    held = [c for c in claims.values() if c is not None]
+    assert len({c.stem for c in held}) == len(held)  # never one name for two jobs
+    for c in held:
+        watchers[0].process(c)
+    watch(tmp_path, restyler=Spy(), once=True, settle=0, poll=0.01, prompt="x")  # what gave way is taken now
+    assert listing(tmp_path / "restyled") == ["clip-2.restyled.mp4", "clip.restyled.mp4"]
+
+
 # ------------------------------------------------------------------------------------------- races
 def test_threads_racing_on_one_folder_take_each_video_once(tmp_path):
     names = [f"v{i:02d}.mp4" for i in range(12)]

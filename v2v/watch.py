@@ -548,6 +548,12 @@ class Watcher:
             self.release(claim)
             self._seen.pop(name, None)
             return None
+        if any(other != lock and (self._read_lock(other) or {}).get("stem") == stem
+               for other in self.proc_dir.glob("*.lock")):
+            # another watcher chose the same name at the same moment (clip.mp4 and clip.mov): both would write
+            # clip.restyled.mp4. Give way; the next scan takes this video again, under the next free name
+            self.release(claim)
+            return None
         return claim
 
     def release(self, claim: _Claim) -> None:
