@@ -133,3 +133,23 @@ def test_values_of_the_right_kind_pass():
     o = RestyleOptions(prompt="x", steps=np.int64(4), seed=-1, guidance=np.float64(1.5), fps="30000/1001", start=1,
                        base=Path("/models/base"), keep_pose=Path("p.mp4"), negative_prompt="blur").validate()
     assert o.fps == Fraction(30000, 1001)
+
+
+def test_numpy_numbers_are_plain_numbers_downstream():
+    # validate() passes np.int64/np.float32 (test above); the decoder, the writers and the size maths then refused
+    # them mid-run: "max_frames must be an integer of at least 1, got np.int64(4)", "size must be an integer ...
+    # got np.int64(64); try 512", and --crf np.int64(20) "must be a whole number"
+    import numpy as np
+
+    from v2v import decode, video
+
+    o = RestyleOptions(prompt="x", max_frames=np.int64(4), every_nth=np.int32(2), size=np.int64(64),
+                       crf=np.int64(20), gif_loop=np.int64(2), format="gif", seed=np.uint64(2**64 - 1),
+                       start=np.float32(0.5), guidance=np.float32(1.5), fps=None).validate()
+    assert [type(v) for v in (o.max_frames, o.every_nth, o.size, o.crf, o.gif_loop, o.seed)] == [int] * 6
+    assert (o.start, o.guidance) == (0.5, 1.5) and type(o.start) is float
+    assert RestyleOptions(prompt="x", fps=np.float32(29.97)).validate().fps == 29.97
+    info = video.probe(Path(__file__).resolve().parent.parent / "samples" / "dance.mp4")
+    w, h = video.processing_size(info.display_width, info.display_height, o.short_side, o.width, o.height)
+    decode.Decoder(info, w, h, start=o.start, every_nth=o.every_nth, max_frames=o.max_frames)
+    decode.Decoder(info, w, h, fps=RestyleOptions(prompt="x", fps=np.float32(12)).validate().fps)

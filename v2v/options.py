@@ -204,6 +204,7 @@ class RestyleOptions:
     extra: dict = field(default_factory=dict, compare=False, repr=False)  # reserved for front ends
 
     def __post_init__(self):
+        self._plain_numbers()
         if isinstance(self.pose_parts, (str, list, tuple)):  # accept "body,hands" and lists; stored as a tuple
             object.__setattr__(self, "pose_parts", parse_pose_parts(self.pose_parts))
         if isinstance(self.pose_json, str):
@@ -341,6 +342,24 @@ class RestyleOptions:
         if self.gif_loop and self.format not in (None, "gif"):
             bad(f"--gif-loop applies to GIF output only, not --format {self.format}: drop it")
         return self
+
+    def _plain_numbers(self) -> None:
+        """Numbers of other types that _check_types accepts (numpy's np.int64, np.float32...) as plain int and float,
+        as the command line gives them: the decoder, the writers and the size maths take Python numbers only, and
+        refused np.int64(4) for --max-frames (\"must be an integer\") after validate() had passed it."""
+        for f in dataclasses.fields(self):
+            kind, value = str(f.type).replace("| None", "").strip(), getattr(self, f.name)
+            if value is None or isinstance(value, bool):
+                continue
+            if kind == "int" and isinstance(value, numbers.Integral) and type(value) is not int:
+                object.__setattr__(self, f.name, int(value))
+            elif (kind in ("float", "Fraction") and isinstance(value, numbers.Real)
+                  and not isinstance(value, (int, float, Fraction))):
+                try:  # np.float32(29.97) -> 29.97 (its shortest text), not 29.969999313354492
+                    plain = float(str(value))
+                except ValueError:
+                    plain = float(value)
+                object.__setattr__(self, f.name, plain)
 
     def _check_types(self) -> None:
         """Each field's value of its annotated type (the API takes any Python value: "4" for steps, "no" for a
