@@ -548,10 +548,11 @@ class Watcher:
             self.release(claim)
             self._seen.pop(name, None)
             return None
-        if any(other != lock and (self._read_lock(other) or {}).get("stem") == stem
+        if any(other.name < lock.name and (self._read_lock(other) or {}).get("stem") == stem
                for other in self.proc_dir.glob("*.lock")):
-            # another watcher chose the same name at the same moment (clip.mp4 and clip.mov): both would write
-            # clip.restyled.mp4. Give way; the next scan takes this video again, under the next free name
+            # another watcher chose the same name at the same moment (clip.mov and clip.mp4): both would write
+            # clip.restyled.mp4. The claim of the later file name gives way (only one of the two: no livelock);
+            # the next scan takes this video again, under the next free name
             self.release(claim)
             return None
         return claim
