@@ -153,3 +153,11 @@ def test_numpy_numbers_are_plain_numbers_downstream():
     w, h = video.processing_size(info.display_width, info.display_height, o.short_side, o.width, o.height)
     decode.Decoder(info, w, h, start=o.start, every_nth=o.every_nth, max_frames=o.max_frames)
     decode.Decoder(info, w, h, fps=RestyleOptions(prompt="x", fps=np.float32(12)).validate().fps)
+
+
+def test_no_negative_prompt_is_the_empty_one():
+    """negative_prompt=None, as diffusers' pipelines take it, means none (the type checks refused it), and the
+    options record it as "" (a record with null could not be rerun)."""
+    o = RestyleOptions(prompt="x", negative_prompt=None).validate()
+    assert o.negative_prompt == ""
+    assert RestyleOptions(prompt="x", negative_prompt=None, guidance=2.0).validate().negative_prompt == ""

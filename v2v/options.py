@@ -213,8 +213,8 @@ class RestyleOptions:
             object.__setattr__(self, "fps", parse_fps(self.fps))
         if not (isinstance(self.prompt_at, tuple) and all(isinstance(k, tuple) for k in self.prompt_at)):
             object.__setattr__(self, "prompt_at", parse_prompt_at(self.prompt_at))
-
-
+        if self.negative_prompt is None:  # "none", as diffusers' pipelines take it (and as a record can rerun)
+            object.__setattr__(self, "negative_prompt", "")
         if isinstance(self.motion_loras, (str, Path)):  # one LoRA as a plain string; lists stored as a tuple
             object.__setattr__(self, "motion_loras", (str(self.motion_loras),))
         elif isinstance(self.motion_loras, list):
