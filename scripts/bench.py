@@ -641,7 +641,8 @@ def main() -> None:
         if "error" in r.get("diffusers", {}):
             print(f"{r['frames']:>6} frames: diffusers' pipeline failed: {r['diffusers']['error']}")
     for r in report.get("io_inputs", []):
-        print(f"I/O path on {r['input']} ({r['source'][0]}x{r['source'][1]}, {r['frames']} frames -> "
+        frames = r["frames"] if r["frames"] is not None else "?"  # (a container that does not count them: mkv)
+        print(f"I/O path on {r['input']} ({r['source'][0]}x{r['source'][1]}, {frames} frames -> "
               f"{r['width']}x{r['height']}): v2v {r['v2v_io_s']:.3f} s, "
               f"{_cell(r.get('ratio_v2v_over_ffmpeg'), 4, '.2f').strip()}x ffmpeg, "
               f"{_cell(r.get('ratio_v2v_over_ffmpeg_rgb'), 4, '.2f').strip()}x ffmpeg through RGB")
