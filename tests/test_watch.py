@@ -226,6 +226,30 @@ def test_a_settings_record_beside_a_video_restyles_it_the_same_way(tmp_path, tin
     assert failed.name == "other.mp4" and "keypoints" in failed.error and '"pose_json"' in failed.error
 
 
+def test_a_record_with_another_videos_keypoints_fails_that_video(tmp_path, tiny_models):
+    """A record made with --pose-json names keypoints detected in its own input: beside a copy of that input it
+    reruns with them; beside another video it fails that video, saying to remove "pose_json"."""
+    from media import make_video
+
+    from v2v.settings import sidecar_path
+
+    poses = tmp_path / "dance.pose.json"
+    restyler = v2v.Restyler(models="tiny", size=64, max_frames=4)
+    restyler.pose(SAMPLE, json_path=poses)
+    r = restyler.restyle(SAMPLE, tmp_path / "first.mp4", prompt="p", pose_json=poses)
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    shutil.copy(SAMPLE, in_dir / "same.mp4")
+    make_video(in_dir / "other.mp4", seconds=0.5, fps=25, size=(64, 48))
+    for name in ("same", "other"):
+        shutil.copy(sidecar_path(r.output), in_dir / f"{name}.json")
+    spy = Spy()
+    s = watch(in_dir, restyler=spy, once=True, settle=0, poll=0.01)
+    assert [c.name for c in spy.calls] == ["same.mp4"] and spy.calls[0].options["pose_json"] == poses
+    (failed,) = s.failed
+    assert failed.name == "other.mp4" and '"pose_json"' in failed.error and "another video" in failed.error
+
+
 def test_malformed_sidecars_fail_their_video_alone(tmp_path):
     bad = {"g.json": "{prompt: 'x'", "h.json": json.dumps({"colour": "red"}), "i.json": json.dumps({"steps": 0}),
            "j.json": json.dumps({"steps": "four"}), "k.json": "[1, 2]", "l.txt": "  \n",

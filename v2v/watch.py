@@ -309,6 +309,14 @@ def read_sidecars(video: Path) -> tuple[dict, list[Path]]:
 
         if data.get("schema") == SCHEMA:  # a run's record (NAME.restyled.json): restyle this video the same way
             recorded = parse_record(data, js.name)
+            if "pose_json" in recorded:  # keypoints detected in the recorded input: another video's, unless it is
+                from .pose.cache import file_fingerprint  # this one
+
+                want = (data.get("input") or {}).get("fingerprint") if isinstance(data.get("input"), dict) else None
+                if want is None or file_fingerprint(video) != want:
+                    raise InvalidOptions(f"{js.name}: the record restyles with the keypoints in "
+                                         f"{recorded['pose_json']}, taken from another video than {video.name}: "
+                                         f"remove \"pose_json\" from its \"options\" to detect this video's poses")
             log.info("%s: %s is a v2v settings record: restyling with its settings (not its input or output)",
                      video.name, js.name)
             if "prompt" in recorded and txt.is_file():
