@@ -357,30 +357,14 @@ def test_kill_9_mid_job_then_restart_processes_it_exactly_once(tmp_path, helper)
     assert [w for w in _lines(log) if w[1] == "end"] == []
 
 
-def test_kill_9_after_the_output_was_written_does_not_restyle_again(tmp_path, helper):
-    in_dir, log = tmp_path / "in", tmp_path / "calls.log"
-    in_dir.mkdir()
-    drop(in_dir, "clip.mp4")
-    p = _start(helper, "write-then-hang", in_dir, log)
-    try:
-        assert wait_for(lambda: any(w[1:] == ["wrote", "clip.mp4"] for w in _lines(log)))
-        _kill9(p)
-        spy = Spy()
-        s = watch(in_dir, restyler=spy, once=True, settle=0, poll=0.01, prompt="x")
-    finally:
-        p.kill()
-        p.wait()
-    assert spy.names() == [] and s.reclaimed == ["clip.mp4"]  # produced once, by the killed run
-    assert [(v.name, v.status) for v in s.videos] == [("clip.mp4", "done")]
-    assert listing(in_dir / "done") == ["clip.mp4"] and locks(in_dir) == []
-    assert (in_dir / "restyled" / "clip.restyled.mp4").read_bytes() == f"restyled by {p.pid}".encode()
-
-
-def test_kill_9_after_writing_a_second_result_of_a_name_finishes_it_under_that_name(tmp_path, helper):
-    """The claim records the job's name (clip-2 when clip's result is there): the restart looks for that result."""
+@pytest.mark.parametrize("earlier", [False, True])
+def test_kill_9_after_the_output_was_written_does_not_restyle_again(tmp_path, helper, earlier):
+    """The killed run's result is found and its input filed, not restyled again. ``earlier``: a result of an
+    earlier clip.mp4 is there, so the job was clip-2 (its claim records that name; the restart looks for it)."""
     in_dir, log = tmp_path / "in", tmp_path / "calls.log"
     (in_dir / "restyled").mkdir(parents=True)
-    (in_dir / "restyled" / "clip.restyled.mp4").write_bytes(b"the first clip's result")
+    if earlier:
+        (in_dir / "restyled" / "clip.restyled.mp4").write_bytes(b"the first clip's result")
     drop(in_dir, "clip.mp4")
     p = _start(helper, "write-then-hang", in_dir, log)
     try:
@@ -391,11 +375,14 @@ def test_kill_9_after_writing_a_second_result_of_a_name_finishes_it_under_that_n
     finally:
         p.kill()
         p.wait()
-    assert spy.names() == [] and s.reclaimed == ["clip.mp4"]  # not restyled again
-    assert [(v.status, v.input.name, v.output.name) for v in s.videos] == [("done", "clip-2.mp4",
-                                                                             "clip-2.restyled.mp4")]
-    assert (in_dir / "restyled" / "clip.restyled.mp4").read_bytes() == b"the first clip's result"
-    assert (in_dir / "restyled" / "clip-2.restyled.mp4").read_bytes() == f"restyled by {p.pid}".encode()
+    stem = "clip-2" if earlier else "clip"
+    assert spy.names() == [] and s.reclaimed == ["clip.mp4"]  # produced once, by the killed run
+    assert [(v.name, v.status, v.input.name, v.output.name) for v in s.videos] == [
+        ("clip.mp4", "done", f"{stem}.mp4", f"{stem}.restyled.mp4")]
+    assert listing(in_dir / "done") == [f"{stem}.mp4"] and locks(in_dir) == []
+    assert (in_dir / "restyled" / f"{stem}.restyled.mp4").read_bytes() == f"restyled by {p.pid}".encode()
+    if earlier:
+        assert (in_dir / "restyled" / "clip.restyled.mp4").read_bytes() == b"the first clip's result"
 
 
 def test_claims_of_live_or_foreign_owners_are_kept_dead_ones_reclaimed(tmp_path):
