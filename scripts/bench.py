@@ -300,7 +300,7 @@ def run_io(video: Path, out: Path, width: int, height: int, repeats: int = 1) ->
         info = V.probe(video)
         dec = decode.Decoder(info, width, height)
         with encode.VideoWriter(out, width, height, fps=info.fps, time_base=info.time_base, audio=None,
-                           threaded=True) as w:
+                                threaded=True) as w:
             first = None
             for f in prefetch(dec, depth=16):
                 first = f.time if first is None else first

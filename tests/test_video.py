@@ -45,7 +45,7 @@ def roundtrip(src, out, *, size=48, **opts):
     t0, t1 = dec.span
     cut = video.AudioCut(info.path, info.audio.index, t0, t1) if info.audio else None
     with encode.VideoWriter(out, w, h, fps=out_fps, time_base=time_base, audio=cut,
-                           metadata={"comment": "v2v test"}) as wr:
+                            metadata={"comment": "v2v test"}) as wr:
         # decode again to write: the same frames come out (deterministic), nothing is held in memory
         for fr in decode.Decoder(info, w, h, **opts):
             wr.write(fr.image, fr.time - t0)
@@ -575,7 +575,7 @@ def test_writer_exact_vfr_times_and_duration(tmp_path):
 def test_writer_metadata_custom_keys(tmp_path):
     out = tmp_path / "m.mp4"
     with encode.VideoWriter(out, 16, 16, fps=25, time_base=Fraction(1, 12800),
-                           metadata={"comment": "hello", "v2v_settings": "{\"steps\": 4}"}) as wr:
+                            metadata={"comment": "hello", "v2v_settings": "{\"steps\": 4}"}) as wr:
         wr.write(np.zeros((16, 16, 3), np.uint8), Fraction(0))
     tags = media.ffprobe_streams(out)["format"]["tags"]
     assert tags["comment"] == "hello" and tags["v2v_settings"] == "{\"steps\": 4}"
@@ -679,7 +679,7 @@ def test_writer_threaded_same_bitstream_as_unthreaded(tmp_path):
     for threaded, q in ((False, 16), (True, 16), (True, 1)):
         out = tmp_path / f"t{int(threaded)}{q}.mp4"
         with encode.VideoWriter(out, 64, 48, fps=24, time_base=Fraction(1, 12288), threaded=threaded,
-                               queue_frames=q) as wr:
+                                queue_frames=q) as wr:
             for i, img in enumerate(frames):
                 buf = img.copy()
                 wr.write(buf, Fraction(i, 24))
@@ -700,7 +700,7 @@ def test_writer_threaded_audio_matches_unthreaded(clip, tmp_path):
             pass
         cut = video.AudioCut(info.path, info.audio.index, *dec.span) if info.audio else None
         with encode.VideoWriter(out, 48, 48, fps=info.fps, time_base=info.time_base, audio=cut,
-                               threaded=threaded) as wr:
+                                threaded=threaded) as wr:
             t0 = None
             for fr in decode.Decoder(info, 48, 48):
                 t0 = fr.time if t0 is None else t0
@@ -729,7 +729,7 @@ def test_writer_threaded_error_surfaces_as_output_error(tmp_path, monkeypatch):
     img = np.zeros((16, 16, 3), np.uint8)
     # on the next write
     wr = encode.VideoWriter(tmp_path / "w.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True,
-                           queue_frames=1)
+                            queue_frames=1)
     with pytest.raises(OutputError) as e:
         for i in range(100):
             wr.write(img, Fraction(i, 25))
@@ -753,7 +753,7 @@ def test_writer_threaded_abort_leaves_no_thread(tmp_path):
     img = np.zeros((16, 16, 3), np.uint8)
     with pytest.raises(KeyboardInterrupt):
         with encode.VideoWriter(tmp_path / "k.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True,
-                               queue_frames=2) as wr:
+                                queue_frames=2) as wr:
             for i in range(10):
                 wr.write(img, Fraction(i, 25))
             raise KeyboardInterrupt
@@ -803,7 +803,7 @@ def test_writer_error_names_its_cause_and_keeps_it_for_debug(tmp_path, monkeypat
     img = np.zeros((16, 16, 3), np.uint8)
     with pytest.raises(OutputError) as e:
         with encode.VideoWriter(tmp_path / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25),
-                               threaded=threaded) as wr:
+                                threaded=threaded) as wr:
             for i in range(5):
                 wr.write(img, Fraction(i, 25))
     assert "writing o.mp4 failed" in str(e.value) and says in str(e.value) and e.value.exit_code == 4

@@ -764,8 +764,8 @@ def open_writer(path, spec: OutputFormat, width: int, height: int, *, fps, time_
         writer = GifWriter(path, out_w, out_h, fps=fps, end=end, loop=gif_loop)
     elif spec.name == "h264" and Path(path).suffix.lower() == ".mp4":
         writer = encode.VideoWriter(path, out_w, out_h, fps=fps, time_base=time_base, audio=audio,
-                                   crf=crf_for(spec, crf), metadata=metadata, end=end, threaded=threaded,
-                                   queue_frames=queue_frames)
+                                    crf=crf_for(spec, crf), metadata=metadata, end=end, threaded=threaded,
+                                    queue_frames=queue_frames)
     else:
         writer = EncodedWriter(path, spec, out_w, out_h, crf=crf, fps=fps, time_base=time_base, audio=audio,
                                metadata=metadata, end=end, threaded=threaded, queue_frames=queue_frames)

@@ -175,7 +175,7 @@ def _kept_frames(o: RestyleOptions, info, width: int, height: int) -> decode.Dec
     """A decoder of the frames ``o`` keeps (its span, every n-th, frame cap, frame rate) at the processing size:
     the pose stage, --strength and --compare each decode the same frames."""
     return decode.Decoder(info, width, height, start=o.start, end=o.end, every_nth=o.every_nth,
-                         max_frames=o.max_frames, fps=o.fps)
+                          max_frames=o.max_frames, fps=o.fps)
 
 
 # Model loading changes process-wide state for a while (diffusers' lazy imports on first use, torch's default dtype,
@@ -527,8 +527,8 @@ class Restyler:
         kwargs: size, ping_pong, gif_loop, name, threaded, queue_frames)."""
         if fmt is None:
             return encode.VideoWriter(path, width, height, fps=timing.fps, time_base=timing.time_base,
-                                     audio=timing.audio, crf=outputs.crf_for(outputs.FORMATS["h264"], crf),
-                                     metadata=metadata, end=timing.end, **kwargs)
+                                      audio=timing.audio, crf=outputs.crf_for(outputs.FORMATS["h264"], crf),
+                                      metadata=metadata, end=timing.end, **kwargs)
         return outputs.open_writer(path, fmt, width, height, fps=timing.fps, time_base=timing.time_base,
                                    end=timing.end, audio=timing.audio, crf=crf, metadata=metadata, **kwargs)
 
