@@ -1,4 +1,4 @@
-"""v2v.video, v2v.decode, v2v.encode: probe, decode, encode, audio, timestamp maths. ffprobe is the independent judge."""
+"""v2v.video, v2v.decode, v2v.encode: probe, decode, encode, audio, timestamp maths; ffprobe is the judge."""
 
 from __future__ import annotations
 
