@@ -828,3 +828,9 @@ def test_joined_ts_whose_clock_restarts_is_an_error_not_half_a_video(tmp_path):
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-c", "copy", str(fixed)], check=True)
     times = [f.time for f in decode.Decoder(video.probe(fixed), 32, 24)]
     assert len(times) == 50 and all(b > a for a, b in zip(times, times[1:]))
+
+
+def test_probe_names_the_audio_codec_not_its_decoder(tmp_path):
+    """ffprobe's codec_name ("mp3"), as the writer's copy decision uses it: not FFmpeg's decoder ("mp3float")."""
+    src = media.make_video(tmp_path / "a.mkv", seconds=0.4, fps=25, acodec="libmp3lame")
+    assert video.probe(src).audio.codec == media.ffprobe_streams(src)["audio"]["codec_name"] == "mp3"

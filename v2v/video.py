@@ -293,7 +293,7 @@ def _audio_info(container) -> AudioInfo | None:
     layout = ctx.layout
     return AudioInfo(
         index=a.index,
-        codec=ctx.name,
+        codec=getattr(ctx.codec, "canonical_name", None) or ctx.name,  # the codec ("mp3"), not its decoder
         sample_rate=ctx.sample_rate,
         channels=layout.nb_channels if layout is not None else ctx.channels,
         layout=layout.name if layout is not None else "",
