@@ -21,7 +21,6 @@ from av.video.reformatter import VideoReformatter
 from v2v.errors import InvalidOptions, VideoDecodeError
 from v2v.video import (
     _AV_ERRORS,
-    CLOCK_RESTART,
     SWS_THREADS,
     Frame,
     VideoInfo,
@@ -33,6 +32,10 @@ from v2v.video import (
 )
 
 log = logging.getLogger("v2v")
+
+# the source's clock restarted (an error, not a stray frame to drop): a frame time this far (s) behind the last
+# kept one, or three frames in a row behind it
+CLOCK_RESTART = Fraction(1)
 
 
 def _seconds_option(name: str, v) -> Fraction | None:

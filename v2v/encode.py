@@ -19,7 +19,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from v2v.errors import EmptyInput, InputNotFound, InvalidOptions, OutputError, VideoDecodeError
-from v2v.video import _AV_ERRORS, SWS_THREADS, AudioCut, _frac, _one_line, _open_input, write_failed
+from v2v.video import _AV_ERRORS, SWS_THREADS, AudioCut, _frac, _one_line, _open_input, codec_name, write_failed
 
 log = logging.getLogger("v2v")
 
@@ -51,7 +51,7 @@ class _AudioSource:
             raise InvalidOptions(f"stream {cut.stream_index} of {Path(cut.path).name} is not audio")
         self.tb = Fraction(self.in_stream.time_base)
         ictx = self.in_stream.codec_context
-        name = getattr(ictx.codec, "canonical_name", None) or ictx.name  # the codec, not its decoder ("mp3float")
+        name = codec_name(ictx)
         self.copy = name in copy_codecs and name in output.supported_codecs
         if self.copy and name == "mp3" and (ictx.sample_rate or 0) < 16000 and output.format.name in ("mp4", "mov"):
             # FFmpeg's MP4/MOV muxer refuses MP3 below 16 kHz (MPEG-2.5: 8, 11.025, 12 kHz) as "not standard"

@@ -379,17 +379,22 @@ def load_settings(path: str | os.PathLike) -> Recorded:
     return Recorded(options=options, input=recorded_input, record=record, source=p)
 
 
-def check_input(recorded: Recorded, input_path: Path) -> None:
-    """Warn when the input to rerun is not the recorded one (a different file gives a different video)."""
+def input_matches(record: dict, input_path: Path) -> bool | None:
+    """Whether ``input_path`` has the content of the record's input (its fingerprint); None when the record has no
+    fingerprint. OSError when the file cannot be read."""
     from .pose.cache import file_fingerprint
 
-    want = (recorded.record.get("input") or {}).get("fingerprint")
-    if not want:
-        return
+    inp = record.get("input")
+    want = inp.get("fingerprint") if isinstance(inp, dict) else None
+    return file_fingerprint(input_path) == want if want else None
+
+
+def check_input(recorded: Recorded, input_path: Path) -> None:
+    """Warn when the input to rerun is not the recorded one (a different file gives a different video)."""
     try:
-        got = file_fingerprint(input_path)
+        same = input_matches(recorded.record, input_path)
     except OSError:
         return  # the pipeline reports a missing or unreadable input itself
-    if got != want:
+    if same is False:
         log.warning("%s is not the input recorded in %s (its content differs): the result will differ",
                     Path(input_path).name, recorded.source.name)

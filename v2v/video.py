@@ -136,6 +136,11 @@ def write_failed(what: str, err: BaseException) -> str:
     return f"{what} failed ({_one_line(err)}); {advice}"
 
 
+def codec_name(ctx) -> str:
+    """A codec context's codec as ffprobe names it ("mp3"), not FFmpeg's decoder for it ("mp3float")."""
+    return getattr(ctx.codec, "canonical_name", None) or ctx.name
+
+
 def _round8(x: Fraction) -> int:
     """Nearest multiple of 8 (halves round up), never below 8."""
     return max(8, int(math.floor(Fraction(x) / 8 + Fraction(1, 2))) * 8)
@@ -293,7 +298,7 @@ def _audio_info(container) -> AudioInfo | None:
     layout = ctx.layout
     return AudioInfo(
         index=a.index,
-        codec=getattr(ctx.codec, "canonical_name", None) or ctx.name,  # the codec ("mp3"), not its decoder
+        codec=codec_name(ctx),
         sample_rate=ctx.sample_rate,
         channels=layout.nb_channels if layout is not None else ctx.channels,
         layout=layout.name if layout is not None else "",
@@ -335,10 +340,6 @@ def processing_size(display_w, display_h, size=512, width=None, height=None) -> 
         return short, _round8(short / aspect)
     return _round8(short * aspect), short
 
-
-# the source's clock restarted (an error, not a stray frame to drop): a frame time this far (s) behind the last
-# kept one, or three frames in a row behind it
-CLOCK_RESTART = Fraction(1)
 
 ASPECT_TOLERANCE = Fraction(175, 10000)  # processing_size keeps the aspect within this (the promise is 2%)
 

@@ -305,18 +305,15 @@ def read_sidecars(video: Path) -> tuple[dict, list[Path]]:
                                  f"in {js.name}")
         if not isinstance(data, dict):
             raise InvalidOptions(f"{js.name} must hold a JSON object of options, e.g. {{\"prompt\": \"anime\"}}")
-        from .settings import SCHEMA, parse_record
+        from .settings import SCHEMA, input_matches, parse_record
 
         if data.get("schema") == SCHEMA:  # a run's record (NAME.restyled.json): restyle this video the same way
             recorded = parse_record(data, js.name)
-            if "pose_json" in recorded:  # keypoints detected in the recorded input: another video's, unless it is
-                from .pose.cache import file_fingerprint  # this one
-
-                want = (data.get("input") or {}).get("fingerprint") if isinstance(data.get("input"), dict) else None
-                if want is None or file_fingerprint(video) != want:
-                    raise InvalidOptions(f"{js.name}: the record restyles with the keypoints in "
-                                         f"{recorded['pose_json']}, taken from another video than {video.name}: "
-                                         f"remove \"pose_json\" from its \"options\" to detect this video's poses")
+            # keypoints detected in the recorded input: another video's, unless it is this one
+            if "pose_json" in recorded and not input_matches(data, video):
+                raise InvalidOptions(f"{js.name}: the record restyles with the keypoints in "
+                                     f"{recorded['pose_json']}, taken from another video than {video.name}: "
+                                     f"remove \"pose_json\" from its \"options\" to detect this video's poses")
             log.info("%s: %s is a v2v settings record: restyling with its settings (not its input or output)",
                      video.name, js.name)
             if "prompt" in recorded and txt.is_file():
@@ -639,13 +636,17 @@ class Watcher:
         return taken
 
     # ------------------------------------------------------------------ filing
+    @staticmethod
+    def _filed(video: Path) -> list[str]:
+        """What is filed under a video's name: the video, its sidecars, a failure's reason."""
+        return [video.suffix, ".json", ".txt", ".error.txt"]
+
     def _free_stem(self, video: Path, folder: Path) -> str:
-        return _free_stem(folder, video.stem, [video.suffix, ".json", ".txt", ".error.txt"])
+        return _free_stem(folder, video.stem, self._filed(video))
 
     def _done_stem(self, video: Path, stem: str) -> str | None:
         """The job's own name for filing in done/ when it is still free there (else None: a free one)."""
-        free = not any((self.done_dir / f"{stem}{n}").exists() for n in (video.suffix, ".json", ".txt"))
-        return stem if free else None
+        return stem if _free_stem(self.done_dir, stem, self._filed(video)) == stem else None
 
     def _file_away(self, video: Path, folder: Path, stem: str | None = None) -> Path | None:
         """Move ``video`` and its sidecars into ``folder`` as ``stem`` (default: a free one); returns its new path,
