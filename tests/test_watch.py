@@ -65,7 +65,9 @@ def drop(folder: Path, name: str, data: bytes = b"\x00fake video\x00") -> Path:
 
 
 def locks(in_dir: Path) -> list[str]:
-    return sorted(p.name for p in (in_dir / ".processing").glob("*.lock") if not p.name.startswith("."))
+    """The claims held in IN_DIR: video locks and job names."""
+    return sorted(p.name for p in (in_dir / ".processing").iterdir()
+                  if p.suffix in (".lock", ".name") and not p.name.startswith("."))
 
 
 def listing(folder: Path) -> list[str]:
@@ -343,7 +345,7 @@ def test_kill_9_mid_job_then_restart_processes_it_exactly_once(tmp_path, helper)
     p = _start(helper, "hang", in_dir, log)
     try:
         assert wait_for(lambda: any(w[1:] == ["start", "clip.mp4"] for w in _lines(log)))
-        assert locks(in_dir) == ["clip.mp4.lock"]
+        assert locks(in_dir) == ["clip.mp4.lock", "clip.name"]  # the video and the job's name
         _kill9(p)
         assert (in_dir / "clip.mp4").is_file() and listing(in_dir / "restyled") == []  # nothing lost, nothing made
         spy = Spy()
@@ -548,6 +550,40 @@ def test_two_watchers_naming_two_videos_of_one_name_at_the_same_moment_write_two
 
 
 # ------------------------------------------------------------------------------------------- races
+def test_two_failures_filed_under_one_name_at_the_same_moment_keep_both_reasons(tmp_path):
+    """clip.mp4 and clip.mov failing at once on two watchers, each finding failed/clip.* free: neither
+    reason may replace the other (each was written to the free name it found)."""
+    drop(tmp_path, "clip.mp4")
+    drop(tmp_path, "clip.mov")
+    watchers = [Watcher(tmp_path, restyler=Spy(), settle=0, poll=0.01, prompt="x") for _ in range(2)]
+    both_chose = threading.Barrier(2, timeout=10)
+    for w in watchers:
+        def free(video, folder, real=w._free_stem, first=[True]):
+            stem = real(video, folder)
+            if first[0]:
+                first[0] = False
+                both_chose.wait()  # each has found the name free before the other filed anything
+            return stem
+        w._free_stem = free
+    messages = {"clip.mp4": "bad a", "clip.mov": "bad b"}
+    items = {}
+
+    def fail(w, name):
+        items[name] = w._fail(SimpleNamespace(name=name, video=tmp_path / name), messages[name], 0.0)
+
+    threads = [threading.Thread(target=fail, args=(w, n)) for w, n in zip(watchers, messages)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, item in items.items():
+        assert item.error_file.read_text() == messages[name] + "\n"
+        assert item.error_file.name == f"{item.input.stem}.error.txt" and item.input.suffix == Path(name).suffix
+    assert sorted(listing(tmp_path / "failed")) == sorted(
+        [items[n].input.name for n in messages] + [items[n].error_file.name for n in messages])
+    assert len({item.error_file for item in items.values()}) == 2
+
+
 def test_threads_racing_on_one_folder_take_each_video_once(tmp_path):
     names = [f"v{i:02d}.mp4" for i in range(12)]
     for n in names:

@@ -77,6 +77,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", "
 PARTIAL_SUFFIXES = frozenset({".part", ".partial", ".crdownload", ".download", ".opdownload", ".filepart",
                               ".tmp", ".temp", ".!qb", ".!ut"})
 PROCESSING, DONE, FAILED, RESTYLED = ".processing", "done", "failed", "restyled"
+NAME_SUFFIX = ".name"  # .processing/STEM.name: the job name a claim holds
 OUTPUT_KEYS = frozenset({"output", "out", "out_dir", "output_dir", "input"})  # never allowed in a sidecar
 MODEL_KEYS = frozenset({"models", "base", "motion", "controlnet", "pose_model", "pose", "pose_runtime", "lightning",
                         "steps", "device", "dtype"})  # a sidecar setting one of these owns its model errors
@@ -177,14 +178,48 @@ def _stat_sig(path: Path) -> tuple | None:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+def _create_exclusive(path: Path, text: str, tmp: Path) -> bool:
+    """Create ``path`` holding ``text`` in one step (written as ``tmp``, then linked); False when it exists."""
     try:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
+        try:
+            os.link(tmp, path)  # atomic, fails when the file exists; safe over NFS too
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system: O_EXCL
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        return True
+    finally:
         tmp.unlink(missing_ok=True)
+
+
+def _move_exclusive(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` unless ``dst`` exists (FileExistsError): two watchers filing at once never
+    replace each other's files."""
+    try:
+        os.link(src, dst)
+    except (FileExistsError, FileNotFoundError):
         raise
+    except OSError:  # no hard links on this file system: the check and the move are two steps
+        if dst.exists():
+            raise FileExistsError(dst) from None
+        os.replace(src, dst)
+        return
+    os.unlink(src)
+
+
+def _remove_own(path: Path, token: str) -> None:
+    """Remove a claim file when it still holds ``token`` (another claim may have taken its place since)."""
+    try:
+        if json.loads(path.read_text()).get("token") == token:
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _free_stem(folder: Path, stem: str, names: list[str]) -> str:
@@ -352,6 +387,11 @@ class _Claim:
     token: str
     stem: str  # the job's name: NAME, or NAME-2... when an earlier NAME's result is there (see Watcher.job_stem)
 
+    @property
+    def reservation(self) -> Path:
+        """The file that holds the job's name (see Watcher.claim)."""
+        return self.lock.with_name(f"{self.stem}{NAME_SUFFIX}")
+
 
 class Watcher:
     """The state of one watch over IN_DIR. :func:`watch` is the front door; this class is its machinery."""
@@ -459,11 +499,7 @@ class Watcher:
         earlier video of that name is there (NAME.restyled.* or NAME.pose.* in OUT_DIR, NAME.* filed in done/) or
         another claim has it (clip.mp4 and clip.mov at once): a video dropped again never replaces an earlier
         result, and its input is filed in done/ under the same name as its result."""
-        taken = set()
-        for lock in self.proc_dir.glob("*.lock"):
-            info = self._read_lock(lock)
-            if info and isinstance(info.get("stem"), str):
-                taken.add(info["stem"])
+        taken = {p.name[:-len(NAME_SUFFIX)] for p in self.proc_dir.glob(f"*{NAME_SUFFIX}")}
 
         def used(stem: str) -> bool:
             esc = _glob_escape(stem)
@@ -524,7 +560,11 @@ class Watcher:
 
     # ------------------------------------------------------------------ claims
     def claim(self, name: str, sig: tuple) -> _Claim | None:
-        """Take ``name`` for this watcher, atomically; None when another has it or it changed since ``sig``."""
+        """Take ``name`` for this watcher, atomically; None when another has it or it changed since ``sig``.
+
+        Two exclusive files make a claim: first the job's name (``.processing/STEM.name``: no two jobs write
+        STEM.restyled.mp4), then the video (``.processing/NAME.lock``). A name another claim holds gives way: the
+        next scan takes the video again under the next free name."""
         video = self.in_dir / name
         lock = self.proc_dir / f"{name}.lock"
         token = uuid.uuid4().hex
@@ -532,43 +572,29 @@ class Watcher:
         out = _stat_sig(self.output_for(video, stem=stem))
         record = json.dumps({**_owner(), "token": token, "claimed": time.time(), "video": name, "stem": stem,
                              "output_before": list(out) if out else None})
-        tmp = self.proc_dir / f".claim-{token}"
-        try:
-            tmp.write_text(record)
-            try:
-                os.link(tmp, lock)  # atomic, fails when the lock exists; safe over NFS too
-            except FileExistsError:
-                return None
-            except OSError:  # no hard links on this file system: O_EXCL
-                try:
-                    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                except FileExistsError:
-                    return None
-                with os.fdopen(fd, "w") as f:
-                    f.write(record)
-        finally:
-            tmp.unlink(missing_ok=True)
+        reservation = self.proc_dir / f"{stem}{NAME_SUFFIX}"
+        tmp = self.proc_dir / f".claim-{token}"  # (a killed watcher's is removed by reclaim)
+        if not _create_exclusive(reservation, record, tmp):
+            return None
+        if not _create_exclusive(lock, record, tmp):
+            _remove_own(reservation, token)
+            return None
         claim = _Claim(name, video, lock, token, stem)
         if self._signature(video) != sig:  # taken and finished by another watcher, or changed: not ours now
             self.release(claim)
             self._seen.pop(name, None)
             return None
-        if any(other.name < lock.name and (self._read_lock(other) or {}).get("stem") == stem
-               for other in self.proc_dir.glob("*.lock")):
-            # another watcher chose the same name at the same moment (clip.mov and clip.mp4): both would write
-            # clip.restyled.mp4. The claim of the later file name gives way (only one of the two: no livelock);
-            # the next scan takes this video again, under the next free name
-            self.release(claim)
-            return None
         return claim
 
     def release(self, claim: _Claim) -> None:
         """Give a claim back (the video stays in IN_DIR and will be taken again)."""
-        try:
-            if json.loads(claim.lock.read_text()).get("token") == claim.token:
-                claim.lock.unlink()
-        except (OSError, ValueError):
-            pass
+        _remove_own(claim.lock, claim.token)
+        _remove_own(claim.reservation, claim.token)
+
+    def _finish(self, claim: _Claim) -> None:
+        """The claim's work is filed: its lock goes, then its name (the result or done/ now holds the name)."""
+        claim.lock.unlink(missing_ok=True)
+        _remove_own(claim.reservation, claim.token)
 
     @staticmethod
     def _read_lock(lock: Path) -> dict | None:
@@ -625,13 +651,15 @@ class Watcher:
                     log.info("watch: taking back %s from a watcher that stopped (pid %s)", name,
                              (info or {}).get("pid"))
                 lock.unlink(missing_ok=True)
+                _remove_own(self.proc_dir / f"{stem}{NAME_SUFFIX}", (info or {}).get("token"))
                 self._seen.pop(name, None)
                 taken.append(name)
-        # claim files left half-made by a killed watcher
-        for tmp in self.proc_dir.glob(".claim-*"):
-            info = self._read_lock(tmp)
+        # names held by a watcher killed before it took its video, and claim files left half-made
+        for leftover in [*self.proc_dir.glob(f"*{NAME_SUFFIX}"), *self.proc_dir.glob(".claim-*")]:
+            info = self._read_lock(leftover)
             if info is not None and _owner_alive(info) is False:
-                tmp.unlink(missing_ok=True)
+                with _host_mutex(self.proc_dir):
+                    _remove_own(leftover, info.get("token"))
         self.summary.reclaimed.extend(taken)
         return taken
 
@@ -653,13 +681,17 @@ class Watcher:
         or None when the video is no longer there (removed or moved away while it was restyled)."""
         sidecars = [p for p in (video.with_suffix(".json"), video.with_suffix(".txt")) if p.is_file()]
         stem = stem or self._free_stem(video, folder)
-        target = folder / f"{stem}{video.suffix}"
-        try:
-            os.replace(video, target)
-        except FileNotFoundError:
-            log.warning("watch: %s was removed from %s while it was restyled: nothing to move to %s/", video.name,
-                        self.in_dir, folder.name)
-            return None
+        while True:
+            target = folder / f"{stem}{video.suffix}"
+            try:
+                _move_exclusive(video, target)
+                break
+            except FileExistsError:  # filed there by another watcher meanwhile
+                stem = self._free_stem(video, folder)
+            except FileNotFoundError:
+                log.warning("watch: %s was removed from %s while it was restyled: nothing to move to %s/",
+                            video.name, self.in_dir, folder.name)
+                return None
         # another video with the same stem (clip.mp4 + clip.mov) still needs the sidecar: copy it then
         siblings = [p for p in self.in_dir.glob(f"{_glob_escape(video.stem)}.*")
                     if p.stem == video.stem and p != video and is_candidate(p) and p.is_file()]
@@ -675,10 +707,14 @@ class Watcher:
         return target
 
     def _fail(self, claim: _Claim, message: str, seconds: float) -> WatchedVideo:
-        stem = self._free_stem(claim.video, self.failed_dir)
-        error_file = self.failed_dir / f"{stem}.error.txt"
-        _write_atomic(error_file, message + "\n")  # the reason first: a kill after this still leaves the video
+        while True:  # the reason first, under a name no other failure holds: a kill after this leaves the video
+            stem = self._free_stem(claim.video, self.failed_dir)
+            error_file = self.failed_dir / f"{stem}.error.txt"
+            if _create_exclusive(error_file, message + "\n", error_file.with_name(f".{uuid.uuid4().hex}.tmp")):
+                break
         moved = self._file_away(claim.video, self.failed_dir, stem)
+        if moved is not None and moved.stem != stem:  # another failure took the video's name meanwhile
+            error_file = error_file.replace(moved.with_name(f"{moved.stem}.error.txt"))
         if moved is None:  # the video was taken away mid-way: no reason to file without it
             error_file.unlink(missing_ok=True)
             return WatchedVideo(claim.name, "failed", claim.video, error=f"removed while it was restyled ({message})",
@@ -721,7 +757,7 @@ class Watcher:
             stages = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total")
             log.info("watch: %s done in %.1f s (%s) -> %s", claim.name, seconds["total"], stages or "-", output)
             item = WatchedVideo(claim.name, "done", moved, output=output, seconds=seconds, result=result)
-        claim.lock.unlink(missing_ok=True)
+        self._finish(claim)
         self._seen.pop(claim.name, None)
         self.summary.videos.append(item)
         if self.on_video:
