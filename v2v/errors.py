@@ -91,3 +91,8 @@ EXIT_CODES = {
     6: "the device ran out of memory",
     130: "interrupted (Ctrl-C)",
 }
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none), for messages and error files."""
+    return " ".join(str(err).split()) or type(err).__name__
