@@ -291,15 +291,15 @@ def run_io(video: Path, out: Path, width: int, height: int, repeats: int = 1) ->
     (scaling in YUV, no RGB frames at all, x264's defaults), and doing the same work as v2v (frames through RGB at
     the processing size, back to BT.709 YUV, x264 with v2v's options). Each is timed ``repeats`` times, in turn,
     and its best time kept (jobs of a fraction of a second on shared cores: the best is the least noisy)."""
-    from v2v import decode, encode
-    from v2v import video as V
+    from v2v.media import decode, probe
+    from v2v.media.writers import video as video_writer
     from v2v.streams import prefetch
 
     def v2v_io() -> float:
         t = time.perf_counter()
-        info = V.probe(video)
+        info = probe.probe(video)
         dec = decode.Decoder(info, width, height)
-        with encode.VideoWriter(out, width, height, fps=info.fps, time_base=info.time_base, audio=None,
+        with video_writer.VideoWriter(out, width, height, fps=info.fps, time_base=info.time_base, audio=None,
                                 threaded=True) as w:
             first = None
             for f in prefetch(dec, depth=16):
@@ -314,8 +314,8 @@ def run_io(video: Path, out: Path, width: int, height: int, repeats: int = 1) ->
         return time.perf_counter() - t
 
     # "the same work" also means x264 with v2v's options (on an AVX-512 CPU, at widths that are not whole
-    # groups of 8 macroblocks, v2v holds it to AVX2 so that equal frames encode equally: v2v.encode._x264_params)
-    same = [x for k, v in encode._x264_params(width).items() for x in (f"-{k}", v)]
+    # groups of 8 macroblocks, v2v holds it to AVX2 so that equal frames encode equally: v2v.media.writers.video.x264_params)
+    same = [x for k, v in video_writer.x264_params(width).items() for x in (f"-{k}", v)]
     jobs = {"v2v_io": v2v_io}
     if shutil.which("ffmpeg"):
         jobs["ffmpeg"] = lambda: ffmpeg_io("ffmpeg", f"scale={width}:{height}", [])
@@ -596,12 +596,12 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     if a.io_input:
-        from v2v import video as V
+        from v2v.media import probe, timing
 
         report["io_inputs"] = []
         for k, f in enumerate(a.io_input):
-            info = V.probe(f)
-            w, h = V.processing_size(info.display_width, info.display_height, size)
+            info = probe.probe(f)
+            w, h = timing.processing_size(info.display_width, info.display_height, size)
             res = {"input": f.name, "source": [info.display_width, info.display_height], "fps": float(info.fps),
                    "frames": info.frames, **run_io(f, work / f"io_in{k}.mp4", w, h, a.io_repeats)}
             report["io_inputs"].append(res)

@@ -33,14 +33,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from v2v import decode, video
+    from v2v.media import decode, probe, timing
     from v2v.pose.dwpose import DWPose
     from v2v.pose.openpose import OpenPose
     from v2v.tiny import tiny_model_paths
 
     t = tiny_model_paths()
-    info = video.probe(ROOT / "samples" / "dance.mp4")
-    w, h = video.processing_size(info.display_width, info.display_height, a.size)
+    info = probe.probe(ROOT / "samples" / "dance.mp4")
+    w, h = timing.processing_size(info.display_width, info.display_height, a.size)
     frames = [f.image for f in decode.Decoder(info, w, h, max_frames=a.frames)]
     make = {"dwpose-onnx": lambda: DWPose.from_spec(str(t["dwpose"]), a.device, runtime="onnx"),
             "dwpose-torch": lambda: DWPose.from_spec(str(t["dwpose"]), a.device, runtime="torch"),

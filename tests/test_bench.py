@@ -221,7 +221,7 @@ def test_bench_io_on_a_given_clip(tmp_path, tiny_models):
     --size; a missing file stops the bench before any run."""
     from media import make_video
 
-    from v2v import video
+    from v2v.media import timing
 
     clip = make_video(tmp_path / "portrait clip.mp4", seconds=1, fps=30, size=(72, 128))
     out = tmp_path / "bench.json"
@@ -231,7 +231,7 @@ def test_bench_io_on_a_given_clip(tmp_path, tiny_models):
     assert r.returncode == 0, r.stderr[-2000:]
     (io,) = json.loads(out.read_text())["io_inputs"]
     assert io["input"] == "portrait clip.mp4" and io["source"] == [72, 128] and io["frames"] == 30
-    assert (io["width"], io["height"]) == video.processing_size(72, 128, 64) and io["width"] < io["height"]
+    assert (io["width"], io["height"]) == timing.processing_size(72, 128, 64) and io["width"] < io["height"]
     v_s, f_s, e = io["v2v_io_s"], io["ffmpeg_s"], 0.0005
     assert f_s > 0 and (v_s - e) / (f_s + e) <= io["ratio_v2v_over_ffmpeg"] <= (v_s + e) / (f_s - e)
     assert f"I/O path on portrait clip.mp4 (72x128, 30 frames -> {io['width']}x{io['height']})" in r.stdout

@@ -329,7 +329,7 @@ def test_fast_decode_matches_diffusers_taesd_decoding(tiny, hub, folder_models):
 def test_restyle_preflight_fails_before_decoding(tiny_models, tmp_path, monkeypatch):
     """A wrong model stops the run before the first frame is decoded (and before any output exists)."""
     import v2v
-    from v2v import decode
+    from v2v.media import decode
 
     opened = []
 

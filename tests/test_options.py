@@ -141,7 +141,7 @@ def test_numpy_numbers_are_plain_numbers_downstream():
     # got np.int64(64); try 512", and --crf np.int64(20) "must be a whole number"
     import numpy as np
 
-    from v2v import decode, video
+    from v2v.media import decode, probe, timing
 
     o = RestyleOptions(prompt="x", max_frames=np.int64(4), every_nth=np.int32(2), size=np.int64(64),
                        crf=np.int64(20), gif_loop=np.int64(2), format="gif", seed=np.uint64(2**64 - 1),
@@ -149,8 +149,8 @@ def test_numpy_numbers_are_plain_numbers_downstream():
     assert [type(v) for v in (o.max_frames, o.every_nth, o.size, o.crf, o.gif_loop, o.seed)] == [int] * 6
     assert (o.start, o.guidance) == (0.5, 1.5) and type(o.start) is float
     assert RestyleOptions(prompt="x", fps=np.float32(29.97)).validate().fps == 29.97
-    info = video.probe(Path(__file__).resolve().parent.parent / "samples" / "dance.mp4")
-    w, h = video.processing_size(info.display_width, info.display_height, o.short_side, o.width, o.height)
+    info = probe.probe(Path(__file__).resolve().parent.parent / "samples" / "dance.mp4")
+    w, h = timing.processing_size(info.display_width, info.display_height, o.short_side, o.width, o.height)
     decode.Decoder(info, w, h, start=o.start, every_nth=o.every_nth, max_frames=o.max_frames)
     decode.Decoder(info, w, h, fps=RestyleOptions(prompt="x", fps=np.float32(12)).validate().fps)
 

@@ -1,4 +1,4 @@
-"""Output formats (v2v.outputs): every format written and judged by ffprobe (codec, pixels, frames, per-frame
+"""Output formats (v2v.media.formats, v2v.media.writers): every format written and judged by ffprobe (codec, pixels, frames, per-frame
 times, audio), GIF timing and loops, ping-pong order, lossless PNG, the compare video, --full-size, the errors."""
 
 from __future__ import annotations
@@ -19,9 +19,18 @@ import pytest
 
 import media
 import v2v
-from v2v import decode, encode, outputs, video
+from v2v.media import decode
+from v2v.media import formats
+from v2v.media import probe
+from v2v.media import timing
+from v2v.media import writers
+from v2v.media.writers import base as writer_base
+from v2v.media.writers import gif
+from v2v.media.writers import png
+from v2v.media.writers import video as video_writer
+from v2v.media.writers import wrappers
 from v2v.errors import InvalidOptions, OutputError, VideoDecodeError
-from v2v.pipeline import atomic_output, check_output_path, default_output
+from v2v.media.outputs import atomic_output, check_output_path, default_output
 
 pytestmark = pytest.mark.skipif(not media.HAVE_FFMPEG, reason="ffmpeg/ffprobe make the inputs and judge outputs")
 
@@ -46,20 +55,20 @@ def frames(n: int = len(TIMES), w: int = W, h: int = H) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> video.VideoInfo:
+def clip(tmp_path_factory) -> probe.VideoInfo:
     """A source with AAC audio, longer than END, whose audio the writers cut."""
     folder = tmp_path_factory.mktemp("src")
-    return video.probe(media.make_video(folder / "src.mp4", seconds=0.8, fps=25, size=(W, H)))
+    return probe.probe(media.make_video(folder / "src.mp4", seconds=0.8, fps=25, size=(W, H)))
 
 
-def cut(info: video.VideoInfo, length: Fraction = END) -> video.AudioCut:
-    return video.AudioCut(info.path, info.audio.index, info.start, info.start + length)
+def cut(info: probe.VideoInfo, length: Fraction = END) -> timing.AudioCut:
+    return timing.AudioCut(info.path, info.audio.index, info.start, info.start + length)
 
 
 def write(path, fmt: str, *, times=TIMES, end=END, audio=None, images=None, **kwargs):
     images = images if images is not None else frames(len(times))
     h, w = images[0].shape[:2]
-    with outputs.open_writer(path, outputs.FORMATS[fmt], w, h, fps=25, time_base=TB, end=end, audio=audio,
+    with writers.open_writer(path, formats.FORMATS[fmt], w, h, fps=25, time_base=TB, end=end, audio=audio,
                              **kwargs) as wr:
         for img, t in zip(images, times):
             wr.write(img, t)
@@ -92,7 +101,7 @@ def decode_rgb(path) -> list[np.ndarray]:
     ("a.gif", None, "gif"), ("frames/", None, "png"), ("frames", "png", "png"), ("a.restyled", "png", "png"),
 ])
 def test_format_from_extension_or_flag(path, fmt, expect):
-    assert outputs.output_format(path, fmt).name == expect
+    assert formats.output_format(path, fmt).name == expect
 
 
 @pytest.mark.parametrize("path,fmt,needle", [
@@ -102,14 +111,14 @@ def test_format_from_extension_or_flag(path, fmt, expect):
 ])
 def test_unsupported_outputs_name_the_supported_ones(path, fmt, needle):
     with pytest.raises(OutputError) as e:
-        outputs.output_format(path, fmt)
+        formats.output_format(path, fmt)
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 def test_option_names_match_the_format_table():
     from v2v.options import OUTPUT_FORMATS
 
-    assert tuple(outputs.FORMATS) == OUTPUT_FORMATS
+    assert tuple(formats.FORMATS) == OUTPUT_FORMATS
 
 
 def test_existing_folder_is_a_png_sequence_and_its_contents_are_checked(tmp_path):
@@ -117,7 +126,7 @@ def test_existing_folder_is_a_png_sequence_and_its_contents_are_checked(tmp_path
     src.write_bytes(b"x")
     seq = tmp_path / "seq"
     seq.mkdir()
-    assert outputs.output_format(seq).name == "png"
+    assert formats.output_format(seq).name == "png"
     assert check_output_path(src, seq) == seq.resolve()
     (seq / "clip_000000.png").write_bytes(b"")  # an earlier sequence may be replaced
     assert check_output_path(src, seq) == seq.resolve()
@@ -136,7 +145,7 @@ def test_default_output_follows_the_format():
     assert default_output(src, "prores") == Path("/videos/clip.restyled.mov")
     assert default_output(src, "gif") == Path("/videos/clip.restyled.gif")
     assert default_output(src, "png") == Path("/videos/clip.restyled")
-    assert outputs.output_format(default_output(src, "png"), "png").folder
+    assert formats.output_format(default_output(src, "png"), "png").folder
 
 
 def test_watch_names_outputs_by_format(tmp_path):
@@ -153,17 +162,17 @@ def test_watch_names_outputs_by_format(tmp_path):
     ("av1", 1, True), ("av1", 0, False), ("prores", 40, True), (None, 63, True), (None, -1, False),
 ])
 def test_crf_scale_per_codec(fmt, crf, ok):
-    problem = outputs.crf_problem(outputs.FORMATS.get(fmt), crf)
+    problem = formats.crf_problem(formats.FORMATS.get(fmt), crf)
     assert (problem is None) == ok
     if not ok:
         assert "--crf" in problem
 
 
 def test_crf_defaults_and_ignored_knobs(caplog):
-    assert outputs.crf_for(outputs.FORMATS["h264"], None) == 18
-    assert outputs.crf_for(outputs.FORMATS["vp9"], 33) == 33
+    assert formats.crf_for(formats.FORMATS["h264"], None) == 18
+    assert formats.crf_for(formats.FORMATS["vp9"], 33) == 33
     with caplog.at_level(logging.INFO, logger="v2v"):
-        assert outputs.crf_for(outputs.FORMATS["prores"], 20) is None
+        assert formats.crf_for(formats.FORMATS["prores"], 20) is None
     assert "does not apply to ProRes" in caplog.text
 
 
@@ -215,8 +224,8 @@ def test_encoded_formats(fmt, name, codec, pix_fmt, tag, acodec, clip, tmp_path)
 def test_audio_copied_where_the_container_holds_it(acodec, name, expect, tmp_path):
     src = media.make_video(tmp_path / ("src.mkv"), seconds=0.8, fps=25, size=(W, H), acodec=acodec,
                            sample_rate=48000 if acodec == "libopus" else 44100)
-    info = video.probe(src)
-    fmt = outputs.BY_EXTENSION[Path(name).suffix]
+    info = probe.probe(src)
+    fmt = formats.BY_EXTENSION[Path(name).suffix]
     p = media.ffprobe_streams(write(tmp_path / name, fmt, audio=cut(info)))
     assert p["audio"]["codec_name"] == expect
     assert abs(media.stream_duration(p, "audio") - END) < Fraction(5, 100)
@@ -229,9 +238,9 @@ def test_low_rate_mp3_is_transcoded_for_mp4(name, rate, tmp_path):
     write failing (it did: "writing ... failed (Invalid argument)", exit 4)."""
     src = media.make_video(tmp_path / "src.mkv", seconds=0.8, fps=25, size=(W, H), acodec="libmp3lame",
                            sample_rate=rate)
-    info = video.probe(src)
+    info = probe.probe(src)
     assert info.audio.sample_rate == rate
-    fmt = outputs.BY_EXTENSION[Path(name).suffix]
+    fmt = formats.BY_EXTENSION[Path(name).suffix]
     p = media.ffprobe_streams(write(tmp_path / name, fmt, audio=cut(info)))
     assert p["audio"]["codec_name"] == "aac" and int(p["audio"]["sample_rate"]) == rate
     assert abs(media.stream_duration(p, "audio") - END) < Fraction(5, 100)
@@ -240,7 +249,7 @@ def test_low_rate_mp3_is_transcoded_for_mp4(name, rate, tmp_path):
 def test_opus_transcode_keeps_the_audio_in_place(tmp_path):
     """44.1 kHz AAC -> Opus at 48 kHz: the resampled audio starts with the video and lasts as long."""
     src = media.make_video(tmp_path / "src.mp4", seconds=0.8, fps=25, size=(W, H), sample_rate=44100)
-    out = write(tmp_path / "o.webm", "vp9", audio=cut(video.probe(src)))
+    out = write(tmp_path / "o.webm", "vp9", audio=cut(probe.probe(src)))
     p = media.ffprobe_streams(out)
     assert p["audio"]["codec_name"] == "opus" and p["audio"]["sample_rate"] == "48000"
     with av.open(str(out)) as c:  # decoded samples: 0.54 s of audio at 48 kHz (pre-skip removed)
@@ -251,7 +260,7 @@ def test_opus_transcode_keeps_the_audio_in_place(tmp_path):
 def test_h264_mp4_goes_through_the_original_writer(tmp_path):
     """open_writer's default H.264 MP4 is VideoWriter itself: the same bytes as before output formats existed."""
     a = write(tmp_path / "a.mp4", "h264")
-    with encode.VideoWriter(tmp_path / "b.mp4", W, H, fps=25, time_base=TB, end=END) as wr:
+    with video_writer.VideoWriter(tmp_path / "b.mp4", W, H, fps=25, time_base=TB, end=END) as wr:
         for img, t in zip(frames(), TIMES):
             wr.write(img, t)
     assert a.read_bytes() == (tmp_path / "b.mp4").read_bytes()
@@ -278,9 +287,9 @@ def test_gif_schedule_bounds():
         steps = [Fraction(rng.randint(5, 200), 1000) for _ in range(n)]  # 5 ms (200 fps) to 200 ms per frame
         times = [sum(steps[:i], Fraction(0)) for i in range(n)]
         end = times[-1] + steps[-1]
-        sched = outputs.gif_schedule(times, end)
+        sched = gif.gif_schedule(times, end)
         starts = np.cumsum([0] + [d for _, d in sched])
-        assert all(d >= outputs.MIN_GIF_DELAY for _, d in sched)
+        assert all(d >= gif.MIN_GIF_DELAY for _, d in sched)
         assert [i for i, _ in sched] == sorted({i for i, _ in sched}) and sched[0][0] == 0
         for (i, _), s in zip(sched, starts):
             assert abs(Fraction(int(s), 100) - times[i]) <= Fraction(1, 200)
@@ -293,12 +302,12 @@ def test_gif_schedule_bounds():
 def test_gif_schedule_examples():
     # 30 frames/s: delays 3, 3, 4 cs (rounding each delay would give 3 cs each: 10% fast, drifting)
     t30 = [Fraction(i, 30) for i in range(30)]
-    sched = outputs.gif_schedule(t30, Fraction(1))
+    sched = gif.gif_schedule(t30, Fraction(1))
     assert sum(d for _, d in sched) == 100 and {d for _, d in sched} == {3, 4}
     # 100 frames/s: every other frame (a 1 cs delay plays as 10 cs in browsers)
     t100 = [Fraction(i, 100) for i in range(10)]
-    assert outputs.gif_schedule(t100, Fraction(1, 10)) == [(i, 2) for i in range(0, 10, 2)]
-    assert outputs.gif_schedule([Fraction(0)], Fraction(1, 1000)) == [(0, 2)]  # a lone short frame: 2 cs
+    assert gif.gif_schedule(t100, Fraction(1, 10)) == [(i, 2) for i in range(0, 10, 2)]
+    assert gif.gif_schedule([Fraction(0)], Fraction(1, 1000)) == [(0, 2)]  # a lone short frame: 2 cs
 
 
 def test_gif_written(clip, tmp_path, caplog):
@@ -310,7 +319,7 @@ def test_gif_written(clip, tmp_path, caplog):
     assert (p["video"]["width"], p["video"]["height"]) == (W, H)
     assert Path(out).read_bytes()[10] & 0x80  # a global colour table: one palette for the clip
     packets = ffprobe_packets(out)
-    sched = outputs.gif_schedule(TIMES, END)
+    sched = gif.gif_schedule(TIMES, END)
     assert len(packets) == len(sched) == len(TIMES)
     for (pts, dur), (i, delay) in zip(packets, sched):
         assert abs(pts - TIMES[i]) <= Fraction(1, 200) and dur == Fraction(delay, 100)
@@ -359,14 +368,14 @@ def test_png_sequence_replaces_an_earlier_one_atomically(tmp_path):
 
 def test_ping_pong_times():
     times = [Fraction(0), Fraction(1, 10), Fraction(25, 100), Fraction(3, 10)]
-    order, end = outputs.ping_pong_times(times, Fraction(4, 10))
+    order, end = wrappers.ping_pong_times(times, Fraction(4, 10))
     assert [i for i, _ in order] == [0, 1, 2, 3, 2, 1]
     assert end == Fraction(4, 10) + Fraction(3, 10) - Fraction(1, 10)
     ts = [t for _, t in order] + [end]
     shown = [b - a for a, b in zip(ts, ts[1:])]
     forward = [b - a for a, b in zip(times + [Fraction(4, 10)], times[1:] + [Fraction(4, 10)])]
     assert shown[4:] == [forward[2], forward[1]]  # each frame keeps its own length on the way back
-    assert outputs.ping_pong_times(times[:2], Fraction(2, 10)) == (list(enumerate(times[:2])), Fraction(2, 10))
+    assert wrappers.ping_pong_times(times[:2], Fraction(2, 10)) == (list(enumerate(times[:2])), Fraction(2, 10))
 
 
 def test_ping_pong_png_reverses_the_frames(tmp_path):
@@ -380,7 +389,7 @@ def test_ping_pong_png_reverses_the_frames(tmp_path):
 
 def test_ping_pong_gif_and_mp4(clip, tmp_path):
     n = 6
-    order, end = outputs.ping_pong_times(TIMES[:n], TIMES[n])
+    order, end = wrappers.ping_pong_times(TIMES[:n], TIMES[n])
     gif = write(tmp_path / "o.gif", "gif", times=TIMES[:n], end=TIMES[n], ping_pong=True)
     levels = [f[:, :, 1].mean() for f in decode_rgb(gif)]  # the green level rises with the frame index
     written = [f[:, :, 1].mean() for f in frames(n)]
@@ -399,20 +408,20 @@ def test_ping_pong_gif_and_mp4(clip, tmp_path):
 
 def test_scale_image_filters():
     img = frames(1, 64, 48)[0]
-    assert outputs.scale_image(img, 64, 48) is img
-    up, down = outputs.scale_image(img, 131, 97), outputs.scale_image(img, 33, 25)
+    assert wrappers.scale_image(img, 64, 48) is img
+    up, down = wrappers.scale_image(img, 131, 97), wrappers.scale_image(img, 33, 25)
     assert up.shape == (97, 131, 3) and down.shape == (25, 33, 3)
     # area averaging when shrinking: a 2x2 block mean, exactly
     flat = np.arange(16, dtype=np.uint8).reshape(4, 4).repeat(3).reshape(4, 4, 3) * 10
-    assert np.array_equal(outputs.scale_image(flat, 2, 2)[0, 0], np.full(3, round(np.mean([0, 10, 40, 50]))))
+    assert np.array_equal(wrappers.scale_image(flat, 2, 2)[0, 0], np.full(3, round(np.mean([0, 10, 40, 50]))))
 
 
 def test_even_size(caplog):
     with caplog.at_level(logging.INFO, logger="v2v"):
-        assert outputs.even_size(67, 45, outputs.FORMATS["h264"]) == (66, 44)
+        assert formats.even_size(67, 45, formats.FORMATS["h264"]) == (66, 44)
     assert "67x45 is odd" in caplog.text
-    assert outputs.even_size(67, 45, outputs.FORMATS["gif"]) == (67, 45)
-    assert outputs.even_size(66, 44, outputs.FORMATS["vp9"]) == (66, 44)
+    assert formats.even_size(67, 45, formats.FORMATS["gif"]) == (67, 45)
+    assert formats.even_size(66, 44, formats.FORMATS["vp9"]) == (66, 44)
 
 
 # ---------------------------------------------------------------------------------------------- through restyle
@@ -442,20 +451,20 @@ def test_compare_full_size_and_pose_format(odd_clip, restyler, tmp_path, caplog)
     cmp = tmp_path / "out.compare.mp4"
     assert r.compare_output == cmp.resolve()
     c = media.ffprobe_streams(cmp)
-    pw, ph = video.processing_size(67, 45, 64)
+    pw, ph = timing.processing_size(67, 45, 64)
     assert (c["video"]["width"], c["video"]["height"]) == (3 * pw, ph)
     assert media.ffprobe_frame_times(cmp) == media.ffprobe_frame_times(out)
     assert len(media.ffprobe_frame_times(cmp)) == 12
     assert c["audio"]["codec_name"] == "aac"
     assert media.ffprobe_streams(tmp_path / "pose.webm")["video"]["codec_name"] == "vp9"
     # the left third is the source (decoded again), the right third the result
-    info = video.probe(odd_clip)
+    info = probe.probe(odd_clip)
     src = [f.image for f in decode.Decoder(info, pw, ph)]
     got = decode_rgb(cmp)
     res = decode_rgb(out)
     for g, s, rr in zip(got, src, res):
         assert np.abs(g[:, :pw].astype(int) - s).mean() < 8
-        assert np.abs(g[:, 2 * pw:].astype(int) - outputs.scale_image(rr, pw, ph)).mean() < 12
+        assert np.abs(g[:, 2 * pw:].astype(int) - wrappers.scale_image(rr, pw, ph)).mean() < 12
     assert sorted(x.name for x in tmp_path.iterdir()) == ["out.compare.mp4", "out.json", "out.mp4", "pose.webm"]
 
 
@@ -488,7 +497,7 @@ def test_compare_middle_third_is_the_pose_map_of_the_same_frame(restyler, tmp_pa
     r = restyler.restyle(clip, tmp_path / "out.mp4", prompt="x", compare=True, pose_json=tmp_path / "poses.json",
                          pose_smoothing=0, keep_pose=f"{tmp_path / 'maps'}/")
     assert not [t.name for t in threading.enumerate() if t.name.startswith(("v2v-encode-", "v2v-prefetch"))]
-    pw, ph = video.processing_size(96, 64, 64)
+    pw, ph = timing.processing_size(96, 64, 64)
     want = [render_pose(g.scaled(pw, ph), pw, ph) for g in given]
     assert all(w.any() for w in want)
     got = decode_rgb(r.compare_output)
@@ -603,13 +612,13 @@ def test_encoder_queue_cap_counts_the_frames_as_written_at_full_size(restyler, t
 
     src = media.make_video(tmp_path / "big.mp4", seconds=0.8, fps=25, size=(192, 256))
     seen = []
-    real_init = encode.VideoWriter.__init__
+    real_init = video_writer.VideoWriter.__init__
 
     def init(self, path, width, height, **kw):
         seen.append((width, height, kw.get("queue_frames", 16)))
         real_init(self, path, width, height, **kw)
 
-    monkeypatch.setattr(encode.VideoWriter, "__init__", init)
+    monkeypatch.setattr(video_writer.VideoWriter, "__init__", init)
     cap = 40 * 64 * 88 * 3  # room for 40 frames at the processing size, for 1 at the source's
     monkeypatch.setattr(P._queue_frames, "__defaults__", (cap,))
     r = restyler.restyle(src, tmp_path / "o.mp4", prompt="x", full_size=True, frame_budget=40)
@@ -631,8 +640,8 @@ def test_writer_colour_conversion_equals_ffmpegs(tmp_path, fmt, pix_fmt):
     command line's, value for value, on a smooth and a noisy image; a flat colour stays flat. (FFmpeg 8's threaded
     swscale, PyAV's default, wrote wrong values into the first pixels of each slice's first row in 10-bit.)"""
     w, h = 200, 144
-    ext = outputs.FORMATS[fmt].extensions[0]
-    wr = outputs.open_writer(tmp_path / f"o{ext}", outputs.FORMATS[fmt], w, h, fps=24, time_base=Fraction(1, 24),
+    ext = formats.FORMATS[fmt].extensions[0]
+    wr = writers.open_writer(tmp_path / f"o{ext}", formats.FORMATS[fmt], w, h, fps=24, time_base=Fraction(1, 24),
                              end=Fraction(1, 24))
     try:
         assert wr._pix_fmt == pix_fmt
@@ -642,7 +651,7 @@ def test_writer_colour_conversion_equals_ffmpegs(tmp_path, fmt, pix_fmt):
         flat = np.broadcast_to(np.array([200, 80, 30]), (h, w, 3))
         for img in (smooth, noisy, flat):
             img = np.ascontiguousarray(img, dtype=np.uint8)
-            ours = _planes(wr._convert(encode.rgb_frame(img)))
+            ours = _planes(wr._convert(writer_base.rgb_frame(img)))
             if np.array_equal(img, np.broadcast_to(img[0, 0], img.shape)):  # the flat colour
                 assert all(p.min() == p.max() for p in ours), [(p.min(), p.max()) for p in ours]
             if shutil.which("ffmpeg"):
@@ -662,7 +671,7 @@ def test_writer_colour_conversion_equals_ffmpegs(tmp_path, fmt, pix_fmt):
                     at += size
                     assert np.array_equal(ours_p, theirs), np.argwhere(ours_p != theirs)[:5]
     finally:
-        wr._abort()  # nothing written: close() would say so
+        wr.abort()  # nothing written: close() would say so
 
 
 def _writer_threads():
@@ -676,8 +685,8 @@ def test_png_sequence_threaded_same_files_and_the_caller_may_reuse_its_array(tmp
     (it overwrites its one array after every write), all written by close, and no thread left."""
     rng = np.random.default_rng(8)
     images = [rng.integers(0, 256, (24, 40, 3), dtype=np.uint8) for _ in range(12)]
-    plain = outputs.PngSequenceWriter(tmp_path / "plain", 40, 24)
-    threaded = outputs.PngSequenceWriter(tmp_path / "thr", 40, 24, threaded=True, queue_frames=2)
+    plain = png.PngSequenceWriter(tmp_path / "plain", 40, 24)
+    threaded = png.PngSequenceWriter(tmp_path / "thr", 40, 24, threaded=True, queue_frames=2)
     assert len(_writer_threads()) == 1
     buf = np.empty((24, 40, 3), np.uint8)
     for i, img in enumerate(images):
@@ -719,7 +728,7 @@ def test_png_sequence_threaded_errors_come_back_and_leave_no_thread(tmp_path, im
     error (shape, time) at once; leaving a with block on an exception stops the worker."""
     img = np.zeros((16, 16, 3), np.uint8)
     calls = imwrite_fails_at(3)
-    wr = outputs.PngSequenceWriter(tmp_path / "a", 16, 16, threaded=True, queue_frames=1)
+    wr = png.PngSequenceWriter(tmp_path / "a", 16, 16, threaded=True, queue_frames=1)
     with pytest.raises(OutputError, match="writing frame_000002.png failed") as e:
         for i in range(100):
             wr.write(img, Fraction(i, 25))
@@ -729,13 +738,13 @@ def test_png_sequence_threaded_errors_come_back_and_leave_no_thread(tmp_path, im
         wr.write(img, Fraction(200, 25))
     calls = imwrite_fails_at(3)
     with pytest.raises(OutputError, match="frame_000002.png"):  # the last frame fails: close says so
-        with outputs.PngSequenceWriter(tmp_path / "b", 16, 16, threaded=True) as wr:
+        with png.PngSequenceWriter(tmp_path / "b", 16, 16, threaded=True) as wr:
             for i in range(3):
                 wr.write(img, Fraction(i, 25))
     assert _writer_threads() == []
     imwrite_fails_at(None)
     with pytest.raises(KeyboardInterrupt):
-        with outputs.PngSequenceWriter(tmp_path / "c", 16, 16, threaded=True, queue_frames=2) as wr:
+        with png.PngSequenceWriter(tmp_path / "c", 16, 16, threaded=True, queue_frames=2) as wr:
             for i in range(10):
                 wr.write(img, Fraction(i, 25))
             with pytest.raises(ValueError):
@@ -743,7 +752,7 @@ def test_png_sequence_threaded_errors_come_back_and_leave_no_thread(tmp_path, im
             raise KeyboardInterrupt
     assert _writer_threads() == []
     with pytest.raises(InvalidOptions):
-        outputs.PngSequenceWriter(tmp_path / "d", 16, 16, queue_frames=0)
+        png.PngSequenceWriter(tmp_path / "d", 16, 16, queue_frames=0)
 
 
 def _write_from_one_array(wr, images, refused):
@@ -767,11 +776,11 @@ def test_scaled_threaded_same_output_and_the_caller_may_reuse_its_array(tmp_path
     errors at once; no thread left."""
     rng = np.random.default_rng(4)
     images = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(6)]
-    spec = outputs.FORMATS[fmt]
+    spec = formats.FORMATS[fmt]
     outs = {}
     for threaded in (False, True):
         path = tmp_path / (f"t{int(threaded)}" + ("" if fmt == "png" else ".mp4"))
-        wr = outputs.open_writer(path, spec, 32, 24, fps=25, time_base=Fraction(1, 25), end=Fraction(6, 25),
+        wr = writers.open_writer(path, spec, 32, 24, fps=25, time_base=Fraction(1, 25), end=Fraction(6, 25),
                                  size=(80, 60), ping_pong=ping_pong, threaded=threaded, queue_frames=2)
         _write_from_one_array(wr, images, refused=np.zeros((60, 80, 3), np.uint8))  # already at the written size
         wr.close()
@@ -779,12 +788,12 @@ def test_scaled_threaded_same_output_and_the_caller_may_reuse_its_array(tmp_path
     assert _writer_threads() == []
     if fmt == "png":
         files = sorted(outs[True].iterdir())
-        order, _ = outputs.ping_pong_times([Fraction(i, 25) for i in range(6)], Fraction(6, 25))
+        order, _ = wrappers.ping_pong_times([Fraction(i, 25) for i in range(6)], Fraction(6, 25))
         assert [f.name for f in files] == sorted(f.name for f in outs[False].iterdir()) and len(files) == len(order)
         for f in files:
             assert f.read_bytes() == (outs[False] / f.name).read_bytes()
         for f, (i, _) in zip(files, order):  # forward, then back
-            assert np.array_equal(cv2.imread(str(f))[:, :, ::-1], outputs.scale_image(images[i], 80, 60))
+            assert np.array_equal(cv2.imread(str(f))[:, :, ::-1], wrappers.scale_image(images[i], 80, 60))
     else:
         assert outs[True].read_bytes() == outs[False].read_bytes()
         assert media.ffprobe_frame_times(outs[True]) == [Fraction(i, 25) for i in range(6)]
@@ -793,7 +802,7 @@ def test_scaled_threaded_same_output_and_the_caller_may_reuse_its_array(tmp_path
 def test_scaled_threaded_inner_error_comes_back_and_leaves_no_thread(tmp_path, imwrite_fails_at):
     img = np.zeros((24, 32, 3), np.uint8)
     calls = imwrite_fails_at(2)
-    wr = outputs.open_writer(tmp_path / "s", outputs.FORMATS["png"], 32, 24, fps=25, time_base=Fraction(1, 25),
+    wr = writers.open_writer(tmp_path / "s", formats.FORMATS["png"], 32, 24, fps=25, time_base=Fraction(1, 25),
                              end=None, size=(64, 48), threaded=True, queue_frames=1)
     with pytest.raises(OutputError, match="writing frame_000001.png failed"):
         for i in range(100):
@@ -803,7 +812,7 @@ def test_scaled_threaded_inner_error_comes_back_and_leaves_no_thread(tmp_path, i
         wr.write(img, Fraction(200, 25))
     imwrite_fails_at(None)
     with pytest.raises(KeyboardInterrupt):
-        with outputs.open_writer(tmp_path / "k.mp4", outputs.FORMATS["h264"], 32, 24, fps=25,
+        with writers.open_writer(tmp_path / "k.mp4", formats.FORMATS["h264"], 32, 24, fps=25,
                                  time_base=Fraction(1, 25), end=None, size=(64, 48), threaded=True) as wr:
             for i in range(10):
                 wr.write(img, Fraction(i, 25))
@@ -821,18 +830,18 @@ def test_ctrl_c_while_close_waits_for_the_workers_leaves_no_thread(tmp_path, mon
     import threading
     import time
 
-    real = outputs.Scaled._job
+    real = wrappers.Scaled._job
 
     def slow(self, image, t):
         time.sleep(0.1)
         real(self, image, t)
 
-    monkeypatch.setattr(outputs.Scaled, "_job", slow)
+    monkeypatch.setattr(wrappers.Scaled, "_job", slow)
     img = np.zeros((24, 32, 3), np.uint8)
     path = tmp_path / ("o" if fmt == "png" else "o.mp4")
     interrupted = False
     try:
-        with outputs.open_writer(path, outputs.FORMATS[fmt], 32, 24, fps=25, time_base=Fraction(1, 25), end=None,
+        with writers.open_writer(path, formats.FORMATS[fmt], 32, 24, fps=25, time_base=Fraction(1, 25), end=None,
                                  size=(64, 48), threaded=True, queue_frames=16) as wr:
             for i in range(12):
                 wr.write(img, Fraction(i, 25))
@@ -863,10 +872,10 @@ def _pose_map(i):
 
 
 def _compare_writer(path, images, threaded, bad_at=None, queue_frames=2):
-    inner = outputs.open_writer(path, outputs.FORMATS["h264"], 3 * 32, 24, fps=25, time_base=Fraction(1, 25),
+    inner = writers.open_writer(path, formats.FORMATS["h264"], 3 * 32, 24, fps=25, time_base=Fraction(1, 25),
                                 end=None, threaded=threaded)
     t0 = Fraction(3, 25)
-    return outputs.CompareWriter(inner, _sources(images, t0, bad_at), _pose_map, t0, threaded=threaded,
+    return wrappers.CompareWriter(inner, _sources(images, t0, bad_at), _pose_map, t0, threaded=threaded,
                                  queue_frames=queue_frames)
 
 
@@ -928,12 +937,12 @@ def test_ctrl_c_while_compare_waits_for_its_worker_is_an_interrupt_and_leaves_no
         finally:
             stopped.append(True)
 
-    inner = outputs.open_writer(tmp_path / "c.mp4", outputs.FORMATS["h264"], 96, 24, fps=25,
+    inner = writers.open_writer(tmp_path / "c.mp4", formats.FORMATS["h264"], 96, 24, fps=25,
                                 time_base=Fraction(1, 25), end=None, threaded=True)
     t0 = Fraction(0)
     interrupted = False
     try:
-        with outputs.CompareWriter(inner, slow_sources(t0), _pose_map, t0, threaded=True, queue_frames=16) as wr:
+        with wrappers.CompareWriter(inner, slow_sources(t0), _pose_map, t0, threaded=True, queue_frames=16) as wr:
             for i in range(12):
                 wr.write(np.zeros((24, 32, 3), np.uint8), Fraction(i, 25))
             threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
@@ -944,7 +953,7 @@ def test_ctrl_c_while_compare_waits_for_its_worker_is_an_interrupt_and_leaves_no
     assert _writer_threads() == []
 
 
-class _FailingInner(encode.ClosingWriter):
+class _FailingInner(writer_base.ClosingWriter):
     """An inner writer (96x24) whose write fails at frame ``fail_at``; records what it was told."""
 
     def __init__(self, path, fail_at=None):
@@ -959,7 +968,7 @@ class _FailingInner(encode.ClosingWriter):
     def close(self):
         self.calls.append("close")
 
-    def _abort(self):
+    def abort(self):
         self.calls.append("abort")
 
 
@@ -978,7 +987,7 @@ def test_compare_with_a_prefetched_source_leaves_no_thread(tmp_path, case):
     images = [np.full((24, 32, 3), i, np.uint8) for i in range(40)]
     srcs = list(_sources(images, Fraction(0), bad_at=5 if case == "input changed" else None))
     inner = _FailingInner(tmp_path / "c.mp4", fail_at=5 if case == "inner failed" else None)
-    wr = outputs.CompareWriter(inner, prefetch(iter(srcs), depth=4), _pose_map, Fraction(0), threaded=True,
+    wr = wrappers.CompareWriter(inner, prefetch(iter(srcs), depth=4), _pose_map, Fraction(0), threaded=True,
                                queue_frames=2)
     expect = {"closed": None, "input changed": VideoDecodeError, "inner failed": OutputError,
               "aborted": KeyboardInterrupt}[case]

@@ -14,6 +14,7 @@ import pytest
 import v2v
 import v2v.pipeline as P
 from v2v.errors import VideoDecodeError
+from v2v.media import decode, probe
 from v2v.pipeline import Restyler
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
@@ -155,7 +156,7 @@ def test_a_wrong_frame_count_in_the_header_generates_again(tmp_path, tiny_models
 
 
 def test_streamable_frames_rules(monkeypatch):
-    info = v2v.video.probe(SAMPLE)
+    info = probe.probe(SAMPLE)
     o = v2v.RestyleOptions(prompt="x", models="tiny", max_frames=40)
     assert P._streamable_frames(o, info, 64, 88) == 40
     assert P._streamable_frames(o, info, 64, 88, "cuda:1") == 40
@@ -327,8 +328,8 @@ def test_finished_frames_are_encoded_while_later_ones_denoise(tmp_path, tiny_mod
         if fmt == "png":
             frames = frames_of(out)
         else:
-            info = v2v.video.probe(out)
-            frames = list(v2v.decode.Decoder(info, info.width, info.height))
+            info = probe.probe(out)
+            frames = list(decode.Decoder(info, info.width, info.height))
         return seen, frames
 
     seen, early = restyle("early")
@@ -449,7 +450,7 @@ def test_keep_pose_is_not_written_when_generation_fails_after_the_outputs_opened
     assert sorted(p.name for p in tmp_path.iterdir()) == []
     monkeypatch.setattr(G, "decode_latents", real)
     r = warm().restyle(SAMPLE, tmp_path / "o.mp4", prompt="x", keep_pose=str(tmp_path / "pose.mp4"))
-    assert r.pose_output.is_file() and v2v.video.probe(r.pose_output).frames == r.frames == 40
+    assert r.pose_output.is_file() and probe.probe(r.pose_output).frames == r.frames == 40
 
 
 @pytest.mark.parametrize("fmt,name,named", [("h264", "o.mp4", "o.mp4"), ("png", "o", "dance_000000.png")])
@@ -459,14 +460,14 @@ def test_a_write_error_names_the_output_not_its_temp_file(tmp_path, tiny_models,
     import av.error
     import cv2
 
-    from v2v import encode
+    from v2v.media.writers import video as video_writer
     from v2v.errors import OutputError
 
     if fmt == "h264":
         def failing(self, frame, t):
             raise av.error.FFmpegError(28, "No space left on device")
 
-        monkeypatch.setattr(encode.VideoWriter, "_encode", failing)
+        monkeypatch.setattr(video_writer.VideoWriter, "_encode", failing)
     else:
         monkeypatch.setattr(cv2, "imwrite", lambda *a: False)
     with pytest.raises(OutputError) as e:

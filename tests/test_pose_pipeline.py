@@ -18,7 +18,7 @@ from v2v.errors import InvalidOptions
 from v2v.options import RestyleOptions
 from v2v.pipeline import Restyler
 from v2v.pose import load_pose_json, render_pose
-from v2v.video import processing_size
+from v2v.media.timing import processing_size
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "dance.mp4"

@@ -84,10 +84,10 @@ def test_expected_frames(kw, expected):
 
 def test_expected_frames_matches_the_decoder(tmp_path):
     """Against the real decoder on the sample: the estimate is the count decoded."""
-    from v2v import decode, video
+    from v2v.media import decode, probe
 
     sample = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
-    info = video.probe(sample)
+    info = probe.probe(sample)
     cases = [{}, {"start": 0.5, "end": 2.25}, {"every_nth": 3}, {"fps": Fraction(10)}]
     # trims that fall between frames (the count a GPU run plans its segments with before posing)
     cases += [{"start": s, "end": e, "every_nth": k} for s in (None, 0.3, 0.5, 1.01) for e in (None, 2.3, 3.49)

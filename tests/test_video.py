@@ -1,4 +1,4 @@
-"""v2v.video, v2v.decode, v2v.encode: probe, decode, encode, audio, timestamp maths; ffprobe is the judge."""
+"""v2v.media: probe, decode, the video writer, audio, timestamp maths; ffprobe is the judge."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from v2v import decode, encode, video
+from v2v.media import decode
+from v2v.media import probe
+from v2v.media import pyav
+from v2v.media import timing
+from v2v.media.writers import base as writer_base
+from v2v.media.writers import video as video_writer
 from v2v.errors import (
     EmptyInput,
     InputNotFound,
@@ -32,8 +37,8 @@ pytestmark = pytest.mark.skipif(not media.HAVE_FFMPEG, reason="needs the ffmpeg/
 
 def roundtrip(src, out, *, size=48, **opts):
     """probe -> Decoder -> VideoWriter (identity images) with the audio of the kept span."""
-    info = video.probe(src)
-    w, h = video.processing_size(info.display_width, info.display_height, size=size)
+    info = probe.probe(src)
+    w, h = timing.processing_size(info.display_width, info.display_height, size=size)
     dec = decode.Decoder(info, w, h, **opts)
     out_fps = dec.fps or info.fps / dec.every_nth
     # a resampled grid needs a time base that holds k/fps exactly
@@ -43,8 +48,8 @@ def roundtrip(src, out, *, size=48, **opts):
         assert fr.image.shape == (h, w, 3) and fr.image.dtype == np.uint8
         frames.append((fr.index, fr.source_index, fr.time))
     t0, t1 = dec.span
-    cut = video.AudioCut(info.path, info.audio.index, t0, t1) if info.audio else None
-    with encode.VideoWriter(out, w, h, fps=out_fps, time_base=time_base, audio=cut,
+    cut = timing.AudioCut(info.path, info.audio.index, t0, t1) if info.audio else None
+    with video_writer.VideoWriter(out, w, h, fps=out_fps, time_base=time_base, audio=cut,
                             metadata={"comment": "v2v test"}) as wr:
         # decode again to write: the same frames come out (deterministic), nothing is held in memory
         for fr in decode.Decoder(info, w, h, **opts):
@@ -159,7 +164,7 @@ def test_roundtrip(case, tmp_path):
 def test_probe_fields(tmp_path):
     src = media.make_video(tmp_path / "p.mov", seconds=1, fps="24000/1001", size=(64, 48), vcodec="prores_ks",
                            pix_fmt="yuv422p10le", acodec="pcm_s16le", channels=6, sample_rate=44100)
-    info = video.probe(src)
+    info = probe.probe(src)
     assert info.codec == "prores" and info.pix_fmt == "yuv422p10le"
     assert (info.width, info.height, info.display_width, info.display_height) == (64, 48, 64, 48)
     assert info.fps == Fraction(24000, 1001)
@@ -174,7 +179,7 @@ def test_probe_fields(tmp_path):
 @pytest.mark.parametrize("rotation", [90, 180, 270])
 def test_rotation_matches_ffmpeg_autorotate(rotation, tmp_path):
     src = media.make_video(tmp_path / "r.mp4", seconds=0.2, fps=25, size=(64, 48), rotation=rotation)
-    info = video.probe(src)
+    info = probe.probe(src)
     assert info.rotation == rotation
     w, h = (48, 64) if rotation in (90, 270) else (64, 48)
     assert (info.display_width, info.display_height) == (w, h)
@@ -207,7 +212,7 @@ def vfr_clip(tmp_path_factory):
 
 
 def _decode(path, **opts):
-    info = video.probe(path)
+    info = probe.probe(path)
     dec = decode.Decoder(info, 32, 24, **opts)
     frames = [(f.index, f.source_index, f.time) for f in dec]
     return info, dec, frames
@@ -246,7 +251,7 @@ def test_fps_resampling_on_vfr_matches_pure_function(vfr_clip):
     src_times = media.ffprobe_frame_times(vfr_clip)
     info, dec, frames = _decode(vfr_clip, fps=20)
     end = src_times[-1] + 1 / info.fps
-    expect = video.resample_times(src_times, end, 20)
+    expect = timing.resample_times(src_times, end, 20)
     assert [(f[2], f[1]) for f in frames] == expect
     assert dec.span == (src_times[0], end)
     assert len(frames) == int(np.ceil(float((end - src_times[0]) * 20)))
@@ -269,7 +274,7 @@ def test_trimmed_output_keeps_audio_in_step(clip, tmp_path, opts):
 def test_audio_delay_kept_after_trim(tmp_path):
     """Audio starting 0.7 s after the video: cutting at 0.4 s leaves a 0.3 s offset."""
     src = media.make_video(tmp_path / "d.mp4", seconds=2, fps=25, audio_delay=0.7)
-    info = video.probe(src)
+    info = probe.probe(src)
     assert abs(info.audio.start - Fraction(7, 10)) <= Fraction(1, 25)
     out = tmp_path / "o.mp4"
     roundtrip(src, out, size=24, start=0.4)
@@ -281,20 +286,20 @@ def test_audio_delay_kept_after_trim(tmp_path):
 @pytest.mark.parametrize("bad", [{"every_nth": 0}, {"max_frames": 0}, {"fps": 0}, {"start": -1},
                                  {"start": 1, "end": 0.5}, {"fps": 10, "every_nth": 2}])
 def test_decoder_rejects_bad_options(clip, bad):
-    info = video.probe(clip)
+    info = probe.probe(clip)
     with pytest.raises(InvalidOptions) as e:
         list(decode.Decoder(info, 32, 24, **bad))
     assert "\n" not in str(e.value)
 
 
 def test_start_past_end(clip):
-    info = video.probe(clip)
+    info = probe.probe(clip)
     with pytest.raises(InvalidOptions):
         list(decode.Decoder(info, 32, 24, start=10))
 
 
 def test_decoder_streams_lazily(clip):
-    info = video.probe(clip)
+    info = probe.probe(clip)
     it = iter(decode.Decoder(info, 32, 24))
     first = next(it)
     assert first.index == 0 and first.time == 0
@@ -327,7 +332,7 @@ def test_resample_matches_brute_force(seed):
         t += Fraction(rng.randint(1, den // 5), den)
     end = t
     fps = rng.choice([Fraction(24000, 1001), 10, 25, 60, Fraction(1, 2), Fraction(7, 3), 120])
-    got = video.resample_times(times, end, fps)
+    got = timing.resample_times(times, end, fps)
     assert got == _brute_resample(times, end, fps)
     # every output is a source frame; the grid is regular and covers the span
     assert all(b[0] - a[0] == 1 / Fraction(fps) for a, b in zip(got, got[1:]))
@@ -336,11 +341,11 @@ def test_resample_matches_brute_force(seed):
 
 def test_resample_edges():
     ts = [Fraction(0), Fraction(1, 10), Fraction(2, 10)]
-    assert video.resample_times(ts, Fraction(3, 10), 10) == [(0, 0), (Fraction(1, 10), 1), (Fraction(2, 10), 2)]
-    assert video.resample_times(ts, Fraction(3, 10), 20) == [
+    assert timing.resample_times(ts, Fraction(3, 10), 10) == [(0, 0), (Fraction(1, 10), 1), (Fraction(2, 10), 2)]
+    assert timing.resample_times(ts, Fraction(3, 10), 20) == [
         (Fraction(k, 20), k // 2) for k in range(6)]
-    assert video.resample_times(ts, Fraction(3, 10), 5) == [(0, 0), (Fraction(1, 5), 2)]
-    assert video.resample_times([], Fraction(1), 5) == []
+    assert timing.resample_times(ts, Fraction(3, 10), 5) == [(0, 0), (Fraction(1, 5), 2)]
+    assert timing.resample_times([], Fraction(1), 5) == []
 
 
 @pytest.mark.parametrize("n, maxf, kept, end", [
@@ -348,7 +353,7 @@ def test_resample_edges():
     (1, 4, [0, 1, 2, 3], 4), (4, 3, [0, 4, 8], 10), (20, None, [0], 10)])
 def test_select_every_nth(n, maxf, kept, end):
     times = [Fraction(i) for i in range(10)]
-    assert video.select_every_nth(times, Fraction(10), n, maxf) == (kept, end)
+    assert timing.select_every_nth(times, Fraction(10), n, maxf) == (kept, end)
 
 
 @pytest.mark.parametrize("dw, dh, kw, expect", [
@@ -366,7 +371,7 @@ def test_select_every_nth(n, maxf, kept, end):
     (1000, 1, {"height": 8}, (8000, 8)),
 ])
 def test_processing_size(dw, dh, kw, expect):
-    w, h = video.processing_size(dw, dh, **kw)
+    w, h = timing.processing_size(dw, dh, **kw)
     assert (w, h) == expect
     assert w % 8 == 0 and h % 8 == 0 and w > 0 and h > 0
 
@@ -375,7 +380,7 @@ def test_processing_size(dw, dh, kw, expect):
                                 {"width": -8}])
 def test_processing_size_rejects(kw):
     with pytest.raises(InvalidOptions) as e:
-        video.processing_size(640, 480, **kw)
+        timing.processing_size(640, 480, **kw)
     assert "\n" not in str(e.value)
 
 
@@ -384,7 +389,7 @@ def test_processing_size_keeps_aspect(seed):
     rng = random.Random(seed)
     dw, dh = rng.randint(16, 4000), rng.randint(16, 4000)
     size = rng.choice([256, 384, 512, 768])
-    w, h = video.processing_size(dw, dh, size=size)
+    w, h = timing.processing_size(dw, dh, size=size)
     assert w % 8 == 0 and h % 8 == 0 and abs(min(w, h) - size) <= 24
     if size >= 512:  # the long side's rounding is always within 0.8% there: the short side is kept
         assert min(w, h) == size
@@ -396,7 +401,7 @@ def test_processing_size_keeps_aspect(seed):
 @pytest.mark.parametrize("size", [128, 256, 512])
 def test_processing_size_aspect_within_two_percent(dw, dh, size):
     """Small sizes move the short side a step of 8 when the plain rounding would be more than 1.75% off."""
-    w, h = video.processing_size(dw, dh, size=size)
+    w, h = timing.processing_size(dw, dh, size=size)
     assert abs((w / h) / (dw / dh) - 1) <= 0.0175
     assert abs(min(w, h) - size) <= 24
 
@@ -438,7 +443,7 @@ def test_bad_inputs(kind, tmp_path):
     make, err = BAD[kind]
     path = make(tmp_path / "bad in.mp4")
     with pytest.raises(err) as e:
-        video.probe(path)
+        probe.probe(path)
     msg = str(e.value)
     assert msg and "\n" not in msg
     assert e.value.exit_code == 3
@@ -454,7 +459,7 @@ def test_cover_art_beside_the_video_is_not_the_video(tmp_path):
     subprocess.run([media.FFMPEG, "-v", "error", "-y", "-i", str(src), "-i", str(cover), "-map", "0", "-map", "1",
                     "-c:a", "copy", "-c:v:0", "copy", "-c:v:1", "mjpeg", "-disposition:v:1", "attached_pic",
                     str(both)], check=True)
-    info = video.probe(both)
+    info = probe.probe(both)
     assert (info.width, info.height, info.codec) == (64, 48, "h264")
     assert [f.time for f in decode.Decoder(info, 32, 24)] == [Fraction(k, 25) for k in range(10)]
 
@@ -488,7 +493,7 @@ def test_truncated_without_index(tmp_path):
     data = src.read_bytes()
     src.write_bytes(data[: len(data) // 2])
     with pytest.raises(VideoDecodeError) as e:
-        video.probe(src)
+        probe.probe(src)
     assert "\n" not in str(e.value)
 
 
@@ -498,7 +503,7 @@ def test_truncated_keeps_decoded_frames(name, extra, tmp_path, caplog):
                            extra=extra + ("-g", "5"))
     data = src.read_bytes()
     src.write_bytes(data[: int(len(data) * 0.6)])
-    info = video.probe(src)
+    info = probe.probe(src)
     frames = []
     with caplog.at_level(logging.WARNING, logger="v2v"):
         if name.endswith(".mp4"):  # the stream's own length is known: missing data is an error, with the way out
@@ -532,7 +537,7 @@ def test_truncated_after_one_frame_suggests_no_negative_end(tmp_path):
     for end in ends:  # cut after the first packet, then after the second
         src.write_bytes(data[:end])
         with pytest.raises(VideoDecodeError) as e:
-            list(decode.Decoder(video.probe(src), 32, 24))
+            list(decode.Decoder(probe.probe(src), 32, 24))
         msgs.append(str(e.value))
     assert "truncated" in msgs[0] and "--end" not in msgs[0] and "\n" not in msgs[0]
     assert "truncated" in msgs[1] and float(msgs[1].split("--end ")[1].split()[0]) > 0
@@ -543,7 +548,7 @@ def test_truncated_before_first_frame(tmp_path):
     data = src.read_bytes()
     src.write_bytes(data[:600])  # header only
     with pytest.raises(VideoDecodeError) as e:
-        video.probe(src)
+        probe.probe(src)
     assert "\n" not in str(e.value)
 
 
@@ -555,7 +560,7 @@ def test_writer_exact_vfr_times_and_duration(tmp_path):
     out = tmp_path / "vfr.mp4"
     times = [Fraction(0), Fraction(33, 1000), Fraction(80, 1000), Fraction(81, 1000), Fraction(500, 1000)]
     colours = np.array([(200, 30, 40), (30, 200, 40), (40, 30, 200), (220, 220, 30), (128, 128, 128)], np.uint8)
-    with encode.VideoWriter(out, 32, 24, fps=25, time_base=Fraction(1, 1000), end=Fraction(7, 10)) as wr:
+    with video_writer.VideoWriter(out, 32, 24, fps=25, time_base=Fraction(1, 1000), end=Fraction(7, 10)) as wr:
         for c, t in zip(colours, times):
             wr.write(np.broadcast_to(c, (24, 32, 3)).copy(), t)
     assert media.ffprobe_frame_times(out) == times
@@ -567,14 +572,14 @@ def test_writer_exact_vfr_times_and_duration(tmp_path):
                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
     px = np.frombuffer(raw, np.uint8).reshape(len(times), 24, 32, 3)
     assert np.abs(px.astype(int).mean(axis=(1, 2)) - colours).max() < 6
-    info = video.probe(out)
+    info = probe.probe(out)
     ours = np.stack([f.image for f in decode.Decoder(info, 32, 24)])
     assert np.abs(ours.astype(int).mean(axis=(1, 2)) - colours).max() < 6
 
 
 def test_writer_metadata_custom_keys(tmp_path):
     out = tmp_path / "m.mp4"
-    with encode.VideoWriter(out, 16, 16, fps=25, time_base=Fraction(1, 12800),
+    with video_writer.VideoWriter(out, 16, 16, fps=25, time_base=Fraction(1, 12800),
                             metadata={"comment": "hello", "v2v_settings": "{\"steps\": 4}"}) as wr:
         wr.write(np.zeros((16, 16, 3), np.uint8), Fraction(0))
     tags = media.ffprobe_streams(out)["format"]["tags"]
@@ -612,7 +617,7 @@ def test_writer_same_frames_same_bitstream(tmp_path, width):
     streams = []
     for k in range(12):
         out = tmp_path / f"same{k}.mp4"
-        with encode.VideoWriter(out, width, 144, fps=24, time_base=Fraction(1, 12288)) as wr:
+        with video_writer.VideoWriter(out, width, 144, fps=24, time_base=Fraction(1, 12288)) as wr:
             for i, img in enumerate(frames):
                 _churn_heap(100 * k + i)
                 wr.write(img, Fraction(i, 24))
@@ -629,8 +634,8 @@ def test_x264_held_to_avx2_only_where_its_avx512_reads_past_a_row():
     avx512 = bool(cpu.get("AVX512F") and cpu.get("AVX2") and cpu.get("FMA3"))
     for width in range(2, 2050, 2):
         whole = -(-width // 16) % 8 == 0
-        assert encode._x264_params(width) == ({} if whole or not avx512 else {"x264-params": "asm=AVX2"}), width
-    assert encode._x264_params(512) == {} and encode._x264_params(1920) == {}
+        assert video_writer.x264_params(width) == ({} if whole or not avx512 else {"x264-params": "asm=AVX2"}), width
+    assert video_writer.x264_params(512) == {} and video_writer.x264_params(1920) == {}
 
 
 def test_rgb_frame_is_a_copy_with_aligned_rows():
@@ -639,7 +644,7 @@ def test_rgb_frame_is_a_copy_with_aligned_rows():
     for w, h in ((16, 16), (200, 144), (504, 288), (7, 5)):
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         for src in (img.copy(), np.swapaxes(np.swapaxes(img, 0, 1).copy(), 0, 1)):  # C order, then strided
-            f = encode.rgb_frame(src)
+            f = writer_base.rgb_frame(src)
             assert (f.width, f.height, f.format.name) == (w, h, "rgb24")
             assert f.planes[0].line_size % 64 == 0
             assert np.array_equal(f.to_ndarray(), img)
@@ -649,12 +654,12 @@ def test_rgb_frame_is_a_copy_with_aligned_rows():
 
 def test_writer_unwritable_folder(tmp_path):
     with pytest.raises(OutputError) as e:
-        encode.VideoWriter(tmp_path / "no such dir" / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25))
+        video_writer.VideoWriter(tmp_path / "no such dir" / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25))
     assert "\n" not in str(e.value) and e.value.exit_code == 4
 
 
 def test_writer_rejects_non_increasing_times(tmp_path):
-    wr = encode.VideoWriter(tmp_path / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25))
+    wr = video_writer.VideoWriter(tmp_path / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25))
     wr.write(np.zeros((16, 16, 3), np.uint8), Fraction(1, 25))
     with pytest.raises(ValueError):
         wr.write(np.zeros((16, 16, 3), np.uint8), Fraction(1, 25))
@@ -678,7 +683,7 @@ def test_writer_threaded_same_bitstream_as_unthreaded(tmp_path):
     streams = []
     for threaded, q in ((False, 16), (True, 16), (True, 1)):
         out = tmp_path / f"t{int(threaded)}{q}.mp4"
-        with encode.VideoWriter(out, 64, 48, fps=24, time_base=Fraction(1, 12288), threaded=threaded,
+        with video_writer.VideoWriter(out, 64, 48, fps=24, time_base=Fraction(1, 12288), threaded=threaded,
                                 queue_frames=q) as wr:
             for i, img in enumerate(frames):
                 buf = img.copy()
@@ -694,12 +699,12 @@ def test_writer_threaded_audio_matches_unthreaded(clip, tmp_path):
     outs = []
     for threaded in (False, True):
         out = tmp_path / f"a{int(threaded)}.mp4"
-        info = video.probe(clip)
+        info = probe.probe(clip)
         dec = decode.Decoder(info, 48, 48)
         for _ in dec:  # the span is known once decoded
             pass
-        cut = video.AudioCut(info.path, info.audio.index, *dec.span) if info.audio else None
-        with encode.VideoWriter(out, 48, 48, fps=info.fps, time_base=info.time_base, audio=cut,
+        cut = timing.AudioCut(info.path, info.audio.index, *dec.span) if info.audio else None
+        with video_writer.VideoWriter(out, 48, 48, fps=info.fps, time_base=info.time_base, audio=cut,
                                 threaded=threaded) as wr:
             t0 = None
             for fr in decode.Decoder(info, 48, 48):
@@ -716,7 +721,7 @@ def test_writer_threaded_error_surfaces_as_output_error(tmp_path, monkeypatch):
     """An encoder error on the worker comes back as the same OutputError on the next write (or close)."""
     import av.error
 
-    real_encode = encode.VideoWriter._encode
+    real_encode = video_writer.VideoWriter._encode
     calls = []
 
     def failing(self, frame, t):
@@ -725,10 +730,10 @@ def test_writer_threaded_error_surfaces_as_output_error(tmp_path, monkeypatch):
             raise av.error.FFmpegError(28, "No space left on device")
         return real_encode(self, frame, t)
 
-    monkeypatch.setattr(encode.VideoWriter, "_encode", failing)
+    monkeypatch.setattr(video_writer.VideoWriter, "_encode", failing)
     img = np.zeros((16, 16, 3), np.uint8)
     # on the next write
-    wr = encode.VideoWriter(tmp_path / "w.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True,
+    wr = video_writer.VideoWriter(tmp_path / "w.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True,
                             queue_frames=1)
     with pytest.raises(OutputError) as e:
         for i in range(100):
@@ -742,7 +747,7 @@ def test_writer_threaded_error_surfaces_as_output_error(tmp_path, monkeypatch):
     # on close, when the error comes after the last write
     calls.clear()
     with pytest.raises(OutputError) as e2:
-        with encode.VideoWriter(tmp_path / "c.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True) as wr:
+        with video_writer.VideoWriter(tmp_path / "c.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True) as wr:
             for i in range(3):
                 wr.write(img, Fraction(i, 25))
     assert "writing c.mp4 failed" in str(e2.value)
@@ -752,14 +757,14 @@ def test_writer_threaded_error_surfaces_as_output_error(tmp_path, monkeypatch):
 def test_writer_threaded_abort_leaves_no_thread(tmp_path):
     img = np.zeros((16, 16, 3), np.uint8)
     with pytest.raises(KeyboardInterrupt):
-        with encode.VideoWriter(tmp_path / "k.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True,
+        with video_writer.VideoWriter(tmp_path / "k.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True,
                                 queue_frames=2) as wr:
             for i in range(10):
                 wr.write(img, Fraction(i, 25))
             raise KeyboardInterrupt
     assert _encoder_threads() == []
     # shape and time errors are raised at once by write (the writer stays usable), as unthreaded
-    wr = encode.VideoWriter(tmp_path / "v.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True)
+    wr = video_writer.VideoWriter(tmp_path / "v.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True)
     with pytest.raises(ValueError):
         wr.write(np.zeros((8, 16, 3), np.uint8), Fraction(0))
     wr.write(img, Fraction(0))
@@ -769,7 +774,7 @@ def test_writer_threaded_abort_leaves_no_thread(tmp_path):
     assert media.ffprobe_frame_times(tmp_path / "v.mp4") == [Fraction(0)]
     assert _encoder_threads() == []
     with pytest.raises(InvalidOptions):
-        encode.VideoWriter(tmp_path / "q.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), queue_frames=0)
+        video_writer.VideoWriter(tmp_path / "q.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), queue_frames=0)
 
 
 @pytest.mark.parametrize("code, says, not_says", [
@@ -784,7 +789,7 @@ def test_write_failed_advice_follows_the_cause(code, says, not_says):
     import av.error
 
     err = av.error.FFmpegError(code, "some reason") if code is not None else RuntimeError("some\nreason")
-    msg = video.write_failed("writing o.mp4", err)
+    msg = pyav.write_failed("writing o.mp4", err)
     assert msg.startswith("writing o.mp4 failed (") and "some" in msg and "reason" in msg and "\n" not in msg
     assert says in msg and not_says not in msg
 
@@ -799,10 +804,10 @@ def test_writer_error_names_its_cause_and_keeps_it_for_debug(tmp_path, monkeypat
     def failing(self, frame, t):
         raise av.error.FFmpegError(code, "boom")
 
-    monkeypatch.setattr(encode.VideoWriter, "_encode", failing)
+    monkeypatch.setattr(video_writer.VideoWriter, "_encode", failing)
     img = np.zeros((16, 16, 3), np.uint8)
     with pytest.raises(OutputError) as e:
-        with encode.VideoWriter(tmp_path / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25),
+        with video_writer.VideoWriter(tmp_path / "o.mp4", 16, 16, fps=25, time_base=Fraction(1, 25),
                                 threaded=threaded) as wr:
             for i in range(5):
                 wr.write(img, Fraction(i, 25))
@@ -818,7 +823,7 @@ def test_joined_ts_whose_clock_restarts_is_an_error_not_half_a_video(tmp_path):
              for k in (0, 1)]
     src = tmp_path / "joined.ts"
     src.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
-    info = video.probe(src)
+    info = probe.probe(src)
     with pytest.raises(VideoDecodeError) as e:
         list(decode.Decoder(info, 32, 24))
     msg = str(e.value)
@@ -826,11 +831,11 @@ def test_joined_ts_whose_clock_restarts_is_an_error_not_half_a_video(tmp_path):
     assert e.value.exit_code == 3
     fixed = tmp_path / "fixed.mp4"  # the advice, followed
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-c", "copy", str(fixed)], check=True)
-    times = [f.time for f in decode.Decoder(video.probe(fixed), 32, 24)]
+    times = [f.time for f in decode.Decoder(probe.probe(fixed), 32, 24)]
     assert len(times) == 50 and all(b > a for a, b in zip(times, times[1:]))
 
 
 def test_probe_names_the_audio_codec_not_its_decoder(tmp_path):
     """ffprobe's codec_name ("mp3"), as the writer's copy decision uses it: not FFmpeg's decoder ("mp3float")."""
     src = media.make_video(tmp_path / "a.mkv", seconds=0.4, fps=25, acodec="libmp3lame")
-    assert video.probe(src).audio.codec == media.ffprobe_streams(src)["audio"]["codec_name"] == "mp3"
+    assert probe.probe(src).audio.codec == media.ffprobe_streams(src)["audio"]["codec_name"] == "mp3"

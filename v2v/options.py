@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .errors import InvalidOptions
+from .media.formats import FORMATS, crf_problem
 
 # The models v2v uses by default (DESIGN.md, decision 2). Downloaded to the Hugging Face cache on first use.
 DEFAULT_BASE = "emilianJR/epiCRealism"
@@ -30,7 +31,7 @@ NOISE_KINDS = ("freenoise", "random")
 FUSION_KINDS = ("pyramid", "flat")
 POSE_PARTS = ("body", "hands", "face")
 MODEL_PATH_FIELDS = frozenset({"base", "motion", "controlnet", "vae", "pose_model"})  # str or os.PathLike
-OUTPUT_FORMATS = ("h264", "h265", "vp9", "av1", "prores", "gif", "png")  # v2v.outputs.FORMATS describes each
+OUTPUT_FORMATS = ("h264", "h265", "vp9", "av1", "prores", "gif", "png")  # v2v.media.formats.FORMATS describes each
 
 
 def parse_pose_parts(value) -> tuple[str, ...]:
@@ -195,7 +196,7 @@ class RestyleOptions:
     pose_cache: bool = True  # reuse keypoints cached for the same input, detector, models and settings
     # --- outputs ---
     keep_pose: Path | None = None  # also write the pose-map video here
-    crf: int | None = None  # quality, lower is better, on the codec's scale (v2v.outputs); None: the codec's default
+    crf: int | None = None  # quality, lower is better, on the codec's scale (v2v.media.formats); None: the codec's default
     format: str | None = None  # h264, h265, vp9, av1, prores, gif, png; None: from the output's extension
     gif_loop: int = 0  # GIF: how many times it plays, 0 = forever
     ping_pong: bool = False  # play forward, then backward (any format; the audio plays once, under the forward half)
@@ -330,8 +331,6 @@ class RestyleOptions:
             bad(f"--pose-smoothing must be between 0 (off) and 1, got {self.pose_smoothing}")
         if self.pose_json is not None and not Path(self.pose_json).expanduser().is_file():
             bad(f"--pose-json file '{self.pose_json}' does not exist: check the path")
-        from .outputs import FORMATS, crf_problem
-
         if self.format is not None and self.format not in FORMATS:
             bad(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         problem = crf_problem(FORMATS.get(self.format), self.crf)  # before the extension is known: 0-63

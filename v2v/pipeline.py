@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -35,7 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import decode, encode, outputs, video
+from .media import decode, formats, timing, writers
+from .media.outputs import atomic_output, check_output_path, default_output, writable
+from .media.probe import probe
+from .media.writers.video import VideoWriter
+from .media.writers.wrappers import CompareWriter
 from . import settings as run_settings
 from .errors import Interrupted, InvalidOptions, OutOfMemory, OutputError
 from .options import (DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE,
@@ -78,7 +79,7 @@ class _Timing:
     times: list[Fraction]  # each output frame's time, relative to the first
     fps: Fraction  # the output's average frame rate
     time_base: Fraction  # the output stream's time base
-    audio: video.AudioCut | None  # the source audio of the kept span
+    audio: timing.AudioCut | None  # the source audio of the kept span
     end: Fraction  # where the output ends (the last frame's display end)
 
 
@@ -93,41 +94,8 @@ class PoseResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def default_output(input_path: Path, fmt: str | None = None) -> Path:
-    """NAME.restyled.mp4 beside the input (with ``fmt``: its extension, e.g. .webm; png: the folder NAME.restyled)."""
-    return input_path.with_name(f"{input_path.stem}.restyled{outputs.default_extension(fmt)}")
 
 
-def check_output_path(input_path: Path, output: str | os.PathLike, fmt: str | None = None) -> Path:
-    """The output path, made absolute; an OutputError when it is the input, cannot be written, or is not a
-    supported output (by extension, or ``fmt``: a --format name; a folder is a PNG sequence, see v2v.outputs)."""
-    spec = outputs.output_format(output, fmt)
-    output = Path(output).expanduser()
-    try:
-        same = output.exists() and input_path.exists() and os.path.samefile(output, input_path)
-    except OSError:
-        same = False
-    if same or output.resolve() == input_path.resolve():
-        raise OutputError(f"output '{output}' is the input itself: choose another name with -o")
-    folder = output.resolve().parent
-    if not folder.is_dir():
-        raise OutputError(f"output folder '{folder}' does not exist: create it or choose another -o")
-    probe_file = folder / f".v2v-write-test-{uuid.uuid4().hex[:8]}"
-    try:  # the only sure test (root ignores permission bits; read-only mounts do not)
-        probe_file.open("xb").close()
-        probe_file.unlink()
-    except OSError:
-        raise OutputError(f"output folder '{folder}' is not writable: choose another -o") from None
-    if spec.folder:
-        if output.exists() and not output.is_dir():
-            raise OutputError(f"output '{output}' is a file, not a folder for the PNG sequence: choose another -o")
-        if output.is_dir() and not outputs.replaceable_folder(output):
-            raise OutputError(f"output folder '{output}' holds other files: give an empty or new folder for the "
-                              "PNG sequence")
-    elif output.is_dir():
-        raise OutputError(f"output '{output}' is a folder: give a file name ending in {spec.extensions[0]}, or a "
-                          "path ending in / for a PNG sequence")
-    return output.resolve()
 
 
 def _check_paths(**paths) -> None:
@@ -139,36 +107,8 @@ def _check_paths(**paths) -> None:
         raise InvalidOptions(f"{name} must be a path (str or pathlib.Path), got {value!r}")
 
 
-def _writable(folder: Path) -> bool:
-    """Whether a file can be made in ``folder`` (tried: root ignores permission bits, read-only mounts do not)."""
-    probe = folder / f".v2v-write-test-{uuid.uuid4().hex[:8]}"
-    try:
-        probe.open("xb").close()
-        probe.unlink()
-        return True
-    except OSError:
-        return False
 
 
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """A temp path beside ``path``; renamed onto it on success, deleted on any failure or Ctrl-C.
-    When a folder was made there (a PNG sequence) it replaces ``path`` (absent, empty or an earlier sequence)."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.part{path.suffix}")
-    try:
-        yield tmp
-        if tmp.is_dir():
-            outputs.replace_folder(tmp, path)
-        else:
-            os.replace(tmp, path)
-    except BaseException as e:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OutputError) and tmp.name in str(e):  # the writers know only the temp name
-            raise OutputError(str(e).replace(tmp.name, path.name)) from None
-        raise
 
 
 def _kept_frames(o: RestyleOptions, info, width: int, height: int) -> decode.Decoder:
@@ -409,8 +349,8 @@ class Restyler:
         return RestyleOptions(**merged).validate()
 
     def _probe(self, in_path: Path, o: RestyleOptions):
-        info = video.probe(in_path)
-        width, height = video.processing_size(info.display_width, info.display_height, o.short_side,
+        info = probe(in_path)
+        width, height = timing.processing_size(info.display_width, info.display_height, o.short_side,
                                               o.width, o.height)
         log.info("input %s: %dx%d, %.3f fps, %s audio; processing at %dx%d", in_path.name, info.display_width,
                  info.display_height, float(info.fps), "with" if info.audio else "no", width, height)
@@ -515,30 +455,30 @@ class Restyler:
     @staticmethod
     def _timing(o: RestyleOptions, info, span, times) -> _Timing:
         """Output times relative to the first frame, the output frame rate and time base, and the audio cut."""
-        audio_cut = video.AudioCut(info.path, info.audio.index, span[0], span[1]) if info.audio else None
+        audio_cut = timing.AudioCut(info.path, info.audio.index, span[0], span[1]) if info.audio else None
         # resampled frames sit on the grid k/fps, which 1/fps holds exactly; else the source's own time base
         time_base = info.time_base if o.fps is None else 1 / Fraction(o.fps)
         return _Timing([t - times[0] for t in times], o.fps or info.fps, time_base, audio_cut, span[1] - span[0])
 
     @staticmethod
     def _writer(path: Path, width: int, height: int, timing: _Timing, crf: int | None, metadata: dict | None = None,
-                fmt: outputs.OutputFormat | None = None, **kwargs):
+                fmt: formats.OutputFormat | None = None, **kwargs):
         """H.264 MP4 (fmt None; kwargs: threaded, queue_frames), or any output format (v2v.outputs.open_writer;
         kwargs: size, ping_pong, gif_loop, name, threaded, queue_frames)."""
         if fmt is None:
-            return encode.VideoWriter(path, width, height, fps=timing.fps, time_base=timing.time_base,
-                                      audio=timing.audio, crf=outputs.crf_for(outputs.FORMATS["h264"], crf),
+            return VideoWriter(path, width, height, fps=timing.fps, time_base=timing.time_base,
+                                      audio=timing.audio, crf=formats.crf_for(formats.FORMATS["h264"], crf),
                                       metadata=metadata, end=timing.end, **kwargs)
-        return outputs.open_writer(path, fmt, width, height, fps=timing.fps, time_base=timing.time_base,
+        return writers.open_writer(path, fmt, width, height, fps=timing.fps, time_base=timing.time_base,
                                    end=timing.end, audio=timing.audio, crf=crf, metadata=metadata, **kwargs)
 
     def _write_pose_video(self, path: Path, poses, timing: _Timing, width, height, o: RestyleOptions,
-                          crf: int | None = None, fmt: outputs.OutputFormat | None = None):
+                          crf: int | None = None, fmt: formats.OutputFormat | None = None):
         """The pose-map video in ``fmt`` (default: from ``path``'s extension), at quality ``crf`` (None: the
         format's default)."""
         from .pose.render import render_pose
 
-        fmt = fmt or outputs.output_format(path)
+        fmt = fmt or formats.output_format(path)
         with atomic_output(path) as tmp, self._writer(tmp, width, height, timing, crf, fmt=fmt, name="pose") as w:
             for fp, tt in zip(poses, timing.times):
                 w.write(render_pose(fp, width, height, o.pose_parts, o.pose_threshold), tt)
@@ -578,15 +518,15 @@ class Restyler:
 
         # 3. paths (the output's format from its extension or --format; a folder is a PNG sequence)
         target = output if output is not None else default_output(in_path, o.format)
-        fmt = outputs.output_format(target, o.format)  # from the path as given: "frames/" names a folder
+        fmt = formats.output_format(target, o.format)  # from the path as given: "frames/" names a folder
         out_path = check_output_path(in_path, target, o.format)
-        problem = outputs.crf_problem(fmt, o.crf)
+        problem = formats.crf_problem(fmt, o.crf)
         if problem:
             raise InvalidOptions(problem)
         if o.gif_loop and fmt.name != "gif":
             raise InvalidOptions(f"--gif-loop applies to GIF output only, and the output is {fmt.label}: drop it")
         pose_path = check_output_path(in_path, o.keep_pose) if o.keep_pose else None
-        pose_fmt = outputs.output_format(o.keep_pose) if o.keep_pose else None
+        pose_fmt = formats.output_format(o.keep_pose) if o.keep_pose else None
         if pose_path is not None and pose_path == out_path:
             raise OutputError("--keep-pose must differ from the output path")
         compare_path = None
@@ -598,7 +538,7 @@ class Restyler:
                                   "choose another -o or --keep-pose")
         out_size = (width, height)
         if o.full_size:  # the source's display size (rotation and SAR applied), even where the codec needs it
-            out_size = outputs.even_size(info.display_width, info.display_height, fmt)
+            out_size = formats.even_size(info.display_width, info.display_height, fmt)
         self.check_models(o)  # a wrong or missing model fails here, before any frame is decoded
         settings_path = run_settings.sidecar_path(out_path)  # NAME.restyled.json: the record of this run
         run_settings.check_sidecar(settings_path, [in_path, o.pose_json, pose_path, compare_path])
@@ -654,7 +594,7 @@ class Restyler:
                 writers = []
                 if compare_path is not None:
                     ctmp = stack.enter_context(atomic_output(compare_path))
-                    cmp_crf = outputs.side_crf(outputs.FORMATS["h264"], fmt, o.crf)
+                    cmp_crf = formats.side_crf(formats.FORMATS["h264"], fmt, o.crf)
                     writers.append(stack.enter_context(self._compare_writer(ctmp, o, info, width, height, timing,
                                                                             poses, times[0], cmp_crf, meta)))
                 # threaded: colour conversion and encoding run beside the sampler and the VAE decode, with room for
@@ -721,7 +661,7 @@ class Restyler:
                 raise RuntimeError(f"{encode.written} of {len(poses)} frames were encoded")
             if pose_path is not None:  # once generation is done (a failed run writes none), before the renames
                 self._write_pose_video(run["pose_tmp"], poses, run["timing"], width, height, o,
-                                       outputs.side_crf(pose_fmt, fmt, o.crf), pose_fmt)
+                                       formats.side_crf(pose_fmt, fmt, o.crf), pose_fmt)
             # 8. rename: the writers close, then the temp files take their names (the output last)
             stack.close()
         run_settings.write_sidecar(settings_path, run["record"])
@@ -745,7 +685,7 @@ class Restyler:
 
         sources = prefetch(_kept_frames(o, info, width, height), depth=4)
         writer = self._writer(path, 3 * width, height, timing, crf, metadata, threaded=True)  # beside the sampler
-        return outputs.CompareWriter(writer, sources,
+        return CompareWriter(writer, sources,
                                      lambda i: render_pose(poses[i], width, height, o.pose_parts, o.pose_threshold),
                                      t0, threaded=True,  # composed beside the sampler, like the encoding
                                      queue_frames=_queue_frames(o.frame_budget or 16, width, height))
@@ -769,8 +709,8 @@ class Restyler:
         if output is None and json_path is None and png_dir is None:
             output = in_path.with_name(f"{in_path.stem}.pose.mp4")
         out_path = check_output_path(in_path, output) if output is not None else None
-        out_fmt = outputs.output_format(output) if output is not None else None
-        problem = outputs.crf_problem(out_fmt, o.crf) if out_fmt is not None else None
+        out_fmt = formats.output_format(output) if output is not None else None
+        problem = formats.crf_problem(out_fmt, o.crf) if out_fmt is not None else None
         if problem:
             raise InvalidOptions(problem)
         json_out = Path(json_path).expanduser().resolve() if json_path is not None else None
@@ -779,7 +719,7 @@ class Restyler:
         if json_out is not None and json_out.is_dir():  # (renaming the JSON onto it failed after the detection)
             raise OutputError(f"--json '{json_out}' is a folder, not a file: give a file path, e.g. "
                               f"'{json_out / (in_path.stem + '.pose.json')}'")
-        if json_out is not None and not _writable(json_out.parent):  # before the detection, not after it
+        if json_out is not None and not writable(json_out.parent):  # before the detection, not after it
             raise OutputError(f"cannot write the pose JSON to '{json_out}': its folder is not writable; choose "
                               "another --json path")
         png_out = Path(png_dir).expanduser() if png_dir is not None else None
@@ -788,7 +728,7 @@ class Restyler:
             if png_out.exists() and not png_out.is_dir():
                 raise OutputError(f"--png '{png_out}' is a file, not a folder: choose another --png folder")
             existing = next(p for p in (png_out, *png_out.parents) if p.exists())  # made below, parents too
-            if not existing.is_dir() or not _writable(existing):
+            if not existing.is_dir() or not writable(existing):
                 raise OutputError(f"cannot write the PNG maps to '{png_out}': '{existing}' is not writable; "
                                   "choose another --png folder")
         device = _resolve_device(o.device)

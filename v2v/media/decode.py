@@ -2,7 +2,7 @@
 
 ``Decoder`` seeks to ``--start``, keeps ``--every-nth``/``--max-frames``/``--fps`` frames, drops a stray frame
 that goes back in time, stops at a clock that restarts, and records the kept span for the audio cut. The
-timestamp maths it relies on is in :mod:`v2v.video`.
+timestamp maths it relies on is in :mod:`v2v.media.timing`.
 """
 
 from __future__ import annotations
@@ -18,18 +18,10 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from v2v.errors import InvalidOptions, VideoDecodeError
-from v2v.video import (
-    _AV_ERRORS,
-    SWS_THREADS,
-    Frame,
-    VideoInfo,
-    _frac,
-    _one_line,
-    _open_input,
-    _video_stream,
-    resample,
-)
+from v2v.errors import InvalidOptions, VideoDecodeError, one_line
+from v2v.media.probe import VideoInfo
+from v2v.media.pyav import AV_ERRORS, SWS_THREADS, open_input, video_stream
+from v2v.media.timing import Frame, frac, resample
 
 log = logging.getLogger("v2v")
 
@@ -42,7 +34,7 @@ def _seconds_option(name: str, v) -> Fraction | None:
     if v is None:
         return None
     try:
-        f = _frac(v)
+        f = frac(v)
     except (TypeError, ValueError, ZeroDivisionError):
         raise InvalidOptions(f"{name} must be a number of seconds, got {v!r}") from None
     if f < 0:
@@ -78,7 +70,7 @@ class Decoder:
         self.max_frames = max_frames
         if fps is not None:
             try:
-                fps = _frac(fps)
+                fps = frac(fps)
             except (TypeError, ValueError, ZeroDivisionError):
                 raise InvalidOptions(f"fps must be a positive number, got {fps!r}") from None
             if fps <= 0:
@@ -101,10 +93,10 @@ class Decoder:
         """
         info = self.info
         path = info.path
-        container = _open_input(path)
+        container = open_input(path)
         decoded = 0
         try:
-            stream = _video_stream(container)
+            stream = video_stream(container)
             stream.codec_context.thread_type = "AUTO"
             tb = Fraction(stream.time_base) if stream.time_base else info.time_base
             seeked = False
@@ -114,8 +106,8 @@ class Decoder:
                 try:
                     container.seek(target, stream=stream, backward=True, any_frame=False)
                     seeked = True
-                except _AV_ERRORS as e:
-                    log.debug("seek failed (%s); decoding from the beginning", _one_line(e))
+                except AV_ERRORS as e:
+                    log.debug("seek failed (%s); decoding from the beginning", one_line(e))
             prev: Fraction | None = None
             first_checked = not seeked
             index = 0
@@ -189,16 +181,16 @@ class Decoder:
                 packet = next(packets)
             except StopIteration:
                 return
-            except _AV_ERRORS as e:
-                state["error"] = _one_line(e)
+            except AV_ERRORS as e:
+                state["error"] = one_line(e)
                 return
             try:
                 frames = packet.decode()
             except av.error.EOFError:
                 return
-            except _AV_ERRORS as e:
+            except AV_ERRORS as e:
                 bad_packets += 1
-                state["error"] = _one_line(e)
+                state["error"] = one_line(e)
                 if bad_packets > 50:
                     return
                 continue
