@@ -67,7 +67,7 @@ def build_sd15_random(folder: Path, device: str, dtype=torch.float16) -> dict[st
               folder / "motion" / "animatediff_lightning_4step_diffusers.safetensors")
     cn.save_pretrained(folder / "controlnet")
     # TAESD (--fast-decode) at its real size, under its real repo id in a private hub cache (set up in main)
-    from v2v.models import DEFAULT_TAESD
+    from v2v.models.defaults import DEFAULT_TAESD
     from v2v.tiny.diffusion import lay_out_hub_repo
 
     taesd.save_pretrained(folder / "taesd")
@@ -197,16 +197,27 @@ class PoseRecorder:
     """Keeps the final poses of the last v2v run (in frame order, as the sampler got them), for diffusers'
     baseline: the same control frames, and no second detection (it would cost device time and measure nothing)."""
 
-    def __init__(self, restyler):
-        self.poses: list = []
-        inner = restyler._poses
+    def __init__(self):
+        from v2v.stages.pose import PoseStage
 
-        def poses(*args, **kwargs):
-            out = inner(*args, **kwargs)
-            self.poses = list(out[0])
+        self.poses: list = []
+        inner = PoseStage.run
+
+        def run(stage, *args, **kwargs):
+            out = inner(stage, *args, **kwargs)
+            self.poses = list(out.poses)
             return out
 
-        restyler._poses = poses
+        PoseStage.run = run  # this process runs the bench only
+
+
+def processing_size(video: Path, o) -> tuple[int, int]:
+    """The size v2v processes ``video`` at with the options ``o``."""
+    from v2v.media.probe import probe
+    from v2v.media.timing import processing_size as size
+
+    info = probe(video)
+    return size(info.display_width, info.display_height, o.short_side, o.width, o.height)
 
 
 def set_memory_format(models, fmt) -> None:
@@ -218,11 +229,11 @@ def set_memory_format(models, fmt) -> None:
 def run_v2v(restyler, video: Path, out: Path, device: str, steps: int, **options) -> dict:
     """One restyle; also the spatial frame-passes per output frame per step, counted at the UNet's first conv
     (CFG 1: one pass per frame), and on the CPU the peak resident memory above the level at the start."""
-    import v2v.pipeline as P
+    from v2v.device import resolve_device, resolve_dtype
 
-    o = restyler._options("x", options)
-    models = restyler.diffusion_models(o, P._resolve_device(o.device), P._resolve_dtype(o.dtype, o.device))
-    _, width, height = restyler._probe(video, o)  # the processing size (the result's is the output's: --full-size)
+    o = restyler.options_for("x", **options)
+    models = restyler.diffusion_models(o, resolve_device(o.device), resolve_dtype(o.dtype, o.device))
+    width, height = processing_size(video, o)  # (the result's is the output's: --full-size)
     counter = FrameCounter(models.unet)
     reset_peak(device)
     rss = RssPeak() if not device.startswith("cuda") else None
@@ -367,9 +378,10 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
     attention instead of SDPA (what SDPA/flash attention buys), bfloat16 instead of float16, --compile.
     A lever that fails is recorded, not fatal; none starts after ``deadline`` (time.perf_counter()).
     ``on_result(results so far)`` after each lever (the JSON is saved then: a run cut off keeps what it measured)."""
-    import v2v.generate as G
-    import v2v.pipeline as P
-    from v2v.motion import MotionPlan
+    import v2v.sampler as G
+    import v2v.stages.generate as P
+    from v2v.device import resolve_device, resolve_dtype
+    from v2v.motion_windows import MotionPlan
 
     out: dict = {}
     for name in which:
@@ -391,10 +403,10 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
             opts["dtype"] = "bfloat16"
         models, undo = None, None
         saved = (os.environ.get("V2V_POSE_WORKERS"), MotionPlan.batch_windows, torch.backends.cudnn.benchmark,
-                 P._streamable_frames, G._ELEMENTWISE_STEPS)
+                 P.streamable_frames, G._ELEMENTWISE_STEPS)
         try:
             if name == "pose_then_generate":
-                P._streamable_frames = lambda *a: 0
+                P.streamable_frames = lambda plan: 0
             elif name == "step_by_step":  # the whole video one step after another, the encode after the last
                 G._ELEMENTWISE_STEPS = ()
             if name == "pose_workers_1":
@@ -404,8 +416,8 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
             elif name == "cudnn_benchmark":  # its first use: the autotuning is in the figure
                 torch.backends.cudnn.benchmark = True
             if name in ("channels_last", "attention_classic"):
-                o = restyler._options("x", {})
-                models = restyler.diffusion_models(o, P._resolve_device(o.device), P._resolve_dtype(o.dtype, o.device))
+                o = restyler.options_for("x")
+                models = restyler.diffusion_models(o, resolve_device(o.device), resolve_dtype(o.dtype, o.device))
                 if name == "channels_last":
                     set_memory_format(models, torch.channels_last)
                 else:
@@ -426,7 +438,7 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
                 os.environ.pop("V2V_POSE_WORKERS", None)
             else:
                 os.environ["V2V_POSE_WORKERS"] = saved[0]
-            MotionPlan.batch_windows, torch.backends.cudnn.benchmark, P._streamable_frames, \
+            MotionPlan.batch_windows, torch.backends.cudnn.benchmark, P.streamable_frames, \
                 G._ELEMENTWISE_STEPS = saved[1:]
         print(json.dumps({"lever": name, **out[name]}), flush=True)
         if on_result is not None:
@@ -552,17 +564,21 @@ def main() -> None:
             shutil.move(work / f"s{n}_{side}" / "dance.mp4", video)
         return video
 
-    o = restyler._concrete_pose_runtime(restyler._options("x", {}), a.device)  # what restyle() will load
+    from v2v.device import concrete_pose_runtime
+    from v2v.models.modelset import ModelSet
+
+    o = restyler.options_for("x")
+    o = concrete_pose_runtime(o, a.device, ModelSet.for_options(o).pose_model)  # what restyle() will load
     restyler.pose_detector(o, a.device)  # loaded before the timed runs, as the models are by the warm-up
-    recorder = PoseRecorder(restyler)
+    recorder = PoseRecorder()
     env["pose_runtime"] = o.pose_runtime
     warm = a.warmup if a.warmup is not None else (32 if cuda else 0)
     if warm:  # untimed: CUDA context, cuDNN autotuning, the allocator's first growth, lazy imports
         t = time.perf_counter()
         restyler.restyle(sample(warm), work / "warm.mp4", prompt="warm-up")
         if not a.no_baseline:
-            models = next(iter(restyler._diffusion.values()))
-            _, w, h = restyler._probe(sample(warm), restyler._options("x", {}))  # v2v's processing size
+            models = restyler.loaded_models[0]
+            w, h = processing_size(sample(warm), restyler.options_for("x"))  # v2v's processing size
             run_diffusers(models, recorder.poses[:16], w, h, a.device, a.steps, 16, 4)
         env["warmup_s"] = round(time.perf_counter() - t, 1)
 

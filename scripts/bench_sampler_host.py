@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The sampler's own work between two passes, on the host: fusing a segment's prediction into the video's latents
-and stepping the frames it finishes (the scheduler's step), as ``v2v.generate`` does after every pass while the
+and stepping the frames it finishes (the scheduler's step), as ``v2v.sampler`` does after every pass while the
 GPU waits for the next pass's first kernel. No model runs: the predictions are random, the plan and the order
 are the sampler's (``windows.plan_video``, ``windows.sampling_order``).
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> None:
     from diffusers import EulerDiscreteScheduler
 
-    from v2v.generate import _Fusion
+    from v2v.sampler import _Fusion
     from v2v.windows import DEFAULT_FRAME_BUDGET, plan_video, sampling_order, segment_weights
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

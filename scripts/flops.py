@@ -84,7 +84,7 @@ class Twins:
             with torch.device(META):
                 return type(base).from_config(base.config).to(models.dtype).eval()
 
-        # the prompt embeddings' length: the tokenizer pads every prompt to it (v2v.generate.encode_prompt)
+        # the prompt embeddings' length: the tokenizer pads every prompt to it (v2v.sampler.encode_prompt)
         tokens = getattr(models.tokenizer, "model_max_length", 77)
         return cls(twin(models.unet), twin(models.controlnet), twin(models.vae),
                    twin(models.decoder) if models.decoder is not None else None, models.dtype, tokens)
@@ -141,9 +141,9 @@ def _decode_flops(decoder, n: int, h: int, w: int, dtype) -> int:
 
 
 def _sampler_plan(s: Mapping, num_frames: int) -> tuple[int, list[bool], int, list]:
-    """What v2v.generate.generate runs for ``settings``: the steps it runs, per step whether the ControlNet acts,
+    """What v2v.sampler.generate runs for ``settings``: the steps it runs, per step whether the ControlNet acts,
     the CFG halves, and the segments (each through the ControlNet and the UNet once per step)."""
-    from v2v.options import strength_steps
+    from v2v.option_values import strength_steps
     from v2v.windows import control_scales, plan_video
 
     steps = int(s.get("steps", 4))
@@ -171,7 +171,7 @@ def v2v_work(tw: Twins, settings: Mapping, num_frames: int, width: int, height: 
     ``RestyleResult.settings``: steps, guidance, context, overlap, frame_budget (resolved), loop, strength,
     control_start, control_end, pose_strength, fast_decode), by model: controlnet, unet, encode (the VAE's encoder
     for strength < 1), decode (VAE or TAESD), and total."""
-    from v2v.motion import motion_windows
+    from v2v.motion_windows import motion_windows
     from v2v.windows import segment_weights
 
     s = settings
@@ -250,7 +250,7 @@ def twins_for(report: Mapping) -> Twins:
     """The twins of the model set a bench report ran (env.models: "tiny" or "sd15-random")."""
     if report["env"]["models"] == "sd15-random":
         return Twins.sd15()
-    from v2v.models import load_diffusion_models
+    from v2v.models.load import load_diffusion_models
     from v2v.tiny import tiny_model_paths
 
     p = tiny_model_paths()

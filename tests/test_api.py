@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import v2v
-from v2v.pipeline import check_output_path, default_output
+from v2v.media.outputs import check_output_path, default_output
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
 
@@ -43,9 +43,9 @@ def test_restyler_keeps_models_loaded_and_reports(tmp_path, tiny_models):
     seen = []
     r = v2v.Restyler(models="tiny", size=64, max_frames=18, show_progress=False)
     a = r.restyle(SAMPLE, tmp_path / "a.mp4", prompt="claymation", progress=lambda *s: seen.append(s))
-    models = next(iter(r._diffusion.values()))
+    models = r.loaded_models[0]
     b = r.restyle(SAMPLE, tmp_path / "b.mp4", prompt="anime", seed=3)
-    assert next(iter(r._diffusion.values())) is models  # loaded once, reused
+    assert r.loaded_models[0] is models  # loaded once, reused
     assert a.frames == b.frames == 18 and a.output.is_file() and b.output.is_file()
     # 384x512 at short side 64 would round to 64x88 (3% off the aspect): the short side moves to 72 (exact)
     assert a.fps == pytest.approx(24.0) and (a.width, a.height) == (72, 96)
@@ -131,7 +131,7 @@ def test_a_progress_that_is_not_a_function_fails_before_any_work(tmp_path):
         r = v2v.Restyler(models="tiny")
         with pytest.raises(v2v.InvalidOptions, match="progress must be a function"):
             call(r)
-        assert r._diffusion == {} and r._pose == {} and list(tmp_path.iterdir()) == []
+        assert r.loaded_models == [] and r.loaded_detectors == [] and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("call", [

@@ -95,7 +95,7 @@ def test_diffusers_baseline_leaves_the_shared_unet_as_it_was(tiny_models):
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench
 
-    from v2v.models import load_diffusion_models
+    from v2v.models.load import load_diffusion_models
     from v2v.pose.keypoints import FramePose
 
     m = load_diffusion_models(str(tiny_models["base"]), str(tiny_models["motion"]), str(tiny_models["controlnet"]))
@@ -120,12 +120,12 @@ def test_run_v2v_records_the_processing_size_the_work_is_counted_at(tiny_models,
 
     from v2v import Restyler
 
-    import v2v.pipeline as P
+    from v2v.device import resolve_device, resolve_dtype
 
     src = make_video(tmp_path / "wide.mp4", seconds=0.4, fps=20, size=(160, 96), acodec=None)
     r = Restyler(models="tiny", device="cpu", size=64, pose_cache=False, show_progress=False)
-    o = r._options("x", {})
-    models = r.diffusion_models(o, P._resolve_device(o.device), P._resolve_dtype(o.dtype, o.device))  # the run's
+    o = r.options_for("x")
+    models = r.diffusion_models(o, resolve_device(o.device), resolve_dtype(o.dtype, o.device))  # the run's
     seen = set()  # the latents' sizes the UNet was called on
     hook = models.unet.conv_in.register_forward_hook(lambda mod, args, out: seen.add(tuple(args[0].shape[-2:])))
     try:
@@ -159,7 +159,7 @@ def test_classic_attention_lever_is_undone(tiny_models):
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench
 
-    from v2v.models import load_diffusion_models
+    from v2v.models.load import load_diffusion_models
 
     m = load_diffusion_models(str(tiny_models["base"]), str(tiny_models["motion"]), str(tiny_models["controlnet"]))
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from v2v import catalog
+from v2v.models import catalog
 from v2v.errors import ModelNotFound
-from v2v.options import DEFAULT_BASE
+from v2v.models.defaults import DEFAULT_BASE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,24 +67,22 @@ def test_catalogue_is_consistent():
     assert catalog.lookup("epicrealism").repo == DEFAULT_BASE  # the default base is in the list
 
 
-def test_restyler_specs_resolve_aliases_and_set_the_vae(tiny_models):
-    from v2v.pipeline import Restyler
+def test_model_set_resolves_aliases_and_sets_the_vae(tiny_models):
+    from v2v.models.modelset import ModelSet
+    from v2v.options import RestyleOptions
 
-    def opts(**kw):
-        from v2v.options import RestyleOptions
+    def specs(**kw):
+        return ModelSet.for_options(RestyleOptions(prompt="x", **kw)).specs()
 
-        return RestyleOptions(prompt="x", **kw)
-
-    r = Restyler()
-    s = r._model_specs(opts(base="Realistic Vision"))
+    s = specs(base="Realistic Vision")
     assert s["base"] == "SG161222/Realistic_Vision_V5.1_noVAE" and s["vae"] == "stabilityai/sd-vae-ft-mse"
-    s = r._model_specs(opts(base="realistic-vision", vae="my/vae"))  # a VAE the user gave wins
+    s = specs(base="realistic-vision", vae="my/vae")  # a VAE the user gave wins
     assert s["vae"] == "my/vae"
-    s = r._model_specs(opts(base="owner/custom"))
+    s = specs(base="owner/custom")
     assert s["base"] == "owner/custom" and s["vae"] is None
-    assert r._model_specs(opts())["base"] == DEFAULT_BASE
+    assert specs()["base"] == DEFAULT_BASE
     with pytest.raises(ModelNotFound):
-        r._model_specs(opts(base="dynavision"))
+        specs(base="dynavision")
 
 
 def _tree_bytes(folder: Path) -> int:

@@ -22,7 +22,7 @@ H = W = 64
 
 @pytest.fixture(scope="module")
 def models(tiny_models):
-    from v2v.models import load_diffusion_models
+    from v2v.models.load import load_diffusion_models
 
     return load_diffusion_models(str(tiny_models["base"]), str(tiny_models["motion"]),
                                  str(tiny_models["controlnet"]), decoder=str(tiny_models["taesd"]))
@@ -64,7 +64,7 @@ SETTINGS = [
 
 @pytest.mark.parametrize("s", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
 def test_v2v_work_is_what_the_sampler_runs(models, twins, s):
-    from v2v.generate import decode_latents, encode_frames, generate
+    from v2v.sampler import decode_latents, encode_frames, generate
 
     s = dict(s, steps=2)
     n = s.pop("num_frames")
@@ -186,8 +186,8 @@ def test_v2v_work_is_what_the_sampler_runs_on_cuda(tiny_models):
     float16, the count is still what the sampler runs: the figures the bench gives for GPU runs hold."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from v2v.generate import generate
-    from v2v.models import load_diffusion_models
+    from v2v.sampler import generate
+    from v2v.models.load import load_diffusion_models
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")

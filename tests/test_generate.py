@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from v2v.errors import InvalidOptions
-from v2v.generate import decode_latents, decode_to_float, generate, initial_noise
-from v2v.models import load_diffusion_models
+from v2v.sampler import decode_latents, decode_to_float, generate, initial_noise
+from v2v.models.load import load_diffusion_models
 from v2v.tiny.diffusion import write_tiny_diffusion_set
-from v2v.motion import MotionPlan, WindowedMotionModule, count_motion_modules
+from v2v.motion_windows import MotionPlan, WindowedMotionModule, count_motion_modules
 from v2v.windows import (fusion_weights, plan_loop_windows, plan_segments, plan_windows, sampling_order,
                          spatial_passes)
 
@@ -138,7 +138,7 @@ def reference_windows(models, *, prompt, num_frames, height, width, control, ste
                       fusion="pyramid", pose_strength=1.0):
     """Whole-UNet context windows written out plainly (the classic method): every window through the ControlNet
     and the unmodified UNet, predictions fused with the fusion weights every step."""
-    from v2v.generate import encode_prompt
+    from v2v.sampler import encode_prompt
 
     sch = type(models.scheduler).from_config(models.scheduler.config)
     sch.set_timesteps(steps, device="cpu")
@@ -301,7 +301,7 @@ def test_loop_wraps_the_windows(models):
 
 
 def test_prompt_travel(models):
-    from v2v.generate import _TextEmbeddings, encode_prompt
+    from v2v.sampler import _TextEmbeddings, encode_prompt
 
     n = 8
     _, control, _ = make_control(n, 16, 16)
@@ -344,7 +344,7 @@ def test_strength_equals_diffusers_video_to_video(models, strength, steps):
     from diffusers import AnimateDiffVideoToVideoControlNetPipeline
     from PIL import Image
 
-    from v2v.generate import strength_steps
+    from v2v.option_values import strength_steps
 
     n, h, w = 8, 32, 32
     frames, control, calls = make_control(n, h, w)
@@ -381,7 +381,7 @@ def test_strength_equals_diffusers_video_to_video(models, strength, steps):
 
 
 def test_strength_off_grid_and_shape(models):
-    from v2v.generate import strength_steps
+    from v2v.option_values import strength_steps
 
     assert [strength_steps(4, s) for s in (0.25, 0.5, 0.75, 1.0)] == [1, 2, 3, 4]
     for bad in (0.6, 0.1, 0.0, 1.5):
@@ -394,7 +394,7 @@ def test_strength_off_grid_and_shape(models):
 
 
 def test_encode_frames_is_the_vae_posterior_mean(models):
-    from v2v.generate import encode_frames
+    from v2v.sampler import encode_frames
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
@@ -408,7 +408,7 @@ def test_encode_frames_is_the_vae_posterior_mean(models):
 @pytest.mark.slow
 def test_compile_gives_the_same_frames(tmp_path_factory):
     """--compile (per-block torch.compile) changes speed, not results (float rounding only). Slow: compiles."""
-    from v2v.generate import compile_models
+    from v2v.sampler import compile_models
 
     tiny = write_tiny_diffusion_set(tmp_path_factory.mktemp("tiny-compile"))
     m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"])
@@ -434,7 +434,7 @@ def test_compiled_models_run_under_raised_recompile_limits_in_the_running_thread
 
     import torch._dynamo.config as dc
 
-    from v2v.generate import RECOMPILE_LIMIT, compile_models
+    from v2v.sampler import RECOMPILE_LIMIT, compile_models
 
     tiny = write_tiny_diffusion_set(tmp_path_factory.mktemp("tiny-limit"))
     m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"])
@@ -486,7 +486,7 @@ def test_decode_on_another_gpu_equals_the_cpu(tmp_path_factory):
 @pytest.mark.gpu
 def test_offload_on_gpu(tmp_path_factory):
     """--offload: the text encoder and VAE sit in CPU RAM between uses; results equal the resident run."""
-    from v2v.generate import enable_offload
+    from v2v.sampler import enable_offload
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
@@ -526,7 +526,7 @@ def test_auto_budget_on_cuda_measures_after_handing_the_cache_back(monkeypatch):
     which the sampler cannot use. (Doubles for the CUDA calls; auto_frame_budget itself is tested above.)"""
     from types import SimpleNamespace
 
-    from v2v.generate import pick_frame_budget
+    from v2v.sampler import pick_frame_budget
     from v2v.windows import auto_frame_budget
 
     calls = []
@@ -556,7 +556,7 @@ def test_passes_in_a_wavefront_give_the_step_by_step_frames(models, case, monkey
     holding it has run the step: exactly the latents of running the steps one after the other over the whole video
     (diffusers' scheduler stepping the whole video each step, as before). on_final gets every frame once, in order,
     those same values, each run right after the pass that finished it."""
-    import v2v.generate as G
+    import v2v.sampler as G
     from v2v.windows import sampling_order
 
     case = dict(case)
@@ -605,7 +605,7 @@ def test_passes_in_a_wavefront_give_the_step_by_step_frames(models, case, monkey
 
 def test_final_frames_at_the_end_for_a_scheduler_that_is_not_elementwise(models, monkeypatch):
     """A scheduler not known to step frames independently: the whole video once, after the last step."""
-    import v2v.generate as G
+    import v2v.sampler as G
 
     monkeypatch.setattr(G, "_ELEMENTWISE_STEPS", ())
     n = 40
@@ -695,7 +695,7 @@ def test_frames_stepped_as_they_are_ready_give_no_scheduler_warning(models, step
     """Frames are stepped by copies of the scheduler as it stands at each step: none may make diffusers warn that
     scale_model_input was not called (it was, for every pass), with one step run (--steps 1, or a strength leaving
     one: the first step is the last) or several; the step-by-step run gives no warning either."""
-    import v2v.generate as G
+    import v2v.sampler as G
     import logging
 
     n = 40

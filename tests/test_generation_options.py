@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import v2v
-from v2v.pipeline import _ControlMaps
+from v2v.stages.generate import ControlMaps
 
 import media
 
@@ -90,12 +90,12 @@ def test_control_maps_rendered_once_per_frame(tiny_models):
     from v2v.pose.keypoints import FramePose
 
     poses = [FramePose(people=[], width=64, height=64) for _ in range(10)]
-    maps = _ControlMaps(poses, 64, 64, ("body", "hands", "face"), 0.3)
+    maps = ControlMaps(poses, 64, 64, ("body", "hands", "face"), 0.3)
     a = maps([0, 1, 2])
     b = maps([1, 2, 3])
     assert a.shape == (3, 3, 64, 64) and a.dtype == torch.uint8  # bytes: the sampler scales them on the device
     assert maps.renders == 4  # frames 1 and 2 came from the cache
-    tiny = _ControlMaps(poses, 64, 64, ("body",), 0.3, cap=64 * 64 * 3)  # room for one map
+    tiny = ControlMaps(poses, 64, 64, ("body",), 0.3, cap=64 * 64 * 3)  # room for one map
     tiny([0, 1]), tiny([0, 1])
     assert tiny.renders == 3 and len(tiny.maps) == 1
     assert np.array_equal(b[0].numpy(), a[1].numpy())
@@ -117,7 +117,7 @@ def test_control_maps_are_the_rendered_poses_in_order(tiny_models):
     for _ in range(6):
         body = np.concatenate([rng.uniform(4, 44, (18, 2)), rng.uniform(0.5, 1, (18, 1))], axis=1)
         poses.append(FramePose([Person(body.astype(np.float32))], 48, 40))
-    maps = _ControlMaps(poses, 48, 40, ("body",), 0.3)
+    maps = ControlMaps(poses, 48, 40, ("body",), 0.3)
     got = maps([4, 1, 5])
     assert got.shape == (3, 3, 40, 48) and got.dtype == torch.uint8
     for j, i in enumerate([4, 1, 5]):
@@ -143,7 +143,7 @@ def test_cli_generation_flags(tiny_models, clip, tmp_path):
 def test_models_load_on_a_background_thread_during_pose(tiny_models, clip, tmp_path, monkeypatch):
     import threading
 
-    import v2v.models as M
+    import v2v.models.load as M
 
     loads = []
     real = M.load_diffusion_models
@@ -161,7 +161,7 @@ def test_models_load_on_a_background_thread_during_pose(tiny_models, clip, tmp_p
 
 
 def test_out_of_memory_is_one_line_naming_what_to_lower(tiny_models, clip, tmp_path, monkeypatch, capsys):
-    import v2v.generate as G
+    import v2v.sampler as G
     from v2v.cli import main
 
     def oom(*a, **kw):
@@ -181,8 +181,8 @@ def test_out_of_memory_is_one_line_naming_what_to_lower(tiny_models, clip, tmp_p
 def test_control_maps_pinned_for_cuda_give_the_same_frames(tiny_models):
     """On CUDA the maps are drawn straight into pinned memory and copied as they lie (channels-last strides):
     generation gives the frames it gives from unpinned maps."""
-    from v2v.generate import generate
-    from v2v.models import load_diffusion_models
+    from v2v.sampler import generate
+    from v2v.models.load import load_diffusion_models
     from v2v.pose.keypoints import FramePose, Person
 
     if not torch.cuda.is_available():
@@ -190,11 +190,11 @@ def test_control_maps_pinned_for_cuda_give_the_same_frames(tiny_models):
     rng = np.random.default_rng(5)
     poses = [FramePose([Person(np.concatenate([rng.uniform(4, 28, (18, 2)), np.ones((18, 1))], axis=1)
                                .astype(np.float32))], 32, 32) for _ in range(20)]
-    pinned = _ControlMaps(poses, 32, 32, ("body",), 0.3, pin=True)
+    pinned = ControlMaps(poses, 32, 32, ("body",), 0.3, pin=True)
     assert pinned([0, 1]).is_pinned()
     m = load_diffusion_models(str(tiny_models["base"]), str(tiny_models["motion"]), str(tiny_models["controlnet"]),
                               device="cuda", dtype=torch.float32)
     kw = dict(prompt="a person", num_frames=20, height=32, width=32, steps=2, seed=1, frame_budget=16)
     a = generate(m, control=pinned, **kw)
-    b = generate(m, control=_ControlMaps(poses, 32, 32, ("body",), 0.3), **kw)
+    b = generate(m, control=ControlMaps(poses, 32, 32, ("body",), 0.3), **kw)
     assert torch.allclose(a, b, atol=1e-4)

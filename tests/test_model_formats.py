@@ -11,9 +11,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from v2v.errors import InvalidOptions, ModelLoadError
-from v2v.models import (check_models, lora_deltas, load_diffusion_models, merge_motion_loras, model_kind,
-                        read_header, resolve_motion_lora)
-from v2v.options import RestyleOptions, parse_motion_lora
+from v2v.models.check import check_models
+from v2v.models.files import model_kind, read_header
+from v2v.models.load import load_diffusion_models
+from v2v.models.motion import lora_deltas, merge_motion_loras, resolve_motion_lora
+from v2v.option_values import parse_motion_lora
+from v2v.options import RestyleOptions
 from v2v.tiny import diffusion as tiny_mod
 from v2v.tiny.diffusion import (lay_out_diffusion_hub, lay_out_hub_repo, tiny_motion_lora, write_tiny_checkpoint,
                                 write_tiny_controlnet_file, write_tiny_diffusion_set, write_tiny_motion,
@@ -300,7 +303,7 @@ def test_fast_decode_matches_diffusers_taesd_decoding(tiny, hub, folder_models):
     AnimateDiff pipeline decode_latents with vae=AutoencoderTiny, and differs from dividing by 0.18215."""
     from diffusers import AnimateDiffControlNetPipeline, AutoencoderTiny
 
-    from v2v.generate import decode_latents, decode_to_float
+    from v2v.sampler import decode_latents, decode_to_float
 
     m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"], decoder="madebyollin/taesd")
     assert isinstance(m.decoder, AutoencoderTiny) and m.decoder.config.scaling_factor == 1.0
@@ -359,13 +362,13 @@ def test_restyler_model_key_has_loras_and_decoder(tiny_models, tmp_path):
     lora = write_tiny_motion_lora(tmp_path / "zoom", fmt="diffusers")
     r = v2v.Restyler(models="tiny", size=64, max_frames=4, show_progress=False)
     a = r.restyle(SAMPLE, tmp_path / "a.mp4", prompt="x", motion_loras=(f"{lora}:0.8",), fast_decode=True)
-    first = next(iter(r._diffusion.values()))
+    first = r.loaded_models[0]
     assert first.decoder is not None
     r.restyle(SAMPLE, tmp_path / "b.mp4", prompt="x", motion_loras=(f"{lora}:0.8",), fast_decode=True)
-    assert next(iter(r._diffusion.values())) is first
+    assert r.loaded_models[0] is first
     r.restyle(SAMPLE, tmp_path / "c.mp4", prompt="x", motion_loras=(f"{lora}:0.4",), fast_decode=True)
-    second = next(iter(r._diffusion.values()))
-    assert second is not first and len(r._diffusion) == 1
+    second = r.loaded_models[0]
+    assert second is not first and len(r.loaded_models) == 1
     diff = [k for k, v in first.unet.state_dict().items() if not torch.equal(v, second.unet.state_dict()[k])]
     assert diff and all(".motion_modules." in k for k in diff)
     assert a.frames == 4 and a.settings["options"]["motion_loras"] == [f"{lora}:0.8"] and \

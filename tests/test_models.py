@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from v2v.errors import InvalidOptions, ModelLoadError, ModelNotFound
-from v2v.models import (DiffusionModels, build_motion_unet, lightning_filename, load_diffusion_models,
-                        load_motion_adapter, resolve_motion)
+from v2v.models.load import DiffusionModels, load_diffusion_models
+from v2v.models.motion import build_motion_unet, lightning_filename, load_motion_adapter, resolve_motion
 from v2v.tiny import diffusion as tiny_mod
 from v2v.tiny.diffusion import (DEFAULT_REPOS, MOTION_CONFIG, lay_out_diffusion_hub, lay_out_hub_repo,
                                 write_tiny_diffusion_set, write_tiny_motion)
@@ -326,7 +326,7 @@ def test_preflight_reads_no_weights(tiny, ckpt, tmp_path, monkeypatch):
     headers and configs alone: loading any tensor data fails the test."""
     import safetensors.torch
 
-    from v2v import models as models_mod
+    from v2v.models import check as models_mod
 
     lora_ckpt = tiny_mod.write_tiny_motion_lora(tmp_path / "v2_lora_ZoomIn.ckpt", fmt="original")
     lora_dir = tiny_mod.write_tiny_motion_lora(tmp_path / "zoom", fmt="diffusers").parent

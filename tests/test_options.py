@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from v2v.errors import InvalidOptions
-from v2v.options import RestyleOptions, lightning_for_steps, parse_fps
+from v2v.option_values import lightning_for_steps, parse_fps
+from v2v.options import RestyleOptions
 
 
 @pytest.mark.parametrize("steps,expected", [(1, 1), (2, 2), (3, 2), (4, 4), (5, 4), (7, 4), (8, 8), (25, 8)])
@@ -92,17 +93,17 @@ def test_a_gpu_index_the_machine_lacks_is_refused_before_any_work(monkeypatch):
     """--device cuda:N names a GPU that must exist (an index past the last one fails in one line up front)."""
     import torch
 
-    from v2v import pipeline as P
+    from v2v.device import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert P._resolve_device("cuda:1") == "cuda:1" and P._resolve_device("cuda") == "cuda"
+    assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cuda") == "cuda"
     with pytest.raises(InvalidOptions) as e:
-        P._resolve_device("cuda:2")
+        resolve_device("cuda:2")
     assert "2 CUDA GPUs (cuda:0 to cuda:1)" in str(e.value)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(InvalidOptions) as e:
-        P._resolve_device("cuda:1")
+        resolve_device("cuda:1")
     assert "1 CUDA GPU (cuda:0)" in str(e.value)
 
 

@@ -518,7 +518,7 @@ def test_compare_input_changed_at_the_last_frame_keeps_no_output(restyler, tmp_p
     is done, but renamed only with the others, once the writers have closed)."""
     import dataclasses
 
-    import v2v.pipeline as P
+    import v2v.stages.encode as P
 
     clip = media.make_video(tmp_path / "clip.mp4", seconds=0.48, fps=25, size=(96, 64))
     _moving_person_json(tmp_path / "poses.json", 12, 96, 64)
@@ -608,7 +608,7 @@ def test_pose_video_follows_its_extension(odd_clip, restyler, tmp_path):
 def test_encoder_queue_cap_counts_the_frames_as_written_at_full_size(restyler, tmp_path, monkeypatch):
     """The encoder's queue (room for a segment's frames) holds at most the byte cap of frames as the writer gets
     them: with --full-size those are the source's size, not the processing size."""
-    import v2v.pipeline as P
+    import v2v.stages.encode as P
 
     src = media.make_video(tmp_path / "big.mp4", seconds=0.8, fps=25, size=(192, 256))
     seen = []
@@ -620,7 +620,7 @@ def test_encoder_queue_cap_counts_the_frames_as_written_at_full_size(restyler, t
 
     monkeypatch.setattr(video_writer.VideoWriter, "__init__", init)
     cap = 40 * 64 * 88 * 3  # room for 40 frames at the processing size, for 1 at the source's
-    monkeypatch.setattr(P._queue_frames, "__defaults__", (cap,))
+    monkeypatch.setattr(P.queue_frames, "__defaults__", (cap,))
     r = restyler.restyle(src, tmp_path / "o.mp4", prompt="x", full_size=True, frame_budget=40)
     assert (r.width, r.height) == (192, 256)
     (w, h, q), = seen

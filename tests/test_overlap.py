@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 import v2v
-import v2v.pipeline as P
+import v2v.stages.generate as G_stage
+from v2v.device import resolve_device, resolve_dtype
 from v2v.errors import VideoDecodeError
 from v2v.media import decode, probe
 from v2v.pipeline import Restyler
+from v2v.plan import InputPlan, plan_restyle
+from v2v.stages.generate import ControlMaps, GenerateStage, streamable_frames
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
 KW = dict(models="tiny", size=64, max_frames=40, frame_budget=16, steps=2, pose_cache=False, show_progress=False)
@@ -24,7 +27,7 @@ KW = dict(models="tiny", size=64, max_frames=40, frame_budget=16, steps=2, pose_
 @pytest.fixture(autouse=True)
 def overlap_on_cpu(monkeypatch):
     """The overlap is for GPU runs (on the CPU both stages share the cores); here it runs on the CPU."""
-    monkeypatch.setattr(P, "OVERLAP_ON_CPU", True)
+    monkeypatch.setattr(G_stage, "OVERLAP_ON_CPU", True)
 
 
 _WARM: list = []
@@ -35,9 +38,9 @@ def warm() -> Restyler:
     with generation, not with how long a loaded machine takes to load the models."""
     if not _WARM:
         r = Restyler(**KW)
-        o = r._options("x", {})
-        device = P._resolve_device(o.device)
-        r.diffusion_models(o, device, P._resolve_dtype(o.dtype, device))
+        o = r.options_for("x")
+        device = resolve_device(o.device)
+        r.diffusion_models(o, device, resolve_dtype(o.dtype, device))
         _WARM.append(r)
     return _WARM[0]
 
@@ -92,13 +95,13 @@ def slow(monkeypatch, tiny_models):
 @pytest.fixture
 def control_calls(monkeypatch):
     calls: list[float] = []
-    real = P._ControlMaps.__call__
+    real = ControlMaps.__call__
 
     def call(self, indices):
         calls.append(time.perf_counter())
         return real(self, indices)
 
-    monkeypatch.setattr(P._ControlMaps, "__call__", call)
+    monkeypatch.setattr(ControlMaps, "__call__", call)
     return calls
 
 
@@ -115,7 +118,7 @@ def test_streamed_equals_one_stage_after_the_other_and_starts_early(tmp_path, sl
     ends = made[-1].ends
     # the sampler asked for its first control maps while frames were still being posed
     assert control_calls[0] < max(ends)
-    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)  # the pose stage first, then generation
+    monkeypatch.setattr(G_stage, "streamable_frames", lambda plan: 0)  # the pose stage first, then generation
     control_calls.clear()
     serial = run(tmp_path, "serial")
     assert control_calls[0] > max(made[-1].ends)
@@ -130,7 +133,7 @@ def test_control_wait_is_the_time_the_sampler_waited_for_the_pose_stage(tmp_path
     streamed = warm().restyle(SAMPLE, tmp_path / "s.mp4", prompt="claymation")
     s = streamed.seconds
     assert 1.0 < s["control_wait"] <= s["generate"], s
-    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)  # the pose stage first, then generation
+    monkeypatch.setattr(G_stage, "streamable_frames", lambda plan: 0)  # the pose stage first, then generation
     serial = warm().restyle(SAMPLE, tmp_path / "p.mp4", prompt="claymation")
     assert 0.0 < serial.seconds["control_wait"] < 0.5 < s["control_wait"], serial.seconds
 
@@ -139,9 +142,9 @@ def test_control_wait_is_the_time_the_sampler_waited_for_the_pose_stage(tmp_path
 def test_a_wrong_frame_count_in_the_header_generates_again(tmp_path, tiny_models, monkeypatch, caplog, wrong):
     """The container's count is only an estimate: too many (the stream ends early) or too few (the plan was for
     fewer frames) both end in a second generation with the true count, giving the same frames."""
-    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)
+    monkeypatch.setattr(G_stage, "streamable_frames", lambda plan: 0)
     want = run(tmp_path, "want")
-    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 40 + wrong)
+    monkeypatch.setattr(G_stage, "streamable_frames", lambda plan: 40 + wrong)
     passes = []
     with caplog.at_level(logging.INFO, logger="v2v"):
         out = tmp_path / f"got{wrong}"
@@ -155,18 +158,25 @@ def test_a_wrong_frame_count_in_the_header_generates_again(tmp_path, tiny_models
     assert passes[restart - 1][0] < passes[restart - 1][1]
 
 
-def test_streamable_frames_rules(monkeypatch):
-    info = probe.probe(SAMPLE)
-    o = v2v.RestyleOptions(prompt="x", models="tiny", max_frames=40)
-    assert P._streamable_frames(o, info, 64, 88) == 40
-    assert P._streamable_frames(o, info, 64, 88, "cuda:1") == 40
-    monkeypatch.setattr(P, "OVERLAP_ON_CPU", False)
-    assert P._streamable_frames(o, info, 64, 88, "cpu") == 0
-    assert P._streamable_frames(o, info, 64, 88, "cuda") == 40
-    monkeypatch.setattr(P, "OVERLAP_ON_CPU", True)
-    assert P._streamable_frames(o.replace(strength=0.5), info, 64, 88) == 0
-    assert P._streamable_frames(o.replace(prompt_at=((0, "a"), (39, "b"))), info, 64, 88) == 40
-    assert P._streamable_frames(o.replace(prompt_at=((0, "a"), (40, "b"))), info, 64, 88) == 0
+def test_streamable_frames_rules(monkeypatch, tmp_path, tiny_models):
+    import dataclasses
+
+    o = v2v.RestyleOptions(prompt="x", models="tiny", max_frames=40, size=64, device="cpu").validate()
+    plan = plan_restyle(o, probe.probe(SAMPLE), tmp_path / "o.mp4")
+
+    def frames(device=None, **changes):
+        p = plan.with_options(**changes) if changes else plan
+        return streamable_frames(dataclasses.replace(p, device=device) if device else p)
+
+    assert frames() == 40
+    assert frames("cuda:1") == 40
+    monkeypatch.setattr(G_stage, "OVERLAP_ON_CPU", False)
+    assert frames("cpu") == 0
+    assert frames("cuda") == 40
+    monkeypatch.setattr(G_stage, "OVERLAP_ON_CPU", True)
+    assert frames(strength=0.5) == 0
+    assert frames(prompt_at=((0, "a"), (39, "b"))) == 40
+    assert frames(prompt_at=((0, "a"), (40, "b"))) == 0
 
 
 def test_a_pose_error_reaches_the_caller_as_itself_and_nothing_is_written(tmp_path, slow):
@@ -187,7 +197,7 @@ def test_a_generation_error_stops_the_pose_thread(tmp_path, slow, monkeypatch):
         self.poses[0]  # waits for the first frame, then fails as an out-of-memory would
         raise RuntimeError("sampler broke")
 
-    monkeypatch.setattr(P._ControlMaps, "__call__", broken)
+    monkeypatch.setattr(ControlMaps, "__call__", broken)
     with pytest.raises(RuntimeError, match="sampler broke"):
         warm().restyle(SAMPLE, tmp_path / "o.mp4", prompt="x")
     deadline = time.perf_counter() + 5
@@ -247,8 +257,8 @@ def test_a_failed_run_leaves_no_pose_thread_behind(tmp_path, tiny_models, monkey
         extra = dict(pose_cache=True)
     else:
         extra = dict(pose_json=str(SAMPLE.with_suffix(".pose.json")))
-    real = P._kept_frames
-    monkeypatch.setattr(P, "_kept_frames", lambda *a: SlowDecoder(real(*a)))  # ~3 s for 96 frames
+    real = InputPlan.decoder
+    monkeypatch.setattr(InputPlan, "decoder", lambda plan: SlowDecoder(real(plan)))  # ~3 s for 96 frames
 
     def broken(self, o, device, dtype):
         time.sleep(0.2)
@@ -270,18 +280,18 @@ def test_an_error_from_a_wrong_count_is_retried_with_the_true_one(tmp_path, tiny
     true count (40) the run goes through. The same error on the true count is raised as it is."""
     from v2v.errors import InvalidOptions
 
-    real = Restyler._generate
+    real = GenerateStage.sample
 
-    def picky(self, models, o, poses, *a, n=None, **kw):
-        if (len(poses) if n is None else n) == 46:
+    def picky(self, models, poses, n, *a, **kw):
+        if n == 46:
             raise InvalidOptions("46 frames do not fit (test)")
-        return real(self, models, o, poses, *a, n=n, **kw)
+        return real(self, models, poses, n, *a, **kw)
 
-    monkeypatch.setattr(Restyler, "_generate", picky)
-    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 46)
+    monkeypatch.setattr(GenerateStage, "sample", picky)
+    monkeypatch.setattr(G_stage, "streamable_frames", lambda plan: 46)
     assert len(run(tmp_path, "retried")) == 40
-    monkeypatch.setattr(Restyler, "_generate", lambda *a, **kw: (_ for _ in ()).throw(InvalidOptions("no (test)")))
-    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 40)
+    monkeypatch.setattr(GenerateStage, "sample", lambda *a, **kw: (_ for _ in ()).throw(InvalidOptions("no (test)")))
+    monkeypatch.setattr(G_stage, "streamable_frames", lambda plan: 40)
     with pytest.raises(InvalidOptions, match="no \\(test\\)"):
         run(tmp_path, "raised")
 
@@ -307,7 +317,7 @@ def test_streamed_equals_serial_on_varied_inputs(tmp_path, tiny_models, monkeypa
         return frames_of(folder)
 
     streamed = out("streamed")
-    monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)
+    monkeypatch.setattr(G_stage, "streamable_frames", lambda plan: 0)
     serial = out("serial")
     assert len(streamed) == len(serial) > 8
     assert all(np.array_equal(a, b) for a, b in zip(streamed, serial))
@@ -318,7 +328,7 @@ def test_finished_frames_are_encoded_while_later_ones_denoise(tmp_path, tiny_mod
     """The passes sweep along the video, so the first frames have had every step after a few passes: they are
     decoded and handed to the encoder then, before the first step has even reached the end of the video, and the
     frames are the ones a run that steps the whole video step by step, then encodes, writes."""
-    import v2v.generate as G
+    import v2v.sampler as G
     from v2v.windows import plan_segments, plan_windows, sampling_order
 
     def restyle(name):
@@ -372,7 +382,7 @@ def test_finished_frames_wait_for_the_pose_stage_without_stopping_the_sampler(tm
             fifth_pass.set()
 
     monkeypatch.setattr(SlowDetector, "detect", detect)
-    import v2v.generate as G
+    import v2v.sampler as G
 
     real_decode, decoded = G.decode_latents, []
 
@@ -400,11 +410,11 @@ def test_an_error_while_finished_frames_are_encoded_leaves_nothing_behind(tmp_pa
     and no pose, encoder or control-map thread running."""
     import torch
 
-    import v2v.generate as G
+    import v2v.sampler as G
     from v2v.errors import Interrupted, OutOfMemory, OutputError
 
     if not streamed:
-        monkeypatch.setattr(P, "_streamable_frames", lambda *a: 0)
+        monkeypatch.setattr(G_stage, "streamable_frames", lambda plan: 0)
     real = G.decode_latents
     calls = []
 
@@ -433,7 +443,7 @@ def test_keep_pose_is_not_written_when_generation_fails_after_the_outputs_opened
                                                                                    monkeypatch):
     """Ctrl-C while finished frames are encoded says 'no output was written': the pose video (--keep-pose) must
     not have been written either (it is written once generation is done, as before the outputs opened early)."""
-    import v2v.generate as G
+    import v2v.sampler as G
     from v2v.errors import Interrupted
 
     real, calls = G.decode_latents, []

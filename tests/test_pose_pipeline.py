@@ -248,7 +248,7 @@ def test_pose_detection_on_several_threads_gives_the_same_keypoints_in_order(tmp
 def test_pose_outputs_that_cannot_be_written_fail_before_detection(tmp_path, tiny_models, monkeypatch):
     # --png under a file, or a --json/--png folder that cannot be written: exit 4 (OutputError) before any frame
     # is detected; --png under a file was an internal error (exit 1) after the whole detection
-    import v2v.pipeline as pipeline
+    from v2v.media import outputs
 
     (tmp_path / "file").write_bytes(b"x")
     r = Restyler(models="tiny", show_progress=False)
@@ -260,11 +260,11 @@ def test_pose_outputs_that_cannot_be_written_fail_before_detection(tmp_path, tin
         r.pose(SAMPLE, json_path=tmp_path)
     locked = tmp_path / "locked"
     locked.mkdir()
-    real = pipeline._writable
-    monkeypatch.setattr(pipeline, "_writable", lambda folder: folder != locked and real(folder))
+    real = outputs.writable
+    monkeypatch.setattr(outputs, "writable", lambda folder: folder != locked and real(folder))
     with pytest.raises(v2v.OutputError, match="not writable"):
         r.pose(SAMPLE, json_path=locked / "p.json")
     with pytest.raises(v2v.OutputError, match="not writable"):
         r.pose(SAMPLE, png_dir=locked / "maps")
-    assert r._pose == {}  # no detector was built
+    assert r.loaded_detectors == []  # no detector was built
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "locked"] and list(locked.iterdir()) == []

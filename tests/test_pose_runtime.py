@@ -277,7 +277,11 @@ def test_pose_command_same_keypoints_either_runtime(tmp_path, tiny_models):
                 np.testing.assert_allclose(pa[k], pb[k], atol=1.5)  # source pixels: one SimCC bin
     assert people > 0
     o = RestyleOptions(prompt="x", models="tiny", device="cpu")
-    keys = {rt: r._cache_key(o.replace(pose_runtime=rt), SAMPLE, 128, 160) for rt in ("onnx", "torch")}
+    from v2v.media.probe import probe
+    from v2v.plan import plan_input
+    from v2v.stages.pose import cache_key
+
+    keys = {rt: cache_key(plan_input(o.replace(pose_runtime=rt), probe(SAMPLE))) for rt in ("onnx", "torch")}
     assert keys["onnx"] != keys["torch"]
 
 
@@ -289,14 +293,14 @@ def test_auto_is_recorded_as_what_ran(tmp_path, monkeypatch, tiny_models):
     assert res.settings["options"]["pose_runtime"] == "onnx"          # the CPU: onnxruntime
     files = [Path(f["path"]).name for f in res.settings["models"]["pose_model"]["files"]]
     assert files == list(ONNX)
-    (loaded,) = r._pose.values()                                      # what actually ran
+    (loaded,) = r.loaded_detectors                                      # what actually ran
     assert loaded.runtime == "onnx" and loaded.pose_path.name == ONNX[1]
     monkeypatch.setattr(dw, "choose_runtime", lambda requested, device: "torch")   # as on a GPU without ORT-gpu
     res = r.restyle(SAMPLE, tmp_path / "out2.mp4", prompt="a robot")
     assert res.settings["options"]["pose_runtime"] == "torch"
     files = [Path(f["path"]).name for f in res.settings["models"]["pose_model"]["files"]]
     assert files == list(TORCH)
-    (loaded,) = r._pose.values()
+    (loaded,) = r.loaded_detectors
     assert loaded.runtime == "torch" and [loaded.det_path.name, loaded.pose_path.name] == list(TORCH)
 
 
@@ -400,7 +404,7 @@ def test_failed_model_load_leaves_torch_default_dtype_alone(tiny_models, tmp_pat
     process (a watch loop) making float16 tensors."""
     import torch
 
-    import v2v.models as vm
+    import v2v.models.load as vm
 
     def failing(*args, **kwargs):
         torch.set_default_dtype(torch.float16)     # what diffusers' from_pretrained does while loading ...

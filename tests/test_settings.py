@@ -16,6 +16,7 @@ import pytest
 import v2v
 from v2v import settings as run_settings
 from v2v.errors import InvalidOptions, OutputError
+from v2v.models.modelset import ModelSet
 
 import media
 
@@ -129,7 +130,8 @@ def test_input_removed_before_the_record_is_built_is_a_named_error(tmp_path):
     # the decoder reads an open file, so a video removed mid-run surfaces only when its record is built
     o = v2v.RestyleOptions(prompt="x").validate()
     with pytest.raises(v2v.InputNotFound, match="removed or moved"):
-        run_settings.build_settings(o, {}, input_path=tmp_path / "gone.mp4", output_path=tmp_path / "o.mp4",
+        run_settings.build_settings(o, ModelSet.for_options(o), input_path=tmp_path / "gone.mp4",
+                                    output_path=tmp_path / "o.mp4",
                                     device="cpu", dtype="float32")
 
 
@@ -175,7 +177,7 @@ def test_hub_models_recorded_with_cached_revision(fake_hub, tmp_path, monkeypatc
     and pose files taken from their repos are named."""
     from huggingface_hub import constants
 
-    from v2v.options import DEFAULT_BASE, DEFAULT_DWPOSE, DEFAULT_MOTION
+    from v2v.models.defaults import DEFAULT_BASE, DEFAULT_DWPOSE, DEFAULT_MOTION
     from v2v.tiny.diffusion import fake_commit
 
     monkeypatch.setenv("HF_HUB_CACHE", str(fake_hub))

@@ -168,7 +168,7 @@ def test_good_and_bad_files_with_real_tiny_restyles(tmp_path, tiny_models, caplo
     for v in s.failed:
         text = v.error_file.read_text()
         assert text == v.error + "\n" and text.count("\n") == 1 and len(text) > 10
-    assert len(r._diffusion) == 1  # one model set, loaded once for every video
+    assert len(r.loaded_models) == 1  # one model set, loaded once for every video
     done_lines = [m.getMessage() for m in caplog.records if " done in " in m.getMessage()]
     assert len(done_lines) == 2 and all("generate" in line for line in done_lines)
 

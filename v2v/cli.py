@@ -9,7 +9,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_CODES, InvalidOptions, V2VError
-from .options import LIGHTNING_STEPS, MODEL_SETS, OUTPUT_FORMATS, POSE_DETECTORS, POSE_RUNTIMES, parse_fps
+from .option_values import LIGHTNING_STEPS, parse_fps
+from .options import MODEL_SETS, OUTPUT_FORMATS, POSE_DETECTORS, POSE_RUNTIMES
 
 log = logging.getLogger("v2v")
 
@@ -421,7 +422,7 @@ def _human_size(n: int) -> str:
 def _models(a: argparse.Namespace) -> int:
     import json
 
-    from .catalog import listing
+    from .models.catalog import listing
 
     info = listing()
     if a.json:

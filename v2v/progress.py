@@ -136,3 +136,51 @@ class JsonLines:
     def event(self, name: str, **fields) -> None:
         self.flush()
         self._write({"event": name, **fields})
+
+
+class StageBar:
+    """One stage's progress: a tqdm bar (when ``show``) and the API's ``progress`` callback, from one counter."""
+
+    def __init__(self, name: str, total: int, progress: ProgressCallback | None, show: bool):
+        from tqdm.auto import tqdm
+
+        self.name, self.total, self.progress, self.done = name, total, progress, 0
+        self.bar = tqdm(total=total, desc=f"{name:>8}", unit=STAGES.get(name, "item"), disable=not show,
+                        leave=False, dynamic_ncols=True)
+        if progress:
+            progress(name, 0, total)  # the stage begins (its clock starts here)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        self.bar.update(n)
+        if self.progress:
+            self.progress(self.name, self.done, self.total)
+
+    def retotal(self, total: int) -> None:
+        """A new estimate of the total (the sampler's pass count once it has planned)."""
+        self.total = self.bar.total = total
+
+    def finish(self) -> None:
+        """The stage is complete: an estimated total becomes the count done (reported once more)."""
+        if self.total != self.done:
+            self.total = self.bar.total = self.done
+            if self.progress:
+                self.progress(self.name, self.done, self.total)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def serialized(progress: ProgressCallback | None) -> ProgressCallback | None:
+    """``progress`` called under a lock: the pose and generate stages report from two threads."""
+    if progress is None:
+        return None
+    import threading
+
+    lock = threading.Lock()
+
+    def call(stage: str, done: int, total: int) -> None:
+        with lock:
+            progress(stage, done, total)
+
+    return call

@@ -95,37 +95,6 @@ def _sha256_files(files: list[Path], root: Path | None = None) -> str:
     return h.hexdigest()
 
 
-def _hub_cache() -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
-def _cache_repo_dir(repo: str) -> Path:
-    return _hub_cache() / ("models--" + repo.replace("/", "--"))
-
-
-def hub_revision(repo: str) -> str | None:
-    """The commit of ``repo`` in the local HF cache (refs/main; else its only snapshot), without the network."""
-    d = _cache_repo_dir(repo)
-    try:
-        return (d / "refs" / "main").read_text().strip() or None
-    except OSError:
-        pass
-    snaps = [p.name for p in (d / "snapshots").glob("*") if p.is_dir()] if (d / "snapshots").is_dir() else []
-    return snaps[0] if len(snaps) == 1 else None
-
-
-def _in_hub_cache(path: Path) -> dict | None:
-    """{"repo", "revision", "file"} when ``path`` is a file of a snapshot in the HF cache, else None."""
-    parts = Path(path).parts
-    for i in range(len(parts) - 2):
-        if parts[i].startswith("models--") and parts[i + 1] == "snapshots":
-            return {"repo": parts[i][len("models--"):].replace("--", "/"), "revision": parts[i + 2],
-                    "file": "/".join(parts[i + 3:])}
-    return None
-
-
 def local_record(path: Path) -> dict:
     """Path, size, newest mtime of a local file or folder; sha256 of its bytes when at most HASH_LIMIT."""
     p = Path(path).expanduser().resolve()
@@ -151,7 +120,7 @@ def model_record(spec: str | None, files: list[Path] | None = None) -> dict | No
     path with its size, mtime and (small ones) sha256. ``files``: the resolved files, when known."""
     if spec is None:
         return None
-    from .hub import is_local
+    from .models.hub import hub_revision, in_hub_cache, is_local
 
     spec = str(spec)
     if is_local(spec):
@@ -161,7 +130,7 @@ def model_record(spec: str | None, files: list[Path] | None = None) -> dict | No
             return {"spec": spec, **local_record(Path(files[0]))}
         return {"spec": spec, "files": [local_record(Path(f)) for f in files]}
     if files:
-        found = [_in_hub_cache(Path(f)) for f in files]
+        found = [in_hub_cache(Path(f)) for f in files]
         if any(f and f["repo"] != spec for f in found):  # the spec stands for other repos (DWPose's TorchScript
             #                                               files): each file with its own repo and commit
             return {"spec": spec, "sources": [f or {"path": str(Path(p).resolve())} for f, p in zip(found, files)]}
@@ -200,39 +169,10 @@ def _device_name(device: str) -> str | None:
         return None
 
 
-def _resolved_files(o, specs: dict, device: str) -> dict[str, list[Path]]:
-    """The files actually taken for the motion module and the pose models (which file of a repo or folder)."""
-    from .errors import V2VError
-
-    out: dict[str, list[Path]] = {}
-    try:
-        from .models import resolve_motion
-
-        out["motion"] = [resolve_motion(str(specs["motion"]), o.lightning_steps)]
-    except (V2VError, KeyError):
-        pass
-    if o.pose_json is None and specs.get("pose_model"):
-        try:
-            if o.pose == "openpose":
-                from .pose.openpose import OpenPose
-
-                out["pose_model"] = OpenPose.model_files(str(specs["pose_model"]), o.pose_parts)
-            else:
-                from .pose.dwpose import DWPose
-
-                from .pose.dwpose import resolve_runtime
-
-                runtime = resolve_runtime(o.pose_runtime, device, str(specs["pose_model"]), offload=o.offload)
-                out["pose_model"] = DWPose.model_files(str(specs["pose_model"]), runtime)
-        except V2VError:
-            pass
-    return out
-
-
-def build_settings(o, specs: dict, *, input_path: Path, output_path: Path, device: str, dtype,
+def build_settings(o, models, *, input_path: Path, output_path: Path, device: str, dtype,
                    model_files: dict[str, list[Path]] | None = None) -> dict:
-    """The record of one run. ``o``: the validated RestyleOptions; ``specs``: Restyler._model_specs(o) (model
-    role -> spec); ``model_files``: resolved files per role where known (motion, pose_model)."""
+    """The record of one run. ``o``: the validated RestyleOptions (DWPose's runtime concrete); ``models``: the
+    run's ModelSet; ``model_files``: resolved files per role where known (motion, pose_model)."""
     from . import __version__
     from .pose.cache import file_fingerprint
 
@@ -241,11 +181,6 @@ def build_settings(o, specs: dict, *, input_path: Path, output_path: Path, devic
     for key in ("pose_json", "keep_pose"):
         if opts.get(key):
             opts[key] = str(Path(opts[key]).expanduser().resolve())
-    model_files = {**_resolved_files(o, specs, device), **(model_files or {})}
-    models = {role: model_record(spec, model_files.get(role)) for role, spec in specs.items()
-              if not (role == "pose_model" and o.pose_json is not None)}
-    if o.pose_json is not None:
-        models["pose_json"] = local_record(Path(o.pose_json))
     in_path = Path(input_path).expanduser().resolve()
     try:
         st = in_path.stat()
@@ -253,12 +188,17 @@ def build_settings(o, specs: dict, *, input_path: Path, output_path: Path, devic
     except OSError as e:  # removed or moved away while it was restyled (the decoder reads an open file)
         raise InputNotFound(f"input '{in_path}' is no longer there ({e.strerror or e}): it was removed or moved "
                             "while it was restyled") from None
+    model_files = {**models.resolved_files(o), **(model_files or {})}
+    records = {role: model_record(spec, model_files.get(role)) for role, spec in models.specs().items()
+               if not (role == "pose_model" and o.pose_json is not None)}
+    if o.pose_json is not None:
+        records["pose_json"] = local_record(Path(o.pose_json))
     runtime = {**_versions(), "device": str(device), "dtype": str(dtype).replace("torch.", "")}
     gpu = _device_name(device)
     if gpu:
         runtime["gpu"] = gpu
     return {"schema": SCHEMA, "version": SCHEMA_VERSION, "prompt": prompt, "seed": seed, "options": opts,
-            "models": models,
+            "models": records,
             "input": {"path": str(in_path), "name": in_path.name, "size": st.st_size, "mtime": _iso(st.st_mtime),
                       "fingerprint": fingerprint},
             "output": Path(output_path).name, "v2v": __version__, "runtime": runtime,

@@ -63,7 +63,8 @@ from pathlib import Path
 
 from .errors import (InputNotFound, Interrupted, InvalidOptions, ModelLoadError, ModelNotFound, OutputError,
                      V2VError)
-from .options import RestyleOptions, option_names, parse_fps
+from .option_values import parse_fps
+from .options import RestyleOptions, option_names
 
 try:
     import fcntl
@@ -489,7 +490,7 @@ class Watcher:
     def output_for(self, video: Path, fmt: str | None = None, stem: str | None = None) -> Path:
         """OUT_DIR/NAME.restyled.mp4, or the extension of ``fmt`` (default: the watch options' --format); ``stem``:
         the job's name in place of the video's (NAME-2 when an earlier NAME's result is there)."""
-        from .pipeline import default_output
+        from .media.outputs import default_output
 
         fmt = fmt or self.options.get("format") or (getattr(self._restyler, "defaults", {}) or {}).get("format")
         return self.out_dir / default_output(Path((stem or video.stem) + video.suffix), fmt).name

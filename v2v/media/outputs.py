@@ -9,10 +9,11 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from v2v.errors import OutputError
-from v2v.media.formats import SEQUENCE_FILE, default_extension, output_format
+from v2v.media.formats import SEQUENCE_FILE, OutputFormat, default_extension, output_format
 
 
 def default_output(input_path: Path, fmt: str | None = None) -> Path:
@@ -97,3 +98,40 @@ def replace_folder(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
+
+
+@dataclass(frozen=True)
+class PoseOutputs:
+    """What `v2v pose` writes, each checked before the detection: absolute paths, None where not asked for."""
+
+    video: Path | None
+    video_format: OutputFormat | None
+    json: Path | None
+    png_dir: Path | None
+
+
+def check_pose_outputs(input_path: Path, output, json_path, png_dir) -> PoseOutputs:
+    """The pose command's outputs (with none given: NAME.pose.mp4 beside the input), each one writable and not
+    the input; OutputError naming the fix otherwise."""
+    if output is None and json_path is None and png_dir is None:
+        output = input_path.with_name(f"{input_path.stem}.pose.mp4")
+    video = check_output_path(input_path, output) if output is not None else None
+    fmt = output_format(output) if output is not None else None
+    json_out = Path(json_path).expanduser().resolve() if json_path is not None else None
+    if json_out is not None and (json_out == input_path.resolve() or not json_out.parent.is_dir()):
+        raise OutputError(f"cannot write the pose JSON to '{json_out}': choose another --json path")
+    if json_out is not None and json_out.is_dir():
+        raise OutputError(f"--json '{json_out}' is a folder, not a file: give a file path, e.g. "
+                          f"'{json_out / (input_path.stem + '.pose.json')}'")
+    if json_out is not None and not writable(json_out.parent):
+        raise OutputError(f"cannot write the pose JSON to '{json_out}': its folder is not writable; choose "
+                          "another --json path")
+    png_out = Path(png_dir).expanduser().resolve() if png_dir is not None else None
+    if png_out is not None:
+        if png_out.exists() and not png_out.is_dir():
+            raise OutputError(f"--png '{png_out}' is a file, not a folder: choose another --png folder")
+        existing = next(p for p in (png_out, *png_out.parents) if p.exists())  # made later, parents too
+        if not existing.is_dir() or not writable(existing):
+            raise OutputError(f"cannot write the PNG maps to '{png_out}': '{existing}' is not writable; "
+                              "choose another --png folder")
+    return PoseOutputs(video, fmt, json_out, png_out)

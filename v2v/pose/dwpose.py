@@ -46,7 +46,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .. import hub
+from ..models import hub
 from ..errors import InvalidOptions, ModelLoadError
 from ..options import POSE_RUNTIMES as RUNTIMES
 from .keypoints import FramePose, Person

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import hub
+from ..models import hub
 from ..errors import InvalidOptions, ModelLoadError
 from .keypoints import N_BODY, N_FACE, N_HAND, FramePose, Person
 

@@ -13,7 +13,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from ..options import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE, LIGHTNING_STEPS
+from ..models.defaults import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_DWPOSE, DEFAULT_MOTION, DEFAULT_OPENPOSE
+from ..option_values import LIGHTNING_STEPS
 
 log = logging.getLogger("v2v")
 
@@ -32,7 +33,7 @@ def tiny_dir() -> Path:
 
 def build_tiny_models(dest: Path) -> None:
     """Write the whole tiny set into ``dest`` (base/, controlnet/, motion/, dwpose/)."""
-    from ..models import lightning_filename
+    from ..models.motion import lightning_filename
     from .diffusion import write_tiny_base, write_tiny_controlnet, write_tiny_motion
     from .pose import write_tiny_dwpose
 
@@ -109,7 +110,7 @@ def build_fake_hub_cache(cache_dir: Path) -> Path:
     """Lay the tiny set out in ``cache_dir`` under the default models' real repo ids and file names; also the
     TAESD of ``--fast-decode``, the VAE ``stabilityai/sd-vae-ft-mse`` (the tiny base's) and the motion LoRA
     ``guoyww/animatediff-motion-lora-zoom-in`` (diffusers format)."""
-    from ..models import DEFAULT_TAESD
+    from ..models.defaults import DEFAULT_TAESD
     from .diffusion import lay_out_hub_repo, write_tiny_motion_lora
 
     t = tiny_model_paths()

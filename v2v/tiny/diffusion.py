@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..options import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_MOTION
+from ..models.defaults import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_MOTION
 
 SEED = 1234
 

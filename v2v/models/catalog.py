@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelNotFound
+from ..errors import ModelNotFound
+from .hub import hub_cache_dir
 
 SD_VAE_FT_MSE = "stabilityai/sd-vae-ft-mse"
 
@@ -124,13 +125,6 @@ def _tree_size(folder: Path) -> tuple[int, int]:
     return size, files
 
 
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache v2v downloads to ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/...)."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
-
-
 def cached_repos(cache_dir: Path | None = None) -> list[dict]:
     """The model repos in the local HF cache: repo id, size on disk, revisions (commit hashes), refs, alias."""
     from huggingface_hub import scan_cache_dir
@@ -157,8 +151,8 @@ def cached_repos(cache_dir: Path | None = None) -> list[dict]:
 
 def v2v_caches() -> list[dict]:
     """v2v's own caches: the tiny model set and the keypoint cache, with their sizes."""
-    from .pose.cache import cache_dir as pose_cache_dir
-    from .tiny import tiny_dir
+    from ..pose.cache import cache_dir as pose_cache_dir
+    from ..tiny import tiny_dir
 
     out = []
     for name, folder in (("tiny models", tiny_dir()), ("keypoints", pose_cache_dir())):

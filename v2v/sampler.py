@@ -2,7 +2,7 @@
 
 Written against the components rather than a diffusers pipeline so that the whole video's latents stay on the
 CPU and the device only ever holds one segment (a run of windows within the frame budget). Inside a segment the
-windows are views inside the motion modules (v2v/motion.py), so each frame's spatial work is done once per step;
+windows are views inside the motion modules (v2v/motion_windows.py), so each frame's spatial work is done once per step;
 segments meet on a few frames, fused. With a single window (``num_frames <= context``) the result equals
 diffusers' ``AnimateDiffControlNetPipeline`` run on the same components, prompt, seed and control frames.
 """
@@ -23,15 +23,14 @@ import numpy as np
 import torch
 
 from .errors import InvalidOptions
-from .models import DiffusionModels
-from .motion import motion_windows
-from .options import strength_steps
+from .models.load import DiffusionModels
+from .motion_windows import motion_windows
+from .option_values import strength_steps
+from .options import NOISE_KINDS
 from .windows import (auto_frame_budget, control_scales, fusion_weights, plan_video, plan_windows, prompt_schedule,
                       sampling_order, segment_weights, spatial_passes)
 
 log = logging.getLogger("v2v")
-
-NOISE_KINDS = ("freenoise", "random")
 
 # The building blocks torch.compile gets, each compiled on its own: the windowed motion modules and the sampler's
 # Python around them stay eager, so a new segment plan never forces a recompile of the whole UNet.

@@ -10,9 +10,16 @@ import logging
 import os
 from pathlib import Path
 
-from .errors import ModelNotFound
+from ..errors import ModelNotFound
 
 log = logging.getLogger("v2v")
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache v2v downloads to ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/...)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
 
 
 def is_local(spec: str) -> bool:
@@ -77,3 +84,29 @@ def resolve_folder(spec: str, *, what: str = "model", allow_patterns: list[str] 
     except Exception as e:
         log.debug("snapshot_download(%s) failed: %r", spec, e)
         raise ModelNotFound(_how_to_get(what, spec, None)) from e
+
+
+def cached_repo_dir(repo: str) -> Path:
+    """Where the HF cache keeps ``repo`` (models--OWNER--NAME)."""
+    return hub_cache_dir() / ("models--" + repo.replace("/", "--"))
+
+
+def hub_revision(repo: str) -> str | None:
+    """The commit of ``repo`` in the local HF cache (refs/main; else its only snapshot), without the network."""
+    d = cached_repo_dir(repo)
+    try:
+        return (d / "refs" / "main").read_text().strip() or None
+    except OSError:
+        pass
+    snaps = [p.name for p in (d / "snapshots").glob("*") if p.is_dir()] if (d / "snapshots").is_dir() else []
+    return snaps[0] if len(snaps) == 1 else None
+
+
+def in_hub_cache(path: Path) -> dict | None:
+    """{"repo", "revision", "file"} when ``path`` is a file of a snapshot in the HF cache, else None."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2):
+        if parts[i].startswith("models--") and parts[i + 1] == "snapshots":
+            return {"repo": parts[i][len("models--"):].replace("--", "/"), "revision": parts[i + 2],
+                    "file": "/".join(parts[i + 3:])}
+    return None
