@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 from . import __version__
 from .errors import EXIT_CODES, InvalidOptions, V2VError
-from .option_values import LIGHTNING_STEPS, parse_fps
-from .options import MODEL_SETS, OUTPUT_FORMATS, POSE_DETECTORS, POSE_RUNTIMES
+from .option_values import parse_fps
+from .options import RestyleOptions
 
 log = logging.getLogger("v2v")
 
@@ -31,8 +32,7 @@ def _add_restyle(sub) -> None:
     p.add_argument("--settings", type=Path, metavar="FILE",
                    help="rerun an earlier run: its NAME.restyled.json (or the video itself); options given "
                         "here override the recorded ones")
-    o = _add_restyle_options(p)
-    o.add_argument("--keep-pose", type=Path, metavar="PATH", help="also write the pose-map video here")
+    _add_options(p, "restyle")
     _add_common(p)
 
 
@@ -52,109 +52,8 @@ def _add_watch(sub) -> None:
     p.add_argument("--poll", type=float, default=1.0, help="seconds between scans of the folder (default 1)")
     p.add_argument("--settle", type=float, default=2.0,
                    help="seconds a file must stay unchanged before it is taken (default 2)")
-    o = _add_restyle_options(p)
-    o.add_argument("--keep-pose", action="store_true", help="also write OUT_DIR/NAME.pose.mp4")
+    _add_options(p, "watch")
     _add_common(p)
-
-
-def _add_restyle_options(p):
-    """The generation, frame, model, pose and output options of restyle and watch; returns the output group."""
-    g = p.add_argument_group("generation")
-    g.add_argument("--steps", type=int, default=4, help="denoising steps (default 4)")
-    g.add_argument("--lightning", type=int, choices=LIGHTNING_STEPS,
-                   help="Lightning checkpoint (1, 2, 4, 8 steps); default: from --steps (3 steps -> 2-step model)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--guidance", type=float, default=1.0, help="CFG scale; 1 = no negative pass (default)")
-    g.add_argument("--negative-prompt", default="", help="what to avoid (needs --guidance > 1)")
-    g.add_argument("--pose-strength", type=float, default=1.0, help="ControlNet scale (default 1.0)")
-    g.add_argument("--context", type=int, default=16, help="frames per window (default 16, at most 32)")
-    g.add_argument("--overlap", type=int, default=4, help="frames shared by neighbouring windows (default 4)")
-    g.add_argument("--frame-budget", type=int, metavar="N",
-                   help="most frames in the UNet at once; bounds GPU memory (default: what fits, at most 64)")
-    g.add_argument("--loop", action="store_true", help="closed loop: the end flows into the start")
-    g.add_argument("--fusion", choices=("pyramid", "flat"), default="pyramid",
-                   help="blending of overlapping windows (default pyramid)")
-    g.add_argument("--noise", choices=("freenoise", "random"), default="freenoise",
-                   help="initial noise: freenoise (shuffled per window, default) or random")
-    g.add_argument("--control-start", type=float, default=0.0, metavar="F",
-                   help="fraction of the steps before the pose starts steering (default 0)")
-    g.add_argument("--control-end", type=float, default=1.0, metavar="F",
-                   help="fraction of the steps after which the pose stops steering (default 1)")
-    g.add_argument("--prompt-at", metavar="SPEC",
-                   help="prompt travel: '0:a cat;48:a dog' (frame:prompt; -p holds until the first) or a .json "
-                        "file; blended between keyframes")
-    g.add_argument("--strength", type=float, default=1.0,
-                   help="below 1: start from the source frames to keep colours; on the step grid, e.g. 0.5 or "
-                        "0.75 with 4 steps (default 1: from noise)")
-
-    _add_frame_options(p.add_argument_group("frames"))
-
-    m = p.add_argument_group("models")
-    m.add_argument("--models", choices=MODEL_SETS, default="default",
-                   help="'default': the real models (downloaded once); 'tiny': random weights, an offline "
-                        "smoke test whose output is noise")
-    m.add_argument("--base", help="SD 1.5 base model: a name from `v2v models` (e.g. toonyou), hub id, local "
-                                  "diffusers folder, or one .safetensors checkpoint (civitai/A1111 layout)")
-    m.add_argument("--motion", help="motion module: hub repo or .safetensors file")
-    m.add_argument("--controlnet", help="ControlNet OpenPose: hub id, folder, or one .pth/.safetensors file")
-    m.add_argument("--motion-lora", action="append", default=[], metavar="PATH_OR_REPO[:STRENGTH]",
-                   help="motion LoRA merged into the motion module, repeatable: a diffusers repo such as "
-                        "guoyww/animatediff-motion-lora-zoom-in, or a v2_lora_*.ckpt file; strength default 1.0 "
-                        "(0.7-0.8 suggested), e.g. guoyww/animatediff-motion-lora-zoom-in:0.8")
-    m.add_argument("--vae", help="VAE replacing the base's: hub id, folder or file, e.g. stabilityai/sd-vae-ft-mse")
-    m.add_argument("--fast-decode", action="store_true",
-                   help="decode with TAESD (madebyollin/taesd) instead of the VAE: much faster, a little softer")
-    m.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    m.add_argument("--dtype", default="auto", choices=("auto", "float16", "bfloat16", "float32"),
-                   help="auto: float16 on CUDA, float32 on CPU")
-    m.add_argument("--compile", action="store_true", help="torch.compile the networks (faster, slow first run)")
-    m.add_argument("--offload", action="store_true",
-                   help="keep the text encoder and VAE in CPU RAM until used (GPUs with little memory)")
-
-    _add_pose_options(p.add_argument_group("pose"), restyle=True)
-
-    o = p.add_argument_group("output")
-    o.add_argument("--crf", type=int, help="quality, lower is better: H.264/H.265 0-51 (default 18/20), VP9 0-63 "
-                                           "(24), AV1 1-63 (30); ProRes, GIF and PNG ignore it")
-    o.add_argument("--format", choices=OUTPUT_FORMATS,
-                   help="h264 or h265 (.mp4), vp9 or av1 (.webm), prores (.mov), gif, png (a folder of frames); "
-                        "default: from the output's extension")
-    o.add_argument("--gif-loop", type=int, default=0, metavar="N", help="GIF: play N times (default 0: forever)")
-    o.add_argument("--ping-pong", action="store_true", help="play forward, then backward (audio: forward half only)")
-    o.add_argument("--compare", action="store_true",
-                   help="also write OUTPUT.compare.mp4: source | pose | result side by side, with the audio")
-    o.add_argument("--full-size", action="store_true",
-                   help="scale the result to the source's size (rounded down to even for video codecs)")
-    return o
-
-
-def _add_frame_options(f) -> None:
-    """Which frames, at what size: shared by restyle, watch and pose."""
-    f.add_argument("--size", type=int, help="short side of the processing size (default 512; 128 with --models tiny)")
-    f.add_argument("--width", type=int, help="processing width, multiple of 8 (height follows unless given)")
-    f.add_argument("--height", type=int, help="processing height, multiple of 8")
-    f.add_argument("--start", type=float, help="start at this second")
-    f.add_argument("--end", type=float, help="end at this second")
-    f.add_argument("--max-frames", type=int, help="keep at most this many frames")
-    f.add_argument("--every-nth", type=int, default=1, help="keep every n-th frame (timing kept)")
-    f.add_argument("--fps", help="output frame rate, e.g. 12 or 30000/1001 (duration kept); default: the source's")
-
-
-def _frame_opts(a: argparse.Namespace) -> dict:
-    return dict(size=a.size, width=a.width, height=a.height, start=a.start, end=a.end, max_frames=a.max_frames,
-                every_nth=a.every_nth, fps=parse_fps(a.fps))
-
-
-def _restyle_opts(a: argparse.Namespace) -> dict:
-    return dict(negative_prompt=a.negative_prompt, steps=a.steps, lightning=a.lightning, seed=a.seed,
-                guidance=a.guidance, pose_strength=a.pose_strength, context=a.context, overlap=a.overlap,
-                frame_budget=a.frame_budget, loop=a.loop, fusion=a.fusion, noise=a.noise,
-                control_start=a.control_start, control_end=a.control_end, prompt_at=a.prompt_at,
-                strength=a.strength, compile=a.compile, offload=a.offload,
-                models=a.models, base=a.base, motion=a.motion, controlnet=a.controlnet, device=a.device,
-                motion_loras=tuple(a.motion_lora) if a.motion_lora else None, vae=a.vae, fast_decode=a.fast_decode,
-                dtype=a.dtype, crf=a.crf, format=a.format, gif_loop=a.gif_loop, ping_pong=a.ping_pong,
-                compare=a.compare, full_size=a.full_size, **_frame_opts(a), **_pose_opts(a))
 
 
 def _add_pose(sub) -> None:
@@ -168,41 +67,62 @@ def _add_pose(sub) -> None:
     p.add_argument("-o", "--output", help="pose-map video (.mp4; .webm, .mov, .gif, or a folder/ of PNGs too)")
     p.add_argument("--json", type=Path, help="write the keypoints as OpenPose JSON here")
     p.add_argument("--png", type=Path, metavar="DIR", help="write one lossless PNG pose map per frame here")
-    _add_frame_options(p.add_argument_group("frames"))
-    p.add_argument("--models", choices=MODEL_SETS, default="default", help="'tiny': random pose models (smoke test)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument("--crf", type=int, help="quality of the pose video, lower is better (H.264: 0-51, default 18)")
-    _add_pose_options(p, restyle=False)
+    _add_options(p, "pose")
     _add_common(p)
 
 
-def _add_pose_options(g, restyle: bool) -> None:
-    g.add_argument("--pose", choices=POSE_DETECTORS, default="dwpose",
-                   help="pose detector: dwpose (default; ONNX, whole body) or openpose (controlnet_aux networks)")
-    g.add_argument("--pose-model", help="pose weights: hub id or folder (dwpose: yolox_l.onnx, dw-ll_ucoco_384.onnx, "
-                                        "or with --pose-runtime torch yolox_l.torchscript.pt, "
-                                        "dw-ll_ucoco_384_bs5.torchscript.pt; openpose: body_pose_model.pth, "
-                                        "hand_pose_model.pth, facenet.pth)")
-    g.add_argument("--pose-runtime", choices=POSE_RUNTIMES, default="auto",
-                   help="what runs DWPose: onnx (onnxruntime; the GPU with onnxruntime-gpu), torch (TorchScript "
-                        "files on torch's device); auto (default): onnx, or torch on a GPU onnxruntime cannot use")
-    g.add_argument("--pose-parts", default="body,hands,face", metavar="PARTS",
-                   help="comma-separated parts to keep and draw: body, hands, face (default all)")
-    g.add_argument("--pose-threshold", type=float, default=0.3,
-                   help="keypoints at or below this confidence are not drawn (default 0.3)")
-    g.add_argument("--pose-smoothing", type=float, default=0.5,
-                   help="temporal keypoint smoothing, 0 (off) to 1 (strongest); default 0.5")
-    g.add_argument("--pose-json", type=Path, metavar="FILE",
-                   help=("use these keypoints (OpenPose JSON, source pixels, one object per kept frame) instead "
-                         "of detecting; the pose models are not loaded") if restyle else
-                        "render this OpenPose JSON (one object per kept frame) instead of detecting")
-    g.add_argument("--no-cache", dest="pose_cache", action="store_false",
-                   help="detect again instead of reusing cached keypoints (and do not cache them)")
+def _help(f: dataclasses.Field, command: str) -> str:
+    """A field's help on ``command``, with its default (RestyleOptions holds both)."""
+    meta = f.metadata
+    text = meta["per_command"].get(command, {}).get("help", meta["help"])
+    shown = meta["default_help"]
+    if shown is None and not isinstance(f.default, bool) and f.default not in (None, (), ""):
+        shown = str(f.default)
+    return f"{text} (default: {shown})" if shown else text
 
 
-def _pose_opts(a: argparse.Namespace) -> dict:
-    return dict(pose=a.pose, pose_runtime=a.pose_runtime, pose_model=a.pose_model, pose_parts=a.pose_parts, pose_threshold=a.pose_threshold,
-                pose_smoothing=a.pose_smoothing, pose_json=a.pose_json, pose_cache=a.pose_cache)
+def _add_options(p: argparse.ArgumentParser, command: str) -> None:
+    """The RestyleOptions fields ``command`` takes, as options in their --help groups. Options not typed come
+    back as None, so that a config file, a preset or a settings record can fill them."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(RestyleOptions):
+        meta = f.metadata
+        if command not in meta.get("commands", ()):
+            continue
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], p.add_argument_group(meta["group"]))
+        kind = str(f.type).replace("| None", "").strip()
+        kw: dict = dict(dest=f.name, default=None, help=_help(f, command))
+        if kind == "bool":
+            kw["action"] = "store_false" if f.default is True else "store_true"
+        elif kind.startswith("tuple") and f.name == "motion_loras":
+            kw["action"] = "append"
+        else:
+            kw["type"] = {"int": int, "float": float, "Path": Path}.get(kind, str)
+        for key in ("choices", "metavar"):
+            if meta[key] is not None and "action" not in kw:
+                kw[key] = meta[key]
+        if f.name == "motion_loras":
+            kw["metavar"] = meta["metavar"]
+        override = {k: v for k, v in meta["per_command"].get(command, {}).items() if k != "help"}
+        if override.get("action") in ("store_true", "store_false"):
+            kw = {k: v for k, v in kw.items() if k not in ("type", "choices", "metavar")}
+        kw.update(override)
+        group.add_argument(meta["flag"] or f"--{f.name.replace('_', '-')}", **kw)
+
+
+def _typed(a: argparse.Namespace, command: str) -> dict:
+    """The RestyleOptions the user typed on ``command``'s line (left out: not typed)."""
+    out = {}
+    for f in dataclasses.fields(RestyleOptions):
+        if command not in f.metadata.get("commands", ()) or getattr(a, f.name, None) is None:
+            continue
+        value = getattr(a, f.name)
+        if f.name == "fps":
+            value = parse_fps(value)
+        elif f.name == "motion_loras":
+            value = tuple(value)
+        out[f.name] = value
+    return out
 
 
 def _add_common(p) -> None:
@@ -230,14 +150,6 @@ def _add_models(sub) -> None:
     p.add_argument("--debug", action="store_true", help="verbose log and tracebacks")
 
 
-def _unset_option_defaults(parser: argparse.ArgumentParser) -> None:
-    """Options the user does not type come back as None, so that a config file, a preset or a settings file can
-    fill them; the values shown in --help stay the built-in defaults (RestyleOptions' own)."""
-    from .options import option_names
-
-    parser.set_defaults(**dict.fromkeys(option_names()))
-
-
 def _given(opts: dict) -> dict:
     """The options the user typed (None: not given)."""
     return {k: v for k, v in opts.items() if v is not None}
@@ -252,8 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pose(sub)
     _add_watch(sub)
     _add_models(sub)
-    for name in ("restyle", "pose", "watch"):
-        _unset_option_defaults(sub.choices[name])
     return ap
 
 
@@ -311,7 +221,7 @@ def restyle_request(a: argparse.Namespace) -> tuple[Path, dict, object]:
             raise InputNotFound(f"the input recorded in {recorded.source.name} ('{recorded.input}') is not there: "
                                 "give the input video on the command line")
         inp = recorded.input
-    opts = _options(a, dict(_restyle_opts(a), keep_pose=a.keep_pose, prompt=a.prompt),
+    opts = _options(a, dict(_typed(a, "restyle"), prompt=a.prompt),
                     recorded.options if recorded else None)
     if recorded is not None:
         check_input(recorded, inp)
@@ -342,7 +252,7 @@ def _restyle(a: argparse.Namespace) -> int:
 def _pose(a: argparse.Namespace) -> int:
     from .pipeline import Restyler
 
-    opts = _options(a, dict(models=a.models, device=a.device, crf=a.crf, **_frame_opts(a), **_pose_opts(a)))
+    opts = _options(a, _typed(a, "pose"))
     opts.pop("prompt", None)
     rep = _reporter(a)
     r = Restyler(show_progress=_bars(a)).pose(a.input, a.output, json_path=a.json, png_dir=a.png, progress=rep,
@@ -378,7 +288,8 @@ def _watch(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     defaults = cfg.layers(a.preset)  # config < preset, under the watch options and each video's sidecar
-    opts = _given(dict(_restyle_opts(a), prompt=a.prompt))
+    opts = _given(dict(_typed(a, "watch"), prompt=a.prompt))
+    keep_pose = opts.pop("keep_pose", False)
     rep = _reporter(a)
 
     def on_video(event: str, name: str, item) -> None:
@@ -397,7 +308,7 @@ def _watch(a: argparse.Namespace) -> int:
 
     try:
         summary = watch(a.in_dir, a.out, restyler=_watch_restyler(a, defaults, rep), once=a.once, poll=a.poll,
-                        settle=a.settle, keep_pose=a.keep_pose, config=cfg,
+                        settle=a.settle, keep_pose=keep_pose, config=cfg,
                         on_video=on_video if rep is not None else None, **opts)
     except Interrupted as e:
         s = getattr(e, "summary", None)

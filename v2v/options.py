@@ -27,68 +27,135 @@ MODEL_PATH_FIELDS = frozenset({"base", "motion", "controlnet", "vae", "pose_mode
 OUTPUT_FORMATS = ("h264", "h265", "vp9", "av1", "prores", "gif", "png")  # v2v.media.formats.FORMATS describes each
 
 
+RESTYLE = ("restyle", "watch")  # the commands an option is on (v2v/cli.py)
+ALL = ("restyle", "watch", "pose")
+
+
+def _cli(help: str, group: str, *, flag: str | None = None, metavar: str | None = None, choices=None,
+         commands: tuple[str, ...] = RESTYLE, default_help: str | None = None, per_command: dict | None = None,
+         cli: bool = True) -> dict:
+    """A field's help and how the command line shows it: its ``group`` in --help, ``flag`` (default --NAME with
+    - for _), ``default_help`` (how the default reads; "" hides it; None: the default itself), and argparse
+    settings that differ on one command (``per_command``)."""
+    return dict(help=help, group=group, flag=flag, metavar=metavar, choices=choices, commands=commands if cli else (),
+                default_help=default_help, per_command=per_command or {})
+
+
+def opt(default, help: str, group: str, **cli):
+    """A RestyleOptions field: its default, its help, and how the command line shows it (see _cli)."""
+    return field(default=default, metadata=_cli(help, group, **cli))
+
+
 @dataclass(frozen=True)
 class RestyleOptions:
+    """Every setting of a restyle run. Each field's default and its help (the command line's, generated from
+    them by v2v/cli.py) are here; ``validate()`` checks them and the rules between them."""
+
     # --- what to make ---
-    prompt: str  # the style to give the people ("claymation astronaut")
-    negative_prompt: str = ""  # what to avoid; only used with guidance > 1
-    steps: int = 4  # denoising steps
-    lightning: int | None = None  # which distilled checkpoint (1, 2, 4, 8); None: chosen from `steps`
-    seed: int = 0  # the same seed and options give the same video
-    guidance: float = 1.0  # classifier-free guidance; 1 = no negative pass (Lightning's default)
-    pose_strength: float = 1.0  # ControlNet conditioning scale
-    control_start: float = 0.0  # fraction of the steps after which the ControlNet starts acting
-    control_end: float = 1.0  # fraction of the steps after which it stops (diffusers' control_guidance_end)
-    prompt_at: tuple[tuple[int, str], ...] = ()  # prompt travel: (frame, prompt) keyframes, blended in between
-    strength: float = 1.0  # < 1: start from the source frames (keeps colours); on the step grid (0.5 of 4 steps)
+    prompt: str = field(metadata=_cli("the style to give the people, e.g. 'claymation astronaut'", "", cli=False))
+    negative_prompt: str = opt("", "what to avoid (needs --guidance above 1)", "generation", default_help="none")
+    steps: int = opt(4, "denoising steps", "generation")
+    lightning: int | None = opt(None, "Lightning checkpoint (1, 2, 4, 8 steps)", "generation", choices=LIGHTNING_STEPS,
+                                default_help="from --steps: 3 steps -> the 2-step model")
+    seed: int = opt(0, "random seed: the same seed and options give the same video", "generation")
+    guidance: float = opt(1.0, "classifier-free guidance scale; 1 = no negative pass (Lightning's own)", "generation")
+    pose_strength: float = opt(1.0, "ControlNet scale: how strongly the poses steer", "generation")
+    control_start: float = opt(0.0, "fraction of the steps before the pose starts steering", "generation", metavar="F")
+    control_end: float = opt(1.0, "fraction of the steps after which the pose stops steering", "generation",
+                             metavar="F")
+    prompt_at: tuple[tuple[int, str], ...] = opt(
+        (), "prompt travel: '0:a cat;48:a dog' (frame:prompt; -p holds until the first) or a .json file; blended "
+            "between keyframes", "generation", metavar="SPEC", default_help="")
+    strength: float = opt(1.0, "below 1: start from the source frames to keep colours; on the step grid, e.g. 0.5 "
+                               "or 0.75 with 4 steps", "generation", default_help="1, from noise")
     # --- frames ---
-    size: int | None = None  # short side of the processing size; None: 512 (128 with models="tiny")
-    width: int | None = None  # processing width (multiple of 8); the height follows the aspect unless given
-    height: int | None = None  # processing height (multiple of 8)
-    start: float | None = None  # seconds from the first frame where the output starts
-    end: float | None = None  # seconds from the first frame where the output ends
-    max_frames: int | None = None  # keep at most this many frames
-    every_nth: int = 1  # keep every n-th frame (timestamps kept, so the duration stays)
-    fps: Fraction | None = None  # resample to this frame rate (same duration); None: the source's own timing
+    size: int | None = opt(None, "short side of the processing size", "frames", commands=ALL,
+                           default_help="512; 128 with --models tiny")
+    width: int | None = opt(None, "processing width, multiple of 8 (height follows unless given)", "frames",
+                            commands=ALL)
+    height: int | None = opt(None, "processing height, multiple of 8", "frames", commands=ALL)
+    start: float | None = opt(None, "start at this second", "frames", commands=ALL)
+    end: float | None = opt(None, "end at this second", "frames", commands=ALL)
+    max_frames: int | None = opt(None, "keep at most this many frames", "frames", commands=ALL)
+    every_nth: int = opt(1, "keep every n-th frame (timing kept)", "frames", commands=ALL)
+    fps: Fraction | None = opt(None, "output frame rate, e.g. 12 or 30000/1001 (duration kept)", "frames",
+                               commands=ALL, default_help="the source's timing, variable rates included")
     # --- windows ---
-    context: int = 16  # frames the motion module sees at once
-    overlap: int = 4  # frames shared by neighbouring windows
-    frame_budget: int | None = None  # most frames in the UNet at once (bounds memory); None: from free memory, <= 64
-    loop: bool = False  # closed loop: the last windows wrap around to the first frames (seamless loops)
-    fusion: str = "pyramid"  # how overlapping windows are blended: "pyramid" (default) or "flat"
-    noise: str = "freenoise"  # initial noise: "freenoise" (shuffled repeats per window) or "random"
+    context: int = opt(16, f"frames per window (at most {MAX_CONTEXT})", "generation")
+    overlap: int = opt(4, "frames shared by neighbouring windows", "generation")
+    frame_budget: int | None = opt(None, "most frames in the UNet at once; bounds GPU memory", "generation",
+                                   metavar="N", default_help="what fits, at most 64")
+    loop: bool = opt(False, "closed loop: the end flows into the start", "generation")
+    fusion: str = opt("pyramid", "blending of overlapping windows", "generation", choices=FUSION_KINDS)
+    noise: str = opt("freenoise", "initial noise: freenoise (shuffled per window) or random", "generation",
+                     choices=NOISE_KINDS)
     # --- models ---
-    models: str = "default"  # "default" (real models, downloaded once) or "tiny" (random, offline smoke test)
-    base: str | None = None  # SD 1.5 base: hub id, local diffusers folder or single checkpoint file; None: the model set's
-    motion: str | None = None  # motion module: hub repo or .safetensors file; None: AnimateDiff-Lightning
-    controlnet: str | None = None  # ControlNet OpenPose: hub id, folder or single file; None: the model set's
-    motion_loras: tuple[str, ...] = ()  # motion LoRAs "PATH_OR_REPO[:STRENGTH]" (strength 1.0 if none), merged in
-    vae: str | None = None  # VAE replacing the base's: hub id, diffusers folder or single file; None: the base's
-    fast_decode: bool = False  # decode with TAESD (madebyollin/taesd) instead of the VAE: faster, a little softer
-    pose_model: str | None = None  # pose weights: hub id or folder (DWPose's 2 ONNX / OpenPose's 3 .pth); None: default
-    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1"...
-    dtype: str = "auto"  # "auto" (float16 on CUDA, float32 on CPU), "float16", "bfloat16", "float32"
-    compile: bool = False  # torch.compile the UNet blocks, ControlNet and VAE decoder (slow first run)
-    offload: bool = False  # keep the text encoder and VAE in CPU RAM, on the GPU only while used (small GPUs)
+    models: str = opt("default", "'default': the real models (downloaded once); 'tiny': random weights, an offline "
+                                 "smoke test whose output is noise", "models", choices=MODEL_SETS, commands=ALL)
+    base: str | None = opt(None, "SD 1.5 base model: a name from `v2v models` (e.g. toonyou), hub id, local "
+                                 "diffusers folder, or one .safetensors checkpoint (civitai/A1111 layout)", "models",
+                           default_help="emilianJR/epiCRealism")
+    motion: str | None = opt(None, "motion module: hub repo, folder, or one .safetensors/.ckpt file", "models",
+                             default_help="ByteDance/AnimateDiff-Lightning")
+    controlnet: str | None = opt(None, "ControlNet OpenPose: hub id, folder, or one .pth/.safetensors file", "models",
+                                 default_help="lllyasviel/control_v11p_sd15_openpose")
+    motion_loras: tuple[str, ...] = opt(
+        (), "motion LoRA merged into the motion module, repeatable: a diffusers repo such as "
+            "guoyww/animatediff-motion-lora-zoom-in, or a v2_lora_*.ckpt file; strength 1.0 unless given "
+            "(0.7-0.8 suggested), e.g. guoyww/animatediff-motion-lora-zoom-in:0.8", "models", flag="--motion-lora",
+        metavar="PATH_OR_REPO[:STRENGTH]", default_help="")
+    vae: str | None = opt(None, "VAE replacing the base's: hub id, folder or file, e.g. stabilityai/sd-vae-ft-mse",
+                          "models", default_help="the base's")
+    fast_decode: bool = opt(False, "decode with TAESD (madebyollin/taesd) instead of the VAE: much faster, a little "
+                                   "softer", "models")
+    pose_model: str | None = opt(None, "pose weights: hub id or folder (dwpose: yolox_l.onnx, dw-ll_ucoco_384.onnx, "
+                                       "or with --pose-runtime torch yolox_l.torchscript.pt, "
+                                       "dw-ll_ucoco_384_bs5.torchscript.pt; openpose: body_pose_model.pth, "
+                                       "hand_pose_model.pth, facenet.pth)", "pose", commands=ALL,
+                                 default_help="yzd-v/DWPose or lllyasviel/Annotators")
+    device: str = opt("auto", "auto (CUDA when present), cpu, cuda, cuda:N, mps (Apple GPUs, untested)", "models",
+                      commands=ALL)
+    dtype: str = opt("auto", "auto: float16 on CUDA, float32 on the CPU", "models", choices=DTYPES)
+    compile: bool = opt(False, "torch.compile the networks (faster, slow first run)", "models")
+    offload: bool = opt(False, "keep the text encoder and VAE in CPU RAM until used (GPUs with little memory)",
+                        "models")
     # --- pose ---
-    pose: str = "dwpose"  # pose detector: "dwpose" (ONNX, whole body) or "openpose" (controlnet_aux networks)
-    pose_runtime: str = "auto"  # DWPose's runtime: "onnx" (onnxruntime), "torch" (TorchScript files on torch's
-    #   device); "auto": onnx, or torch on a GPU onnxruntime cannot use. Not OpenPose's (always torch): a rerun's
-    #   recorded DWPose runtime must not stop `--pose openpose`
-    pose_parts: tuple[str, ...] = POSE_PARTS  # which parts are kept and drawn: any of body, hands, face
-    pose_threshold: float = 0.3  # keypoints at or below this confidence are not drawn (and count as missing)
-    pose_smoothing: float = 0.5  # temporal keypoint smoothing, 0 (off) .. 1 (strongest); people tracked across frames
-    pose_json: Path | None = None  # OpenPose JSON (source pixels, one object per kept frame) used instead of detection
-    pose_cache: bool = True  # reuse keypoints cached for the same input, detector, models and settings
+    pose: str = opt("dwpose", "pose detector: dwpose (ONNX, whole body) or openpose (controlnet_aux networks)",
+                    "pose", choices=POSE_DETECTORS, commands=ALL)
+    # DWPose's runtime only, not OpenPose's (always torch): a rerun's recorded runtime must not stop --pose openpose
+    pose_runtime: str = opt("auto", "what runs DWPose: onnx (onnxruntime; the GPU with onnxruntime-gpu), torch "
+                                    "(TorchScript files on torch's device); auto: onnx, or torch on a GPU "
+                                    "onnxruntime cannot use", "pose", choices=POSE_RUNTIMES, commands=ALL)
+    pose_parts: tuple[str, ...] = opt(POSE_PARTS, "comma-separated parts to keep and draw: body, hands, face",
+                                      "pose", metavar="PARTS", commands=ALL, default_help="all")
+    pose_threshold: float = opt(0.3, "keypoints at or below this confidence are not drawn", "pose", commands=ALL)
+    pose_smoothing: float = opt(0.5, "temporal keypoint smoothing (people tracked across frames), 0 (off) to 1 "
+                                     "(strongest)", "pose", commands=ALL)
+    pose_json: Path | None = opt(None, "use these keypoints (OpenPose JSON, source pixels, one object per kept "
+                                       "frame) instead of detecting; the pose models are not loaded", "pose",
+                                 metavar="FILE", commands=ALL, default_help="",
+                                 per_command={"pose": {"help": "render this OpenPose JSON (one object per kept "
+                                                               "frame) instead of detecting"}})
+    pose_cache: bool = opt(True, "detect again instead of reusing cached keypoints (and do not cache them)", "pose",
+                           flag="--no-cache", commands=ALL)
     # --- outputs ---
-    keep_pose: Path | None = None  # also write the pose-map video here
-    crf: int | None = None  # quality, lower is better, on the codec's scale (v2v.media.formats); None: the codec's default
-    format: str | None = None  # h264, h265, vp9, av1, prores, gif, png; None: from the output's extension
-    gif_loop: int = 0  # GIF: how many times it plays, 0 = forever
-    ping_pong: bool = False  # play forward, then backward (any format; the audio plays once, under the forward half)
-    compare: bool = False  # also write OUTPUT.compare.mp4: source | pose map | result, side by side, with the audio
-    full_size: bool = False  # scale the result to the source's display size (even sides where the codec needs it)
-    extra: dict = field(default_factory=dict, compare=False, repr=False)  # reserved for front ends
+    keep_pose: Path | None = opt(None, "also write the pose-map video here", "output", metavar="PATH", default_help="",
+                                 per_command={"watch": {"action": "store_true",
+                                                        "help": "also write OUT_DIR/NAME.pose.mp4"}})
+    crf: int | None = opt(None, "quality, lower is better: H.264/H.265 0-51 (default 18/20), VP9 0-63 (24), AV1 "
+                                "1-63 (30); ProRes, GIF and PNG ignore it", "output", commands=ALL, default_help="",
+                          per_command={"pose": {"help": "quality of the pose video, lower is better (H.264: 0-51, "
+                                                        "default 18)"}})
+    format: str | None = opt(None, "h264 or h265 (.mp4), vp9 or av1 (.webm), prores (.mov), gif, png (a folder of "
+                                   "frames)", "output", choices=OUTPUT_FORMATS, default_help="from the extension")
+    gif_loop: int = opt(0, "GIF: play N times, 0 = forever", "output", metavar="N")
+    ping_pong: bool = opt(False, "play forward, then backward (audio: forward half only)", "output")
+    compare: bool = opt(False, "also write OUTPUT.compare.mp4: source | pose | result side by side, with the audio",
+                        "output")
+    full_size: bool = opt(False, "scale the result to the source's size (rounded down to even for video codecs)",
+                          "output")
+    extra: dict = field(default_factory=dict, compare=False, repr=False, metadata=_cli("reserved for front ends", "",
+                                                                                        cli=False))
 
     def __post_init__(self):
         self._plain_numbers()
