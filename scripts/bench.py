@@ -195,20 +195,36 @@ def reset_peak(device: str) -> None:
 
 class PoseRecorder:
     """Keeps the final poses of the last v2v run (in frame order, as the sampler got them), for diffusers'
-    baseline: the same control frames, and no second detection (it would cost device time and measure nothing)."""
+    baseline: the same control frames, and no second detection (it would cost device time and measure nothing).
+    Records from ``start()`` (or entering it as a context manager) until ``stop()``."""
 
     def __init__(self):
+        self.poses: list = []
+        self._inner = None
+
+    def start(self) -> PoseRecorder:
         from v2v.stages.pose import PoseStage
 
-        self.poses: list = []
-        inner = PoseStage.run
+        inner = self._inner = PoseStage.run
 
         def run(stage, *args, **kwargs):
             out = inner(stage, *args, **kwargs)
             self.poses = list(out.poses)
             return out
 
-        PoseStage.run = run  # this process runs the bench only
+        PoseStage.run = run
+        return self
+
+    def stop(self) -> None:
+        from v2v.stages.pose import PoseStage
+
+        if self._inner is not None:
+            PoseStage.run, self._inner = self._inner, None
+
+    __enter__ = start
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def processing_size(video: Path, o) -> tuple[int, int]:
@@ -250,7 +266,8 @@ def run_v2v(restyler, video: Path, out: Path, device: str, steps: int, **options
 
     return {"frames": r.frames, "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
             "settings": {k: r.settings["options"].get(k) for k in WORK_SETTINGS}, "width": width,
-            "height": height, "fps": r.frames / work, "peak_mb": rss_mb if rss_mb is not None else peak_memory_mb(device),
+            "height": height, "fps": r.frames / work,
+            "peak_mb": rss_mb if rss_mb is not None else peak_memory_mb(device),
             "gpu_busy": busy.fraction, "gpu_util_mean": busy.mean,
             "spatial_passes": round(counter.frames / (r.frames * steps), 4)}
 
@@ -324,8 +341,8 @@ def run_io(video: Path, out: Path, width: int, height: int, repeats: int = 1) ->
                         "18", *opts, "-pix_fmt", "yuv420p", "-an", str(out.with_suffix(f".{key}.mp4"))], check=True)
         return time.perf_counter() - t
 
-    # "the same work" also means x264 with v2v's options (on an AVX-512 CPU, at widths that are not whole
-    # groups of 8 macroblocks, v2v holds it to AVX2 so that equal frames encode equally: v2v.media.writers.video.x264_params)
+    # "the same work" also means x264 with v2v's options (on an AVX-512 CPU, at widths that are not whole groups
+    # of 8 macroblocks, v2v holds it to AVX2 so that equal frames encode equally: media.writers.video.x264_params)
     same = [x for k, v in video_writer.x264_params(width).items() for x in (f"-{k}", v)]
     jobs = {"v2v_io": v2v_io}
     if shutil.which("ffmpeg"):
@@ -570,7 +587,7 @@ def main() -> None:
     o = restyler.options_for("x")
     o = concrete_pose_runtime(o, a.device, ModelSet.for_options(o).pose_model)  # what restyle() will load
     restyler.pose_detector(o, a.device)  # loaded before the timed runs, as the models are by the warm-up
-    recorder = PoseRecorder()
+    recorder = PoseRecorder().start()  # for the rest of the bench
     env["pose_runtime"] = o.pose_runtime
     warm = a.warmup if a.warmup is not None else (32 if cuda else 0)
     if warm:  # untimed: CUDA context, cuDNN autotuning, the allocator's first growth, lazy imports
@@ -643,7 +660,8 @@ def main() -> None:
     print(f"\n{env}\n")
     print(f"{'frames':>6} | {'v2v f/s':>8} | {'peak MB':>8} | {'busy':>5} | {'util':>5} | {'passes':>6} | "
           f"{'gen x classic':>13} | "
-          f"{'diffusers f/s':>13} | {'peak MB':>8} | {'speed-up':>8} | {'io/ffmpeg':>9} | {'io/ff-rgb':>9} | stages (s)")
+          f"{'diffusers f/s':>13} | {'peak MB':>8} | {'speed-up':>8} | {'io/ffmpeg':>9} | {'io/ff-rgb':>9} | "
+          "stages (s)")
     for r in results:
         v, d = r["v2v"], r.get("diffusers", {})
         busy = f"{v['gpu_busy']:.2f}" if v.get("gpu_busy") is not None else "-"

@@ -4,7 +4,8 @@ OpenPose, tiny graphs for DWPose), on samples/dance.mp4 decoded at the processin
     .venv/bin/python scripts/bench_pose.py [--size 256] [--frames 16] [--threads N] [--device cpu|cuda]
                                            [--detectors dwpose-onnx,dwpose-torch,openpose]
 
-Prints one line per detector (DWPose on onnxruntime and on torch with the TorchScript twins, OpenPose). The tiny DWPose graphs are far cheaper than the real ONNX models, so its figure
+Prints one line per detector (DWPose on onnxruntime and on torch with the TorchScript twins, OpenPose). The tiny
+DWPose graphs are far cheaper than the real ONNX models, so its figure
 measures v2v's pre/post-processing and batching, not the network; OpenPose's tiny files have the real
 architecture (only the weights are fake), but random weights find no person, so the hand/face networks are
 not run and the figure is the body network's.

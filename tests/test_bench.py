@@ -146,8 +146,8 @@ def test_pose_recorder_keeps_the_frame_order(tiny_models, tmp_path):
     from v2v import Restyler
 
     r = Restyler(models="tiny", device="cpu", size=64, max_frames=10, pose_cache=False, show_progress=False)
-    rec = bench.PoseRecorder(r)
-    res = r.pose(ROOT / "samples" / "dance.mp4", json_path=tmp_path / "p.json")
+    with bench.PoseRecorder() as rec:
+        res = r.pose(ROOT / "samples" / "dance.mp4", json_path=tmp_path / "p.json")
     assert res.frames == 10 and len(rec.poses) == 10
     saved = json.loads((tmp_path / "p.json").read_text())
     # same people per frame, in order, as the JSON the run wrote

@@ -241,7 +241,7 @@ def test_watch_once_restyles_good_and_files_bad(tmp_path, tiny_models):
     assert not (drop / "good.mp4").exists() and not (drop / "broken.mp4").exists()
 
 
-# ---------------------------------------------------------------- progress for scripts (--quiet: tests/test_settings.py)
+# ------------------------------------------------------------ progress for scripts (--quiet: test_settings.py)
 
 
 def _json_lines(text: str) -> list[dict]:
@@ -297,3 +297,16 @@ def test_watch_progress_json_reports_each_video(tmp_path, tiny_models):
     failed = next(ln for ln in lines if ln.get("status") == "failed")
     assert "broken.mp4" in failed["error"]
     assert lines[-1] == {"event": "done", "done": ["good.mp4"], "failed": ["broken.mp4"]}
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly(tmp_path):
+    """`v2v models | head -1` with a long listing: the pipe closes while v2v still prints; that is not an
+    internal error."""
+    for i in range(1500):  # more lines than a pipe holds
+        (tmp_path / f"models--owner--model-{i:04d}" / "snapshots" / "0123456789abcdef").mkdir(parents=True)
+    p = subprocess.run(f"{sys.executable} -m v2v models | head -1; exit ${{PIPESTATUS[0]}}", shell=True,
+                       executable="/bin/bash", capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "HF_HUB_CACHE": str(tmp_path)})
+    assert p.stdout.count("\n") == 1
+    assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert p.returncode == 141

@@ -64,7 +64,8 @@ SETTINGS = [
 
 @pytest.mark.parametrize("s", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
 def test_v2v_work_is_what_the_sampler_runs(models, twins, s):
-    from v2v.sampler import decode_latents, encode_frames, generate
+    from v2v.sampler import generate
+    from v2v.vae import decode_latents, encode_frames
 
     s = dict(s, steps=2)
     n = s.pop("num_frames")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from v2v.errors import InvalidOptions
-from v2v.sampler import decode_latents, decode_to_float, generate, initial_noise
+from v2v.sampler import generate, initial_noise
+from v2v.vae import decode_latents, decode_to_float
 from v2v.models.load import load_diffusion_models
 from v2v.tiny.diffusion import write_tiny_diffusion_set
 from v2v.motion_windows import MotionPlan, WindowedMotionModule, count_motion_modules
@@ -394,7 +395,7 @@ def test_strength_off_grid_and_shape(models):
 
 
 def test_encode_frames_is_the_vae_posterior_mean(models):
-    from v2v.sampler import encode_frames
+    from v2v.vae import encode_frames
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
@@ -408,7 +409,7 @@ def test_encode_frames_is_the_vae_posterior_mean(models):
 @pytest.mark.slow
 def test_compile_gives_the_same_frames(tmp_path_factory):
     """--compile (per-block torch.compile) changes speed, not results (float rounding only). Slow: compiles."""
-    from v2v.sampler import compile_models
+    from v2v.models.runtime import compile_models
 
     tiny = write_tiny_diffusion_set(tmp_path_factory.mktemp("tiny-compile"))
     m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"])
@@ -434,7 +435,7 @@ def test_compiled_models_run_under_raised_recompile_limits_in_the_running_thread
 
     import torch._dynamo.config as dc
 
-    from v2v.sampler import RECOMPILE_LIMIT, compile_models
+    from v2v.models.runtime import RECOMPILE_LIMIT, compile_models
 
     tiny = write_tiny_diffusion_set(tmp_path_factory.mktemp("tiny-limit"))
     m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"])
@@ -486,7 +487,7 @@ def test_decode_on_another_gpu_equals_the_cpu(tmp_path_factory):
 @pytest.mark.gpu
 def test_offload_on_gpu(tmp_path_factory):
     """--offload: the text encoder and VAE sit in CPU RAM between uses; results equal the resident run."""
-    from v2v.sampler import enable_offload
+    from v2v.models.runtime import enable_offload
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU")
@@ -531,7 +532,8 @@ def test_auto_budget_on_cuda_measures_after_handing_the_cache_back(monkeypatch):
 
     calls = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty"))
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (calls.append("info"), (6 * 2**30, 12 * 2**30))[1])
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda device=None: (calls.append("info"), (6 * 2**30, 12 * 2**30))[1])
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 3 * 2**30)   # would be counted before
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1 * 2**30)
     m = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float16)

@@ -40,7 +40,8 @@ def tiny(tmp_path_factory):
     lay_out_diffusion_hub(cache, t, steps=(4,))
     lay_out_hub_repo(cache, "stabilityai/sd-vae-ft-mse", {"": t["base"] / "vae"})
     lay_out_hub_repo(cache, "madebyollin/taesd", {"": t["taesd"]})
-    lay_out_hub_repo(cache, ZOOM, {"diffusion_pytorch_model.safetensors": t["lora_dir"] / "diffusion_pytorch_model.safetensors"})
+    lora = "diffusion_pytorch_model.safetensors"
+    lay_out_hub_repo(cache, ZOOM, {lora: t["lora_dir"] / lora})
     t["hub"] = cache
     return t
 
@@ -197,7 +198,8 @@ def test_both_lora_formats_give_the_same_deltas(tiny):
     d = lora_deltas(load_file(str(tiny["lora_dir"] / "diffusion_pytorch_model.safetensors")))
     o = lora_deltas(torch.load(tiny["lora_ckpt"], weights_only=True))
     made = tiny_motion_lora()
-    assert d.keys() == o.keys() == made.keys() and len(d) == 4 * 2 * 7  # q,k,v,out x 2 attentions x 7 modules (2 down, mid, 4 up)
+    # q, k, v, out x 2 attentions x 7 modules (2 down, mid, 4 up)
+    assert d.keys() == o.keys() == made.keys() and len(d) == 4 * 2 * 7
     for k, (up, down) in made.items():
         assert torch.equal(d[k], o[k])
         assert torch.allclose(d[k], up.half().float() @ down.half().float())
@@ -303,7 +305,7 @@ def test_fast_decode_matches_diffusers_taesd_decoding(tiny, hub, folder_models):
     AnimateDiff pipeline decode_latents with vae=AutoencoderTiny, and differs from dividing by 0.18215."""
     from diffusers import AnimateDiffControlNetPipeline, AutoencoderTiny
 
-    from v2v.sampler import decode_latents, decode_to_float
+    from v2v.vae import decode_latents, decode_to_float
 
     m = load_diffusion_models(tiny["base"], tiny["motion"], tiny["controlnet"], decoder="madebyollin/taesd")
     assert isinstance(m.decoder, AutoencoderTiny) and m.decoder.config.scaling_factor == 1.0

@@ -66,7 +66,7 @@ def test_load_local(models, tiny):
     assert models.scheduler.config.beta_schedule == "linear"
     s = type(models.scheduler).from_config(models.scheduler.config)
     s.set_timesteps(4)
-    assert s.timesteps.tolist() == [999, 749, 499, 249]  # DESIGN.md decision 2
+    assert s.timesteps.tolist() == [999, 749, 499, 249]  # AnimateDiff-Lightning's 4-step schedule
     s.set_timesteps(2)
     assert s.timesteps.tolist() == [999, 499]
     s.set_timesteps(1)
@@ -205,7 +205,8 @@ def test_wrong_base_and_controlnet(tiny, tmp_path):
     UNet2DConditionModel(**{**tiny_mod.UNET_CONFIG, "addition_embed_type": "text_time",
                             "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 80}
                          ).save_pretrained(xl / "unet")
-    assert_one_line_load_error("not Stable Diffusion 1.5", base=xl, motion=tiny["motion"], controlnet=tiny["controlnet"])
+    assert_one_line_load_error("not Stable Diffusion 1.5", base=xl, motion=tiny["motion"],
+                               controlnet=tiny["controlnet"])
     # a folder that is not a diffusers pipeline
     assert_one_line_load_error("not a diffusers SD1.5 folder", base=tiny["controlnet"], motion=tiny["motion"],
                         controlnet=tiny["controlnet"])
@@ -268,13 +269,15 @@ def test_wrong_single_file_base(tiny, ckpt, tmp_path):
 
     z = torch.zeros(1)
     assert_one_line_load_error("is an SDXL checkpoint, not a Stable Diffusion 1.5 base model", **kw,
-                               base=variant("xl.safetensors", {"conditioner.embedders.1.model.positional_embedding": z}))
+                               base=variant("xl.safetensors",
+                                            {"conditioner.embedders.1.model.positional_embedding": z}))
     assert_one_line_load_error("is a Stable Diffusion 2.x checkpoint", **kw, base=variant(
         "sd2.safetensors", {"cond_stage_model.model.token_embedding.weight": z}, drop=["cond_stage_model."]))
     conv = sd["model.diffusion_model.input_blocks.0.0.weight"]
     assert_one_line_load_error("inpainting", **kw, base=variant(
         "inpaint.safetensors", {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(conv.shape[0], 9, 3, 3)}))
-    assert_one_line_load_error("no CLIP text encoder", **kw, base=variant("note.safetensors", drop=["cond_stage_model."]))
+    assert_one_line_load_error("no CLIP text encoder", **kw,
+                               base=variant("note.safetensors", drop=["cond_stage_model."]))
     # a motion module, a ControlNet given as the base: say where they go
     assert_one_line_load_error("is an AnimateDiff motion module, not a Stable Diffusion 1.5 base model: pass it "
                                "with --motion", **kw, base=str(tiny["comfyui"]))
@@ -303,7 +306,8 @@ def test_wrong_folders_by_config(tiny, tmp_path):
     assert_one_line_load_error("is a canny ControlNet", **kw, controlnet=canny)
     assert_one_line_load_error("is a depth ControlNet", **kw, controlnet="lllyasviel/control_v11f1p_sd15_depth")
     assert_one_line_load_error("is a Stable Diffusion 1.x checkpoint, not a ControlNet", **kw,
-                               controlnet=str(tiny_mod.write_tiny_checkpoint(tmp_path / "sd.safetensors", tiny["base"])))
+                               controlnet=str(tiny_mod.write_tiny_checkpoint(tmp_path / "sd.safetensors",
+                                                                             tiny["base"])))
     # VAEs: 16 latent channels (SD3/Flux style), or not a VAE at all
     assert_one_line_load_error("16 latent channels", **kw, controlnet=tiny["controlnet"],
                                vae=_edit_config(tiny["base"] / "vae", tmp_path / "vae16", latent_channels=16))

@@ -1,5 +1,5 @@
-"""Output formats (v2v.media.formats, v2v.media.writers): every format written and judged by ffprobe (codec, pixels, frames, per-frame
-times, audio), GIF timing and loops, ping-pong order, lossless PNG, the compare video, --full-size, the errors."""
+"""Output formats (v2v.media.formats, v2v.media.writers): every format written and judged by ffprobe (codec,
+pixels, frames, per-frame times, audio), GIF timing and loops, ping-pong order, lossless PNG, the compare video, --full-size, the errors."""
 
 from __future__ import annotations
 

@@ -382,7 +382,7 @@ def test_finished_frames_wait_for_the_pose_stage_without_stopping_the_sampler(tm
             fifth_pass.set()
 
     monkeypatch.setattr(SlowDetector, "detect", detect)
-    import v2v.sampler as G
+    import v2v.vae as G
 
     real_decode, decoded = G.decode_latents, []
 
@@ -410,7 +410,7 @@ def test_an_error_while_finished_frames_are_encoded_leaves_nothing_behind(tmp_pa
     and no pose, encoder or control-map thread running."""
     import torch
 
-    import v2v.sampler as G
+    import v2v.vae as G
     from v2v.errors import Interrupted, OutOfMemory, OutputError
 
     if not streamed:
@@ -443,7 +443,7 @@ def test_keep_pose_is_not_written_when_generation_fails_after_the_outputs_opened
                                                                                    monkeypatch):
     """Ctrl-C while finished frames are encoded says 'no output was written': the pose video (--keep-pose) must
     not have been written either (it is written once generation is done, as before the outputs opened early)."""
-    import v2v.sampler as G
+    import v2v.vae as G
     from v2v.errors import Interrupted
 
     real, calls = G.decode_latents, []

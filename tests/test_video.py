@@ -747,7 +747,8 @@ def test_writer_threaded_error_surfaces_as_output_error(tmp_path, monkeypatch):
     # on close, when the error comes after the last write
     calls.clear()
     with pytest.raises(OutputError) as e2:
-        with video_writer.VideoWriter(tmp_path / "c.mp4", 16, 16, fps=25, time_base=Fraction(1, 25), threaded=True) as wr:
+        with video_writer.VideoWriter(tmp_path / "c.mp4", 16, 16, fps=25, time_base=Fraction(1, 25),
+                                      threaded=True) as wr:
             for i in range(3):
                 wr.write(img, Fraction(i, 25))
     assert "writing c.mp4 failed" in str(e2.value)

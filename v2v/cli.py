@@ -385,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("v2v: interrupted: no output was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`v2v models | head`): stop quietly, as `yes` does
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except Exception as e:  # a bug: one line, the traceback with --debug
         if a.debug:
             raise

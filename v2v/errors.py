@@ -11,6 +11,7 @@ Exit codes (the CLI returns ``error.exit_code``):
 5     a model cannot be found or loaded
 6     the device ran out of memory
 130   interrupted (Ctrl-C)
+141   the output's reader went away (``v2v models | head``): stopped quietly
 ====  ===================================================================
 """
 
@@ -90,6 +91,7 @@ EXIT_CODES = {
     5: "a model cannot be found or loaded",
     6: "the device ran out of memory",
     130: "interrupted (Ctrl-C)",
+    141: "the reader of the output went away (e.g. `| head`)",
 }
 
 

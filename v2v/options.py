@@ -264,8 +264,9 @@ class RestyleOptions:
         if self.dtype not in DTYPES:
             bad(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         dev = self.device
-        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isascii() and dev[5:].isdecimal())):
-            bad(f"--device must be auto, cpu, cuda or cuda:N, got {dev!r}")
+        cuda_n = dev.startswith("cuda:") and dev[5:].isascii() and dev[5:].isdecimal()
+        if not (dev in ("auto", "cpu", "cuda", "mps") or cuda_n):
+            bad(f"--device must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
         if self.dtype == "float16" and dev == "cpu":
             bad("--dtype float16 is not supported on the CPU: use float32 (the default there) or bfloat16")
         if self.offload and dev == "cpu":
@@ -296,9 +297,8 @@ class RestyleOptions:
         return self
 
     def _plain_numbers(self) -> None:
-        """Numbers of other types that _check_types accepts (numpy's np.int64, np.float32...) as plain int and float,
-        as the command line gives them: the decoder, the writers and the size maths take Python numbers only, and
-        refused np.int64(4) for --max-frames (\"must be an integer\") after validate() had passed it."""
+        """Numbers of other types that _check_types accepts (numpy's np.int64, np.float32...) as plain int and
+        float, as the command line gives them: the decoder, the writers and the size maths take Python numbers."""
         for f in dataclasses.fields(self):
             kind, value = str(f.type).replace("| None", "").strip(), getattr(self, f.name)
             if value is None or isinstance(value, bool):

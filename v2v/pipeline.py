@@ -275,7 +275,7 @@ class Restyler:
         from .models.load import load_diffusion_models
 
         with self._load_lock:  # one load at a time (a background load may still run after a failed video)
-            from .sampler import compile_models, enable_offload
+            from .models.runtime import compile_models, enable_offload
 
             args = ModelSet.for_options(o).diffusion_args()
             # LoRAs and strengths included (merged weights); compiled and offloaded sets differ too

@@ -8,7 +8,8 @@ stage      unit of ``done`` / ``total``
 pose       frames decoded and posed (detected, read from the cache or from --pose-json); ``total`` is
            estimated from the container's frame count and the trimming until the stage ends, when a last
            call reports ``done == total``
-generate   denoising passes: steps x windows (one pass is one step of one window of frames)
+generate   denoising passes: steps x segments (one pass is one step of one segment: a run of windows within the
+           frame budget, through the UNet in one call)
 encode     frames VAE-decoded and encoded
 =========  ====================================================================================
 

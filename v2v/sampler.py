@@ -2,28 +2,27 @@
 
 Written against the components rather than a diffusers pipeline so that the whole video's latents stay on the
 CPU and the device only ever holds one segment (a run of windows within the frame budget). Inside a segment the
-windows are views inside the motion modules (v2v/motion_windows.py), so each frame's spatial work is done once per step;
-segments meet on a few frames, fused. With a single window (``num_frames <= context``) the result equals
+windows are views inside the motion modules (v2v/motion_windows.py), so each frame's spatial work is done once per
+step; segments meet on a few frames, fused. With a single window (``num_frames <= context``) the result equals
 diffusers' ``AnimateDiffControlNetPipeline`` run on the same components, prompt, seed and control frames.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from .errors import InvalidOptions
 from .models.load import DiffusionModels
+from .models.runtime import on_device, under_compiled_limits
 from .motion_windows import motion_windows
 from .option_values import strength_steps
 from .options import NOISE_KINDS
@@ -31,45 +30,6 @@ from .windows import (auto_frame_budget, control_scales, fusion_weights, plan_vi
                       sampling_order, segment_weights, spatial_passes)
 
 log = logging.getLogger("v2v")
-
-# The building blocks torch.compile gets, each compiled on its own: the windowed motion modules and the sampler's
-# Python around them stay eager, so a new segment plan never forces a recompile of the whole UNet.
-RECOMPILE_LIMIT = 64  # compiled versions per block class: its shapes x the segment lengths of a plan (and tails)
-_COMPILED_BLOCKS = ("ResnetBlock2D", "Transformer2DModel", "AnimateDiffTransformer3D", "Downsample2D", "Upsample2D")
-
-
-@contextmanager
-def compiled_limits(models: DiffusionModels):
-    """dynamo's recompile limits raised (never lowered) while compiled ``models`` run, in the calling thread.
-
-    Blocks of one class share their code, so each distinct shape (channels, resolution, segment length) is one
-    more compiled version of it: the SD 1.5 UNet's ResNets alone need about 15 per segment length. dynamo's
-    default limit of 8 versions per function leaves the rest uncompiled (seen on an H200). torch keeps config
-    overrides per thread (a ContextVar), so the limits are set here, in the thread that runs the models, not
-    where they were compiled (the loading thread): set there, they never reached the sampler."""
-    if not getattr(models, "compiled", False):
-        yield
-        return
-    import torch._dynamo.config as dynamo_config
-
-    changes = {name: value for name, value in (("recompile_limit", RECOMPILE_LIMIT),
-                                               ("accumulated_recompile_limit", 8 * RECOMPILE_LIMIT))
-               if isinstance(getattr(dynamo_config, name, None), int) and getattr(dynamo_config, name) < value}
-    if not changes:
-        yield
-        return
-    with dynamo_config.patch(**changes):
-        yield
-
-
-def _under_compiled_limits(fn):
-    """``fn(models, ...)`` run under :func:`compiled_limits` (a plain function: a config patch held open across
-    a generator's yields would outlive the call and could be closed from another thread)."""
-    @functools.wraps(fn)
-    def call(models, *args, **kwargs):
-        with compiled_limits(models):
-            return fn(models, *args, **kwargs)
-    return call
 
 
 @torch.no_grad()
@@ -148,7 +108,44 @@ def pick_frame_budget(models: DiffusionModels, height: int, width: int, cfg: boo
     return auto_frame_budget(free, height, width, dtype_bytes=dtype_bytes, cfg=cfg, context=context)
 
 
-@_under_compiled_limits
+def _checked(models: DiffusionModels, num_frames, height, width, steps, guidance, context, overlap, fusion, noise,
+             init_latents, strength, control_start, control_end):
+    """generate()'s arguments checked: (the steps it runs, the ControlNet's scale at each, the latents' shape)."""
+    sf = models.vae_scale_factor
+    _check(num_frames, height, width, steps, guidance, context, overlap, sf)
+    fusion_weights(1, fusion)  # validates the kind
+    if noise not in NOISE_KINDS:
+        raise InvalidOptions(f"noise must be one of {', '.join(NOISE_KINDS)}, not {noise!r}")
+    max_seq = models.unet.config.get("motion_max_seq_length") or 32
+    if min(context, num_frames) > max_seq:
+        raise InvalidOptions(f"context {context} is longer than the motion module's {max_seq} frames: "
+                             f"use --context {min(16, max_seq)}")
+    if (init_latents is None) != (strength == 1.0):
+        raise InvalidOptions("strength < 1 needs init_latents (the source frames' latents), and init_latents need "
+                             f"strength < 1: got strength {strength} with{'out' if init_latents is None else ''} "
+                             "init_latents")
+    run_steps = strength_steps(steps, strength) if init_latents is not None else steps
+    try:
+        scales = control_scales(run_steps, control_start, control_end)
+    except ValueError as e:
+        raise InvalidOptions(str(e)) from e
+    shape = (num_frames, models.unet.config.in_channels, height // sf, width // sf)
+    if init_latents is not None and tuple(init_latents.shape) != shape:
+        raise InvalidOptions(f"init_latents have shape {tuple(init_latents.shape)}, expected {shape}")
+    return run_steps, scales, shape
+
+
+def _start_from(scheduler, noise: torch.Tensor, init_latents: torch.Tensor | None, first: int, timesteps):
+    """The latents the denoising starts from: ``noise`` scaled for the schedule, or (strength < 1) the source's
+    ``init_latents`` noised to the schedule's step ``first``."""
+    if init_latents is None:
+        return noise * scheduler.init_noise_sigma
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(first)
+    return scheduler.add_noise(init_latents.float().cpu(), noise, timesteps[:1])
+
+
+@under_compiled_limits
 @torch.no_grad()
 def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "", num_frames: int, height: int,
              width: int, control: Callable[[list[int]], torch.Tensor], steps: int = 4, guidance: float = 1.0,
@@ -190,28 +187,10 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     same values as the returned latents, which are returned all the same.
     """
     sf = models.vae_scale_factor
-    _check(num_frames, height, width, steps, guidance, context, overlap, sf)
-    fusion_weights(1, fusion)  # validates the kind
-    if noise not in NOISE_KINDS:
-        raise InvalidOptions(f"noise must be one of {', '.join(NOISE_KINDS)}, not {noise!r}")
-    max_seq = models.unet.config.get("motion_max_seq_length") or 32
-    if min(context, num_frames) > max_seq:
-        raise InvalidOptions(f"context {context} is longer than the motion module's {max_seq} frames: "
-                             f"use --context {min(16, max_seq)}")
+    run_steps, scales, shape = _checked(models, num_frames, height, width, steps, guidance, context, overlap,
+                                        fusion, noise, init_latents, strength, control_start, control_end)
     device, dtype = models.device, models.dtype
     cfg = guidance > 1.0
-    if (init_latents is None) != (strength == 1.0):
-        raise InvalidOptions("strength < 1 needs init_latents (the source frames' latents), and init_latents need "
-                             f"strength < 1: got strength {strength} with{'out' if init_latents is None else ''} "
-                             "init_latents")
-    run_steps = strength_steps(steps, strength) if init_latents is not None else steps
-    try:
-        scales = control_scales(run_steps, control_start, control_end)
-    except ValueError as e:
-        raise InvalidOptions(str(e)) from e
-    shape = (num_frames, models.unet.config.in_channels, height // sf, width // sf)
-    if init_latents is not None and tuple(init_latents.shape) != shape:
-        raise InvalidOptions(f"init_latents have shape {tuple(init_latents.shape)}, expected {shape}")
 
     # 1. plan: motion windows, grouped into segments within the frame budget
     ctx = min(context, num_frames)
@@ -236,17 +215,11 @@ def generate(models: DiffusionModels, *, prompt: str, negative_prompt: str = "",
     # 3. schedule and initial latents (the noise is drawn for the whole video: the same whatever the budget)
     scheduler = type(models.scheduler).from_config(models.scheduler.config)  # fresh state for every run
     scheduler.set_timesteps(steps, device="cpu")
-    first = steps - run_steps
-    timesteps = scheduler.timesteps[first:]
+    timesteps = scheduler.timesteps[steps - run_steps:]
     generator = torch.Generator("cpu").manual_seed(int(seed))
     latents = initial_noise(num_frames, height, width, generator, context=ctx, overlap=ovl, kind=noise,
                             channels=shape[1], scale_factor=sf)
-    if init_latents is not None:  # strength < 1 (checked above)
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(first)
-        latents = scheduler.add_noise(init_latents.float().cpu(), latents, timesteps[:1])
-    else:
-        latents = latents * scheduler.init_noise_sigma
+    latents = _start_from(scheduler, latents, init_latents, steps - run_steps, timesteps)
 
     # 4. denoise: each segment through ControlNet + UNet once per step; a frame's predictions from the segments
     #    holding it are fused, and the frame stepped, once all of them have run that step. With an elementwise
@@ -496,147 +469,3 @@ def _predict_segment(models: DiffusionModels, scheduler, latents: torch.Tensor, 
     return pred[0].permute(1, 0, 2, 3).float().cpu()
 
 
-@_under_compiled_limits
-@torch.no_grad()
-def decode_to_float(models: DiffusionModels, latents: torch.Tensor) -> torch.Tensor:
-    """VAE-decode a few frames' latents: (n, 3, H, W) float32 in [0, 1] on the CPU."""
-    with on_device(models, *_decoding(models)):
-        images = models.decode(latents)  # the VAE, or TAESD with --fast-decode (DiffusionModels.decode)
-        return (images.float() * 0.5 + 0.5).clamp(0, 1).cpu()  # float32 maths, as on the CPU
-
-
-def decode_latents(models: DiffusionModels, latents: torch.Tensor, chunk: int = 8,
-                   stats: dict | None = None) -> Iterator[np.ndarray]:
-    """Decode latents (F, 4, h, w) chunk by chunk; yields (H, W, 3) uint8 RGB frames in order as they come.
-
-    Frames are made uint8 on the device (float32 maths, the same values as on the CPU) and copied to the CPU
-    once per chunk; on CUDA the copy goes into pinned memory without blocking, and the next chunk's decode is
-    queued on the GPU before this chunk's frames are handed over, so the GPU decodes while the caller
-    (the encoder) works. Chunk 8: on an H200 at 512x512, 16 decodes no faster and needs 4 GiB more.
-    ``stats["seconds"]``, when given, adds up the decoding time (the GPU's, timed by CUDA events; on the CPU
-    the decode calls' wall time), which overlaps the caller's work.
-    """
-    if chunk < 1:
-        raise InvalidOptions(f"decode chunk must be at least 1, not {chunk}")
-    stats = {} if stats is None else stats
-    stats.setdefault("seconds", 0.0)
-    pending = None
-    with on_device(models, *_decoding(models)):
-        for i in range(0, latents.shape[0], chunk):
-            started = _decode_uint8(models, latents[i:i + chunk], stats)  # queued on the GPU (CUDA), done (CPU)
-            if pending is not None:
-                yield from _frames(pending, stats)
-            pending = started
-        if pending is not None:
-            yield from _frames(pending, stats)
-
-
-@_under_compiled_limits
-@torch.no_grad()
-def _decode_uint8(models: DiffusionModels, latents: torch.Tensor, stats: dict):
-    """Start decoding a chunk: ((n, H, W, 3) uint8 CPU tensor, CUDA events (start, done) or None)."""
-    dev = torch.device(models.device)
-    cuda = dev.type == "cuda"
-    if cuda:  # events on the models' device's stream: a bare record() takes the current device's (cuda:0 for
-        #       --device cuda:1), and the frames would be read before their copy from cuda:1 ends
-        stream = torch.cuda.current_stream(dev)
-        start = torch.cuda.Event(enable_timing=True)
-        start.record(stream)
-    else:
-        t = time.perf_counter()
-    images = models.decode(latents)  # the VAE, or TAESD with --fast-decode (DiffusionModels.decode)
-    images = (images.float() * 0.5 + 0.5).clamp(0, 1)  # as decode_to_float (float32 maths)
-    frames = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
-    if not cuda:
-        frames = frames.contiguous().cpu()
-        stats["seconds"] += time.perf_counter() - t
-        return frames, None
-    host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
-    host.copy_(frames, non_blocking=True)
-    done = torch.cuda.Event(enable_timing=True)
-    done.record(stream)
-    return host, (start, done)
-
-
-def _frames(started, stats: dict) -> Iterator[np.ndarray]:
-    host, events = started
-    if events is not None:
-        events[1].synchronize()
-        stats["seconds"] += events[0].elapsed_time(events[1]) / 1000.0
-    yield from host.numpy()
-
-
-@torch.no_grad()
-def encode_frames(models: DiffusionModels, frames: Iterable[np.ndarray], chunk: int = 8) -> torch.Tensor:
-    """VAE-encode uint8 RGB frames (H, W, 3) into scaled latents (N, 4, H/8, W/8) float32 on the CPU.
-
-    The posterior mean is used (not a sample), so the same frames always give the same latents.
-    """
-    out, batch = [], []
-
-    def flush():
-        x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
-        x = x.to(device=models.device, dtype=models.vae.dtype) / 127.5 - 1.0
-        z = models.vae.encode(x).latent_dist.mean * models.vae.config.scaling_factor
-        out.append(z.float().cpu())
-        batch.clear()
-
-    with on_device(models, "vae"):
-        for f in frames:
-            batch.append(np.ascontiguousarray(f))
-            if len(batch) == chunk:
-                flush()
-        if batch:
-            flush()
-    if not out:
-        raise InvalidOptions("no frames to encode")
-    return torch.cat(out)
-
-
-def _decoding(models: DiffusionModels) -> tuple[str, ...]:
-    """What on_device must bring for decoding: the VAE, unless TAESD decodes (it stays on the device)."""
-    return ("vae",) if getattr(models, "decoder", None) is None else ()
-
-
-@contextmanager
-def on_device(models: DiffusionModels, *names: str):
-    """With ``models.offload``: move these components to the device for the duration, then back to CPU RAM."""
-    if not getattr(models, "offload", False):
-        yield
-        return
-    mods = [getattr(models, n) for n in names]
-    for m in mods:
-        m.to(models.device)
-    try:
-        yield
-    finally:
-        for m in mods:
-            m.to("cpu")
-        if torch.device(models.device).type == "cuda":
-            torch.cuda.empty_cache()
-
-
-def enable_offload(models: DiffusionModels) -> DiffusionModels:
-    """Keep the text encoder and the VAE in CPU RAM, moved to the device only while they work (the UNet and
-    ControlNet, used every step, stay on it). Saves their ~0.4 GB of fp16 weights during denoising."""
-    models.text_encoder.to("cpu")
-    models.vae.to("cpu")
-    models.offload = True
-    return models
-
-
-def compile_models(models: DiffusionModels) -> int:
-    """torch.compile the UNet's blocks, the ControlNet and the decoder in use (the VAE's, or TAESD's with
-    --fast-decode) in place; returns how many modules.
-
-    The first run pays the compilation (a minute or more); later segments and runs reuse it. Equal results
-    within float rounding. The compiled models run under :func:`compiled_limits`."""
-    n = 0
-    for m in models.unet.modules():
-        if type(m).__name__ in _COMPILED_BLOCKS:
-            m.compile()
-            n += 1
-    models.controlnet.compile()
-    (models.decoder if models.decoder is not None else models.vae).decoder.compile()  # what decodes (TAESD too)
-    models.compiled = True
-    return n + 2

@@ -199,9 +199,8 @@ def spatial_passes(segments: Sequence[Segment], num_frames: int) -> float:
     return sum(len(s.frames) for s in segments) / num_frames
 
 
-# Activation memory of one frame in the UNet + ControlNet at 512x512 in float16 without CFG (measured on an
-# H200: 16 more frames in one call took 1.3 GiB more); it scales with the latent pixels, the bytes per value
-# and the CFG halves.
+# Activation memory of one frame in the UNet + ControlNet at 512x512 in float16 without CFG (measured: see
+# BENCHMARKS.md); it scales with the latent pixels, the bytes per value and the CFG halves.
 BYTES_PER_FRAME_512_FP16 = 90 * 2**20
 DEFAULT_FRAME_BUDGET = 64  # frames per segment when memory allows: spatial passes <= 1.07 at the defaults
 

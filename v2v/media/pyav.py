@@ -12,15 +12,9 @@ import av.error
 
 from v2v.errors import VideoDecodeError, one_line
 
-# swscale threads for every colour conversion and resize. Not 0 ("automatic", PyAV's default): FFmpeg 8's
-# threaded swscale
-# - writes wrong values into the first pixels of each slice's first row when converting RGB to 10-bit YUV (the
-#   ProRes writer's yuv422p10le: off by up to a third of the range, and with many threads not even the same
-#   from run to run); on one thread it equals the ffmpeg command line's conversion (tested);
-# - skips its SIMD unscaled converters: a same-size YUV->RGB conversion cost 0.1-0.5 ms of CPU a frame at
-#   512x512 instead of 0.07-0.08 ms, RGB->YUV 0.42-0.67 instead of 0.38-0.44 (8-bit: the same pixels); a resize
-#   on one thread costs less CPU too (bicubic 1280x720 -> 512x288: 0.86 ms against 1.12) for a little more wall
-#   time. The decoder and the writer each run on their own thread beside x264's, which already fills the cores.
+# swscale threads for every colour conversion and resize: one, not PyAV's automatic count. FFmpeg 8's threaded
+# swscale writes wrong values into the first pixels of each slice when converting RGB to 10-bit YUV (ProRes),
+# and skips its SIMD converters (slower; BENCHMARKS.md); the decoder and the writers have threads of their own.
 SWS_THREADS = 1
 
 # what PyAV raises for a file it cannot read or write

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from v2v.errors import ModelLoadError
 from v2v.models import hub
-from v2v.models.files import (WEIGHT_SUFFIXES, config_folder, header_of_kind, is_file_spec, meta_tensors, read_json, xattn_dim)
+from v2v.models.files import (WEIGHT_SUFFIXES, config_folder, header_of_kind, is_file_spec, meta_tensors, read_json,
+                              xattn_dim)
 from v2v.models.defaults import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_TAESD
 from v2v.models.motion import (check_motion_lora, infer_motion_config, motion_layout, resolve_motion,
                               resolve_motion_lora)

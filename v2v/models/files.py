@@ -142,7 +142,8 @@ def model_kind(keys: Mapping[str, tuple[int, ...]]) -> str:
     names = list(keys)
     if any("lora" in k.lower() for k in names):
         return "motion_lora" if any("motion_modules" in k for k in names) else "lora"
-    if any(k.startswith("conditioner.embedders.") for k in names) or "model.diffusion_model.label_emb.0.0.weight" in keys:
+    if (any(k.startswith("conditioner.embedders.") for k in names)
+            or "model.diffusion_model.label_emb.0.0.weight" in keys):
         return "sdxl"
     if any("input_hint_block." in k or k.startswith("controlnet_cond_embedding.") for k in names):
         return "controlnet"

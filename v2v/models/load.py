@@ -60,7 +60,7 @@ class DiffusionModels:
     device: torch.device
     dtype: torch.dtype
     offload: bool = False  # text encoder and VAE kept in CPU RAM, moved to the device only while used
-    compiled: bool = False  # torch.compile'd blocks (generate.compile_models): run under compiled_limits
+    compiled: bool = False  # torch.compile'd blocks (runtime.compile_models): run under compiled_limits
     decoder: Any = None  # --fast-decode: TAESD (diffusers AutoencoderTiny) decodes instead of the VAE; None: the VAE
 
     @property

@@ -10,7 +10,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from .. import sampler
+from .. import vae
 from .. import settings as run_settings
 from ..errors import OutputError
 from ..media import formats
@@ -187,7 +187,7 @@ class EncodeStage:
             waiting = torch.cat(self.pending) if len(self.pending) > 1 else self.pending[0]
             self.pending = []
             times = self.files.timing.times
-            for img in sampler.decode_latents(self.models, waiting, stats=self.vae):
+            for img in vae.decode_latents(self.models, waiting, stats=self.vae):
                 t = times[self.written]
                 for w in self.files.writers:
                     w.write(img, t)

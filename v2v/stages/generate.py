@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from .. import sampler
+from .. import sampler, vae
 from ..errors import InvalidOptions
 from ..plan import RunPlan
 from ..progress import StageBar, expected_frames
@@ -122,7 +122,7 @@ class GenerateStage:
 
     def source_latents(self, models):
         """The kept source frames, decoded again and VAE-encoded (for --strength < 1)."""
-        return sampler.encode_frames(models, (f.image for f in prefetch(self.plan.decoder(), depth=16)))
+        return vae.encode_frames(models, (f.image for f in prefetch(self.plan.decoder(), depth=16)))
 
     def sample(self, models, poses, n: int, init_latents=None, on_final=None):
         """The latents of ``n`` frames; ``poses[i]`` is read as the sampler reaches frame i (a PoseStream waits

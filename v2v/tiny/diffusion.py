@@ -1,6 +1,7 @@
 """Tiny random-weight SD1.5 / AnimateDiff motion adapter / ControlNet models, saved in the real formats.
 
-Deterministic from a seed, about 4 MB in all (weights stored in float16, as the real files), built in seconds. Their output is noise: they exist to
+Deterministic from a seed, about 4 MB in all (weights stored in float16, as the real files), built in seconds.
+Their output is noise: they exist to
 run the real loading and sampling code paths without downloading weights (tests, ``--models tiny`` smoke runs).
 
 Real geometry where it matters: the VAE has 4 levels (latents are 1/8 of the frame) and the ControlNet

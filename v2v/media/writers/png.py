@@ -17,10 +17,10 @@ class PngSequenceWriter(BackgroundWork, CheckedWriter):
     """Lossless PNG files ``NAME_000000.png``, ``NAME_000001.png``... in the folder ``path`` (made here).
     Times are checked (increasing) but not stored: a PNG sequence has no timing.
 
-    ``threaded``: the PNG compression (5.5 ms a frame at 512x512, where the GPU makes one in about 20) runs on a
-    background thread fed by a queue of at most ``queue_frames`` frames, as VideoWriter's encoding does; ``write``
-    copies the image, checks it at once and returns; a failed file comes back from the next ``write`` or from
-    ``close``, which waits for the queue. The files are the same either way."""
+    ``threaded``: the PNG compression (a good part of the GPU's time per frame) runs on a background thread fed
+    by a queue of at most ``queue_frames`` frames, as VideoWriter's encoding does; ``write`` copies the image,
+    checks it at once and returns; a failed file comes back from the next ``write`` or from ``close``, which
+    waits for the queue. The files are the same either way."""
 
     def __init__(self, path, width: int, height: int, *, name: str = "frame", threaded: bool = False,
                  queue_frames: int = 16):

@@ -79,13 +79,11 @@ class VideoWriter(BackgroundWork, ClosingWriter):
     time base is ``time_base`` (the source's), so VFR times stay exact. ``end``: output time where
     the video ends (sets the last frame's duration); default: the audio cut's length, else last + 1/fps.
 
-    ``threaded``: the colour conversion, x264 and the muxing (audio too) run on one background thread fed by
-    a queue of at most ``queue_frames`` frames, so the caller (rendering, a decode) works while x264 encodes;
-    PyAV releases the GIL there. Off by default: with ``decode_latents`` queuing the next chunk on the GPU
-    before handing frames over, the GPU already decodes while x264 encodes (H200, 240 frames 512x512:
-    3.96 s either way; it took 6.5 s -> 5.7 s before that prefetch), and on 2 CPU cores both share the cores. ``write`` copies the image, checks
-    its shape and time at once (ValueError, as unthreaded), and returns; an encoding error raised on the thread
-    comes back as the same OutputError from the next ``write`` or from ``close``. ``close`` waits for the
+    ``threaded``: the colour conversion, the encoder and the muxing (audio too) run on one background thread fed
+    by a queue of at most ``queue_frames`` frames, so the caller (the sampler, a decode) works while the encoder
+    does; PyAV releases the GIL there. ``write`` copies the image, checks its shape and time at once
+    (ValueError, as unthreaded), and returns; an encoding error raised on the thread comes back as the same
+    OutputError from the next ``write`` or from ``close``. ``close`` waits for the
     queue to drain; leaving the ``with`` block on an exception stops the thread and discards what is queued.
     The file is the same byte for byte either way.
     """
@@ -117,8 +115,8 @@ class VideoWriter(BackgroundWork, ClosingWriter):
         self._audio: AudioSource | None = None
         self._frames = 0
         self.busy = 0.0  # seconds spent converting, encoding and muxing frames (on the worker when threaded)
-        # one swscale context for every frame: frame.reformat() makes a new one per call, which cost 0.3 ms a
-        # frame (5x the conversion itself at 128x128; the same output)
+        # one swscale context for every frame: frame.reformat() makes a new one per call, which costs more than the
+        # conversion itself at small sizes (the same output)
         self._reformatter = VideoReformatter()
         self._held = None  # the last video packet, held back so close() can set its duration
         self._first_dts: int | None = None
@@ -129,7 +127,8 @@ class VideoWriter(BackgroundWork, ClosingWriter):
         try:
             self._out = av.open(str(self.path), mode="w", format=self._container)
         except AV_ERRORS as e:
-            raise OutputError(f"cannot create {self.path} ({one_line(e)}); check the folder exists and is writable") from None
+            raise OutputError(f"cannot create {self.path} ({one_line(e)}); check the folder exists and is "
+                              "writable") from None
         try:
             self._setup(crf, metadata)
         except OutputError:

@@ -117,9 +117,8 @@ class FrameWork(BackgroundWork, Wrapper):
 
 class Scaled(FrameWork):
     """Takes ``width`` x ``height`` frames and scales each to the inner writer's size (:func:`scale_image`) before
-    writing it (``--full-size``). ``threaded``: on a background thread (:class:`FrameWork`): a Lanczos upscale
-    of 512x288 to 1920x1080 costs about 12 ms a frame, which the sampler's thread would otherwise spend between
-    passes while the GPU waits."""
+    writing it (``--full-size``). ``threaded``: on a background thread (:class:`FrameWork`), so that a large
+    upscale is not done on the sampler's thread between passes while the GPU waits."""
 
     def __init__(self, inner, width: int, height: int, *, threaded: bool = False, queue_frames: int = 16):
         super().__init__(inner, (width, height), threaded, queue_frames, "scale")
@@ -171,8 +170,8 @@ class CompareWriter(FrameWork):
     ``sources`` (a fresh decode with the same span options, so no frame is kept from the pose step); their times
     must match the results' (relative to ``t0``), else the input changed during the run (VideoDecodeError).
     ``threaded``: drawing the pose map, putting the three side by side and the inner write run on a background
-    thread (:class:`FrameWork`): 1-2 ms a frame at 512x512, which the sampler's thread would otherwise spend
-    between passes while the GPU waits; an input that changed comes back from the next ``write`` or ``close``."""
+    thread (:class:`FrameWork`), not on the sampler's between passes; an input that changed comes back from the
+    next ``write`` or ``close``."""
 
     def __init__(self, inner, sources: Iterator, pose_map: Callable[[int], np.ndarray], t0: Fraction, *,
                  threaded: bool = False, queue_frames: int = 16):
