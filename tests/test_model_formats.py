@@ -147,7 +147,7 @@ def test_parse_motion_lora():
 
 
 def test_motion_lora_options_and_cli():
-    from v2v.cli import _restyle_opts, build_parser
+    from v2v.cli import build_parser, typed_options
 
     o = RestyleOptions(prompt="x", motion_loras=f"{ZOOM}:0.8").validate()
     assert o.motion_loras == (f"{ZOOM}:0.8",)
@@ -161,13 +161,13 @@ def test_motion_lora_options_and_cli():
         RestyleOptions(prompt="x", vae=" ").validate()
     a = build_parser().parse_args(["restyle", "in.mp4", "-p", "x", "--motion-lora", f"{ZOOM}:0.8", "--motion-lora",
                                    r"C:\x.ckpt", "--vae", "stabilityai/sd-vae-ft-mse", "--fast-decode"])
-    opts = _restyle_opts(a)
+    opts = typed_options(a, "restyle")
     assert opts["motion_loras"] == (f"{ZOOM}:0.8", r"C:\x.ckpt")
     assert opts["vae"] == "stabilityai/sd-vae-ft-mse" and opts["fast_decode"] is True
     RestyleOptions(prompt="x", **{k: v for k, v in opts.items() if v is not None}).validate()
-    b = _restyle_opts(build_parser().parse_args(["restyle", "in.mp4", "-p", "x"]))
-    # not typed: None, so a config file or preset can fill them (RestyleOptions' defaults otherwise)
-    assert b["motion_loras"] is None and b["vae"] is None and b["fast_decode"] is None
+    b = typed_options(build_parser().parse_args(["restyle", "in.mp4", "-p", "x"]), "restyle")
+    # not typed: left out, so a config file or preset can fill them (RestyleOptions' defaults otherwise)
+    assert b == {}
 
 
 def test_merge_is_w_plus_strength_up_down():

@@ -110,7 +110,7 @@ def _add_options(p: argparse.ArgumentParser, command: str) -> None:
         group.add_argument(meta["flag"] or f"--{f.name.replace('_', '-')}", **kw)
 
 
-def _typed(a: argparse.Namespace, command: str) -> dict:
+def typed_options(a: argparse.Namespace, command: str) -> dict:
     """The RestyleOptions the user typed on ``command``'s line (left out: not typed)."""
     out = {}
     for f in dataclasses.fields(RestyleOptions):
@@ -221,7 +221,7 @@ def restyle_request(a: argparse.Namespace) -> tuple[Path, dict, object]:
             raise InputNotFound(f"the input recorded in {recorded.source.name} ('{recorded.input}') is not there: "
                                 "give the input video on the command line")
         inp = recorded.input
-    opts = _options(a, dict(_typed(a, "restyle"), prompt=a.prompt),
+    opts = _options(a, dict(typed_options(a, "restyle"), prompt=a.prompt),
                     recorded.options if recorded else None)
     if recorded is not None:
         check_input(recorded, inp)
@@ -252,7 +252,7 @@ def _restyle(a: argparse.Namespace) -> int:
 def _pose(a: argparse.Namespace) -> int:
     from .pipeline import Restyler
 
-    opts = _options(a, _typed(a, "pose"))
+    opts = _options(a, typed_options(a, "pose"))
     opts.pop("prompt", None)
     rep = _reporter(a)
     r = Restyler(show_progress=_bars(a)).pose(a.input, a.output, json_path=a.json, png_dir=a.png, progress=rep,
@@ -288,7 +288,7 @@ def _watch(a: argparse.Namespace) -> int:
 
     cfg = load_config(a.config)
     defaults = cfg.layers(a.preset)  # config < preset, under the watch options and each video's sidecar
-    opts = _given(dict(_typed(a, "watch"), prompt=a.prompt))
+    opts = _given(dict(typed_options(a, "watch"), prompt=a.prompt))
     keep_pose = opts.pop("keep_pose", False)
     rep = _reporter(a)
 

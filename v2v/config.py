@@ -30,11 +30,16 @@ from __future__ import annotations
 
 import difflib
 import os
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidOptions
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, from PyPI
+    import tomli as tomllib
 
 BUILTIN_PRESETS: dict[str, dict] = {
     "fast": {"steps": 2},  # the 2-step Lightning model: about twice as fast as the default 4 steps
