@@ -1,5 +1,6 @@
 """Output formats (v2v.media.formats, v2v.media.writers): every format written and judged by ffprobe (codec,
-pixels, frames, per-frame times, audio), GIF timing and loops, ping-pong order, lossless PNG, the compare video, --full-size, the errors."""
+pixels, frames, per-frame times, audio), GIF timing and loops, ping-pong order, lossless PNG, the compare video,
+--full-size, the errors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -825,7 +825,6 @@ def test_ctrl_c_while_close_waits_for_the_workers_leaves_no_thread(tmp_path, mon
     """Ctrl-C (a real SIGINT) while close() waits for the --full-size scaler's queue to drain: the interrupt comes
     back, and neither the scaler's thread nor the inner writer's is left behind (a join interrupted on 3.11 marks
     its thread ended while it still runs, so the workers are awaited by an event of their own)."""
-    import os
     import signal
     import threading
     import time
@@ -922,7 +921,6 @@ def test_ctrl_c_while_compare_waits_for_its_worker_is_an_interrupt_and_leaves_no
     """Ctrl-C (a real SIGINT) while close() waits for --compare's worker, which is reading the source decode: the
     interrupt comes back as it is (closing the decode while the worker runs it would raise over it), the decode
     is stopped once the worker has ended, and no thread is left."""
-    import os
     import signal
     import threading
     import time

@@ -1,19 +1,22 @@
 """Restyler: the whole path from an input video to a restyled one, in numbered steps (``Restyler.restyle``).
 
-    1. options   every option checked (RestyleOptions.validate), before anything is read or loaded
-    2. plan      the input probed (a bad one fails here), then the sizes, output paths and formats, the model set,
-                 the device and dtype, each checked before any work (v2v/plan.py)
-    3. preflight the models' headers and configs: a wrong model fails before any frame is decoded
-    4. start     the pose stage on its own thread (decode -> keypoints -> smoothed poses, streamed; v2v/stages/pose.py)
-                 and the diffusion models loading on another, once the pose stage has built its detector
-    5. models    wait for the load
-    6. generate  AnimateDiff-Lightning + ControlNet over fused windows (v2v/stages/generate.py), on the first frames'
-                 poses while later ones are posed when the frame count is known; each run of frames that has had
-                 every step goes to
-    7. encode    VAE decode on this thread, then the writers, each encoding on its own thread (v2v/stages/encode.py);
-                 the files open once the pose stage has ended; the pose-map video, if asked for, after generation
-    8. rename    the writers close, then each temp file takes its name (the output last); the settings record
-                 beside it
+    1. options   every option checked (RestyleOptions.validate, v2v/options.py) before anything is read or loaded
+    2. plan      the input probed (a bad one fails here), then the sizes, the output paths and formats, the model
+                 set, the device and dtype, each checked before any work (v2v/plan.py)
+    3. preflight the models' headers and configs (v2v/models/check.py): a wrong model fails before any frame is
+                 decoded
+    4. start     the pose stage on its own thread (decode -> keypoints -> smoothed poses, streamed;
+                 v2v/stages/pose.py), and the diffusion models loading on another once the pose stage has built
+                 its detector
+    5. models    wait for the load (v2v/models/load.py)
+    6. generate  AnimateDiff-Lightning + ControlNet over fused windows (v2v/stages/generate.py -> v2v/sampler.py),
+                 on the first frames' poses while later ones are posed when the frame count is known; each run of
+                 frames that has had every step goes at once to
+    7. encode    VAE decode on this thread (v2v/vae.py), then the writers (v2v/media/writers/), each encoding on
+                 its own thread (v2v/stages/encode.py); the files open once the pose stage has ended; the pose-map
+                 video, if asked for, is written after generation
+    8. rename    the writers close, then each temp file takes its name, the output last
+                 (v2v/media/outputs.py: atomic_output); the run's record is written beside it (v2v/settings.py)
 
 What runs alongside what: the pose thread (decoding, detection on several threads), the model loader, this thread
 (sampling and VAE decoding, with a helper drawing the next pass's control maps) and the writers' threads.
