@@ -72,14 +72,14 @@ class Config:
 
 
 def _option_types() -> dict[str, str]:
-    from .watch import _FIELD_TYPES
+    from .options import FIELD_TYPES as _FIELD_TYPES
 
     return _FIELD_TYPES
 
 
 def _check_table(table: dict, where: str, path: Path) -> dict:
     """Typed options from one TOML table; InvalidOptions naming the key and the file."""
-    from .watch import _coerce
+    from .options import coerce as _coerce
 
     types = _option_types()
     out = {}

@@ -325,7 +325,7 @@ def read_embedded(path: Path) -> dict | None:
 def parse_record(record, name: str) -> dict:
     """Check a record's schema, version and keys; returns its options (RestyleOptions fields, typed)."""
     from .options import option_names
-    from .watch import _FIELD_TYPES, _coerce
+    from .options import FIELD_TYPES as _FIELD_TYPES, coerce as _coerce
 
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         raise InvalidOptions(f"'{name}' is not a v2v settings file (no \"schema\": \"{SCHEMA}\"): give the "

@@ -48,7 +48,6 @@ Decisions (kept here because the CLI and the tests rely on them):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -62,8 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import (InputNotFound, Interrupted, InvalidOptions, ModelLoadError, ModelNotFound, OutputError,
-                     V2VError)
-from .options import RestyleOptions, option_names, parse_fps
+                     V2VError, one_line)
+from .options import FIELD_TYPES, RestyleOptions, coerce, option_names
 
 try:
     import fcntl
@@ -124,10 +123,6 @@ def is_candidate(path: Path) -> bool:
     if any(s.lower() in PARTIAL_SUFFIXES for s in path.suffixes):  # clip.mp4.part, clip.part.mp4
         return False
     return path.suffix.lower() in VIDEO_EXTENSIONS
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _proc_start(pid: int) -> tuple[str, str] | None:
@@ -257,62 +252,6 @@ def _host_mutex(proc_dir: Path):
 
 
 # ---------------------------------------------------------------------------------------------- sidecars
-def _coerce(name: str, value, annotation: str, source: str, folder: Path):
-    """A JSON value checked against a RestyleOptions field's annotation (relative paths: from ``folder``)."""
-    optional = "None" in annotation
-    if value is None:
-        if optional:
-            return None
-        raise InvalidOptions(f"{source}: \"{name}\" cannot be null")
-    kind = annotation.replace("| None", "").strip()
-
-    def bad(what: str):
-        raise InvalidOptions(f"{source}: \"{name}\" must be {what}, got {json.dumps(value)}")
-
-    if kind == "str":
-        if not isinstance(value, str):
-            bad("a string")
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            bad("true or false")
-        return value
-    if kind.startswith("tuple"):  # a list of names, or "a,b"
-        if isinstance(value, str):
-            return value
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            bad("a list of names")
-        return tuple(value)
-    if kind == "Path":  # an input file (outputs never come from a sidecar)
-        if not isinstance(value, str) or not value:
-            bad("a file path")
-        return folder / Path(value).expanduser()
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                isinstance(value, float) and not value.is_integer()):
-            bad("a whole number")
-        return int(value)
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            bad("a number")
-        return float(value)
-    if kind == "Fraction":
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            bad("a frame rate such as 24, 29.97 or \"30000/1001\"")
-        try:
-            return parse_fps(value)
-        except InvalidOptions as e:
-            raise InvalidOptions(f"{source}: {e}") from None
-    if kind == "dict":
-        if not isinstance(value, dict):
-            bad("an object")
-        return value
-    return value
-
-
-_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(RestyleOptions)}
-
-
 def read_sidecars(video: Path) -> tuple[dict, list[Path]]:
     """This video's own options from ``NAME.json`` and/or ``NAME.txt`` beside it, and the sidecar files found.
 
@@ -325,7 +264,7 @@ def read_sidecars(video: Path) -> tuple[dict, list[Path]]:
         try:
             text = " ".join(txt.read_text(encoding="utf-8-sig").split())
         except (OSError, UnicodeDecodeError) as e:
-            raise InvalidOptions(f"{txt.name}: cannot be read as UTF-8 text ({_one_line(e)})") from None
+            raise InvalidOptions(f"{txt.name}: cannot be read as UTF-8 text ({one_line(e)})") from None
         if not text:
             raise InvalidOptions(f"{txt.name} is empty: write the prompt in it, or remove it")
         options["prompt"] = text
@@ -333,7 +272,7 @@ def read_sidecars(video: Path) -> tuple[dict, list[Path]]:
         try:
             data = json.loads(js.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InvalidOptions(f"{js.name} is not valid JSON: {_one_line(e)}") from None
+            raise InvalidOptions(f"{js.name} is not valid JSON: {one_line(e)}") from None
         if isinstance(data, list) and data and all(isinstance(f, dict) and "people" in f for f in data):
             raise InvalidOptions(f"{js.name} holds keypoints (OpenPose JSON), not options: rename "
                                  f"it {video.stem}.pose.json and put {{\"pose_json\": \"{video.stem}.pose.json\"}} "
@@ -372,7 +311,7 @@ def read_sidecars(video: Path) -> tuple[dict, list[Path]]:
                                          "video goes to the watch output folder as NAME.pose.mp4)")
                 options[key] = value
             else:
-                options[key] = _coerce(key, value, _FIELD_TYPES[key], js.name, video.parent)
+                options[key] = coerce(key, value, FIELD_TYPES[key], js.name, video.parent)
         if "prompt" in data and txt.is_file():
             log.info("%s: the prompt in %s wins over %s", video.name, js.name, txt.name)
     return options, found
@@ -431,7 +370,7 @@ class Watcher:
                 probe.open("xb").close()
                 probe.unlink()
             except OSError as e:
-                raise OutputError(f"folder '{d}' cannot be created or written ({_one_line(e)}): check its "
+                raise OutputError(f"folder '{d}' cannot be created or written ({one_line(e)}): check its "
                                   "permissions or choose another folder") from None
         self._seen: dict[str, tuple[tuple, float]] = {}  # name -> (signature, monotonic time first seen so)
         self._foreign_logged: set[str] = set()
@@ -458,7 +397,7 @@ class Watcher:
         except InvalidOptions as e:
             raise InvalidOptions(f"{source}: {e}") from None
         except TypeError as e:  # a value of the wrong type reached a comparison
-            raise InvalidOptions(f"{source}: invalid option value ({_one_line(e)})") from None
+            raise InvalidOptions(f"{source}: invalid option value ({one_line(e)})") from None
 
     def settings_for(self, video: Path, stem: str | None = None) -> tuple[dict, list[Path], set[str]]:
         """(options for restyle, sidecar files, keys the sidecar set) for one video; InvalidOptions when malformed.
@@ -525,7 +464,7 @@ class Watcher:
         try:
             entries = list(os.scandir(self.in_dir))
         except OSError as e:
-            raise InputNotFound(f"watch folder '{self.in_dir}' cannot be read ({_one_line(e)})") from None
+            raise InputNotFound(f"watch folder '{self.in_dir}' cannot be read ({one_line(e)})") from None
         ready, wait, present = [], None, set()
         for entry in entries:
             path = Path(entry.path)
@@ -703,7 +642,7 @@ class Watcher:
                 else:
                     os.replace(side, dest)
             except OSError as e:
-                log.warning("watch: could not file %s beside %s: %s", side.name, target, _one_line(e))
+                log.warning("watch: could not file %s beside %s: %s", side.name, target, one_line(e))
         return target
 
     def _fail(self, claim: _Claim, message: str, seconds: float) -> WatchedVideo:
@@ -742,12 +681,12 @@ class Watcher:
             if isinstance(e, OutputError) or not (own & MODEL_KEYS):
                 self.release(claim)  # would fail every video: stop, leave this one in place
                 raise
-            item = self._fail(claim, _one_line(e), time.perf_counter() - t0)
+            item = self._fail(claim, one_line(e), time.perf_counter() - t0)
         except V2VError as e:
-            item = self._fail(claim, _one_line(e), time.perf_counter() - t0)
+            item = self._fail(claim, one_line(e), time.perf_counter() - t0)
         except Exception as e:  # a bug: file the video, keep going, keep the traceback in the debug log
             log.debug("watch: %s raised", claim.name, exc_info=True)
-            item = self._fail(claim, f"internal error ({type(e).__name__}: {_one_line(e)}); rerun with --debug "
+            item = self._fail(claim, f"internal error ({type(e).__name__}: {one_line(e)}); rerun with --debug "
                               "and report it", time.perf_counter() - t0)
         else:
             seconds = dict(getattr(result, "seconds", None) or {})
