@@ -32,15 +32,20 @@ def test_a_claim_holds_the_jobs_name_then_the_video(tmp_path):
     drop(tmp_path, "clip.mp4")
     c = Claims(tmp_path)
     c.dir.mkdir()
-    claim = c.claim("clip.mp4", "clip", {"output_before": None})
+    asked = []
+    claim = c.claim("clip.mp4", "clip", lambda: asked.append(locks(tmp_path)) or {"output_before": None})
+    assert asked == [["clip.name"]]  # once the name is held, before the video is
     assert claim is not None and (claim.stem, claim.video) == ("clip", tmp_path / "clip.mp4")
     assert locks(tmp_path) == ["clip.mp4.lock", "clip.name"] and c.held("clip.mp4") and c.reserved() == {"clip"}
     for path in (claim.lock, claim.reservation):
         r = record(path)
-        assert (r["token"], r["video"], r["stem"], r["pid"], r["output_before"]) == (
-            claim.token, "clip.mp4", "clip", os.getpid(), None)
+        assert (r["token"], r["video"], r["stem"], r["pid"]) == (claim.token, "clip.mp4", "clip", os.getpid())
+    assert record(claim.lock)["output_before"] is None
     assert c.claim("clip.mp4", "clip-2") is None  # the video is held: the name taken for it is given back
     assert c.claim("clip.mov", "clip") is None  # the name is held
+    assert c.claim("clip.mov", "clip-2", lambda: None) is None  # prepare gave the name back
+    with pytest.raises(KeyError):
+        c.claim("clip.mov", "clip-2", lambda: {}["no"])
     assert locks(tmp_path) == ["clip.mp4.lock", "clip.name"] and listing(c.dir) == ["clip.mp4.lock", "clip.name"]
     c.release(claim)
     assert locks(tmp_path) == [] and not c.held("clip.mp4")

@@ -270,6 +270,38 @@ def test_two_watchers_naming_two_videos_of_one_name_at_the_same_moment_write_two
     assert listing(tmp_path / "restyled") == ["clip-2.restyled.mp4", "clip.restyled.mp4"]
 
 
+def test_a_name_chosen_just_before_another_job_files_its_result_under_it_is_not_taken(tmp_path):
+    """Watcher A has chosen 'clip' for clip.mov (nothing held that name yet); before A's claim is on disk, watcher
+    B restyles clip.mp4 as 'clip', files it and lets the name go. A must not write clip.restyled.mp4 again."""
+    drop(tmp_path, "clip.mp4")
+    drop(tmp_path, "clip.mov")
+    a, b = (Watcher(tmp_path, restyler=Spy(), settle=0, poll=0.01, prompt="x") for _ in range(2))
+    a_chose, b_filed = threading.Barrier(2, timeout=10), threading.Barrier(2, timeout=10)
+
+    class Late(Claims):
+        def claim(self, *args, **kw):
+            a_chose.wait()  # A has its name...
+            b_filed.wait()  # ...and claims it only once B's job under that name is over
+            return super().claim(*args, **kw)
+
+    a.claims = Late(tmp_path)
+    taken = {}
+    t = threading.Thread(target=lambda: taken.update(a=a.claim("clip.mov", dict(a.scan()[0])["clip.mov"])))
+    t.start()
+    a_chose.wait()
+    item = b.process(b.claim("clip.mp4", dict(b.scan()[0])["clip.mp4"]))
+    b_filed.wait()
+    t.join()
+    assert item.output.name == "clip.restyled.mp4"
+    assert taken["a"] is None or taken["a"].stem != "clip"
+    if taken["a"] is not None:
+        a.process(taken["a"])
+    watch(tmp_path, restyler=Spy(), once=True, settle=0, poll=0.01, prompt="x")  # what gave way is taken now
+    assert listing(tmp_path / "restyled") == ["clip-2.restyled.mp4", "clip.restyled.mp4"]
+    assert (tmp_path / "restyled" / "clip.restyled.mp4").read_bytes() == b"restyled clip.mp4"
+    assert listing(tmp_path / "done") == ["clip-2.mov", "clip.mp4"] and locks(tmp_path) == []
+
+
 def test_watcher_api_pieces(tmp_path):
     drop(tmp_path, "clip.mp4")
     w = Watcher(tmp_path, restyler=Spy(), settle=0, prompt="x")

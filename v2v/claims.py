@@ -206,18 +206,23 @@ class Claims:
         """The job names held now."""
         return {p.name[:-len(NAME_SUFFIX)] for p in self.dir.glob(f"*{NAME_SUFFIX}")}
 
-    def claim(self, name: str, stem: str, record: dict | None = None) -> Claim | None:
+    def claim(self, name: str, stem: str, prepare: Callable[[], dict | None] | None = None) -> Claim | None:
         """Take the job name ``stem``, then the video ``name``, each by creating its file exclusively; None when
-        either is held (nothing is left behind then). ``record``: more to write in both files."""
+        either is held (nothing is left behind then). ``prepare()`` runs once the name is held, when no other job
+        can write under it: it returns more to record in the video's lock, or None to give the name back."""
         token = uuid.uuid4().hex
-        text = json.dumps({**_owner(), "token": token, "claimed": time.time(), "video": name, "stem": stem,
-                           **(record or {})})
+        record = {**_owner(), "token": token, "claimed": time.time(), "video": name, "stem": stem}
         claim = Claim(name, self.in_dir / name, self.lock_path(name), token, stem)
         tmp = self.dir / f".claim-{token}"  # a killed watcher's is removed by reclaim
         # the name first: no two jobs write STEM.restyled.mp4, even for two videos of one stem
-        if not create_exclusive(claim.reservation, text, tmp):
+        if not create_exclusive(claim.reservation, json.dumps(record), tmp):
             return None
-        if not create_exclusive(claim.lock, text, tmp):
+        try:
+            more = prepare() if prepare is not None else {}
+        except BaseException:
+            _remove_own(claim.reservation, token)
+            raise
+        if more is None or not create_exclusive(claim.lock, json.dumps({**record, **more}), tmp):
             _remove_own(claim.reservation, token)
             return None
         return claim

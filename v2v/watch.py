@@ -245,8 +245,14 @@ class Watcher:
         (the next scan offers it again, to be named anew), or when it changed since ``sig``."""
         video = self.in_dir / name
         stem = self.job_stem(video)
-        out = stat_sig(self.output_for(video, stem=stem))
-        claim = self.claims.claim(name, stem, {"output_before": list(out) if out else None})
+
+        def still_free() -> dict | None:  # the name is held now: a job that had it since job_stem left its results
+            if self._stem_used(video, stem):
+                return None
+            out = stat_sig(self.output_for(video, stem=stem))
+            return {"output_before": list(out) if out else None}
+
+        claim = self.claims.claim(name, stem, still_free)
         if claim is None:
             return None
         if self._signature(video) != sig:  # taken and finished by another watcher, or changed: not ours now
