@@ -18,7 +18,7 @@ from watch_helpers import ROOT, Spy, drop, listing, locks, wait_for
 
 from v2v import claims
 from v2v.claims import Claims, create_exclusive, file_away, file_failure, free_stem, move_exclusive
-from v2v.watch import watch
+from v2v.watch import Watcher, watch
 
 DEAD = {"pid": os.getpid(), "host": socket.gethostname(), "start": "1"}  # this pid, started at another time: reused
 
@@ -144,7 +144,7 @@ HELPER = r'''
 import os, sys, time
 from pathlib import Path
 from types import SimpleNamespace
-from v2v.watch import watch
+from v2v.watch import Watcher, watch
 
 mode, in_dir, log_path = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -299,6 +299,19 @@ def test_filing_takes_a_free_name_and_the_sidecars_along(tmp_path):
     assert (tmp_path / "x.json").is_file() and (done / "x.json").is_file()
 
 
+def test_filing_under_a_name_taken_meanwhile_gives_back_what_it_made_there(tmp_path):
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "a.json").write_text("another video's")  # filed under 'a' by another watcher since 'a' was chosen
+    (done / "b.mp4").write_text("another video's")
+    for name in ("a", "b"):
+        drop(tmp_path, f"{name}.mp4")
+        (tmp_path / f"{name}.json").write_text("{}")
+        assert file_away(tmp_path / f"{name}.mp4", done, name) == done / f"{name}-2.mp4"
+    assert listing(done) == ["a-2.json", "a-2.mp4", "a.json", "b-2.json", "b-2.mp4", "b.mp4"]
+    assert (done / "a.json").read_text() == "another video's" and listing(tmp_path) == ["done"]
+
+
 def test_two_failures_filed_under_one_name_at_the_same_moment_keep_both_reasons(tmp_path, monkeypatch):
     """clip.mp4 and clip.mov failing at once on two watchers, each finding failed/clip.* free: neither
     reason may replace the other."""
@@ -333,3 +346,34 @@ def test_two_failures_filed_under_one_name_at_the_same_moment_keep_both_reasons(
         assert error_file.name == f"{moved.stem}.error.txt" and moved.suffix == Path(name).suffix
     assert sorted(listing(failed)) == sorted([p.name for pair in filed.values() for p in pair])
     assert len({error_file for _, error_file in filed.values()}) == 2
+
+
+def test_two_videos_sharing_a_sidecar_filed_at_the_same_moment_each_keep_it(tmp_path, monkeypatch):
+    """clip.mp4 and clip.mov beside one clip.json, finished at once by two watchers that each moved its video
+    before either looked for the other: each is filed with its own copy of clip.json."""
+    drop(tmp_path, "clip.mp4")
+    drop(tmp_path, "clip.mov")
+    (tmp_path / "clip.json").write_text(json.dumps({"seed": 7}))
+    spy = Spy()
+    watchers = [Watcher(tmp_path, restyler=spy, settle=0, poll=0.01, prompt="x") for _ in range(2)]
+    held = [w.claim(name, dict(w.scan()[0])[name]) for w, name in zip(watchers, ("clip.mp4", "clip.mov"))]
+    both_moved, real = threading.Barrier(2, timeout=10), claims.move_exclusive
+
+    def move(src, dst):
+        real(src, dst)
+        if Path(dst).suffix in (".mp4", ".mov"):
+            both_moved.wait()  # both videos have left IN_DIR; neither has filed the sidecar yet
+
+    monkeypatch.setattr(claims, "move_exclusive", move)
+    threads = [threading.Thread(target=w.process, args=(c,)) for w, c in zip(watchers, held)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(c.options["seed"] for c in spy.calls) == [7, 7]
+    done = tmp_path / "done"
+    stems = {c.video.suffix: c.stem for c in held}
+    videos = [f"{stems['.mp4']}.mp4", f"{stems['.mov']}.mov"]
+    assert listing(done) == sorted([*videos, *(f"{s}.json" for s in stems.values())])
+    assert all(json.loads((done / f"{s}.json").read_text()) == {"seed": 7} for s in stems.values())
+    assert listing(tmp_path) == [".processing", "done", "failed", "restyled"] and locks(tmp_path) == []

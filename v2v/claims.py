@@ -302,7 +302,7 @@ def filed_names(video: Path) -> list[str]:
 
 
 def stem_free(folder: Path, stem: str, names: list[str]) -> bool:
-    return not any((folder / f"{stem}{n}").exists() for n in names)
+    return not any(os.path.lexists(folder / f"{stem}{n}") for n in names)  # a dangling link holds its name too
 
 
 def free_stem(folder: Path, stem: str, names: list[str]) -> str:
@@ -314,6 +314,16 @@ def free_stem(folder: Path, stem: str, names: list[str]) -> str:
     return candidate
 
 
+def copy_exclusive(src: Path, dst: Path) -> None:
+    """Copy ``src`` (content, mode, times) to ``dst`` unless ``dst`` exists (FileExistsError)."""
+    tmp = dst.with_name(f".{uuid.uuid4().hex}.tmp")
+    try:
+        shutil.copy2(src, tmp)
+        move_exclusive(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _alone(video: Path) -> bool:
     return False
 
@@ -322,44 +332,59 @@ def file_away(video: Path, folder: Path, stem: str | None = None, *,
               shared: Callable[[Path], bool] = _alone) -> Path | None:
     """Move ``video`` and its sidecars into ``folder`` as ``stem`` (default, or when taken: a free one); returns
     its new path, or None when the video is no longer there. ``shared(video)``: whether another video still needs
-    its sidecars (clip.mp4 and clip.mov beside one clip.json), which are then copied."""
-    sidecars = [p for p in sidecar_paths(video) if p.is_file()]
-    stem = stem or free_stem(folder, video.stem, filed_names(video))
-    while True:
-        target = folder / f"{stem}{video.suffix}"
-        try:
-            move_exclusive(video, target)
-            break
-        except FileExistsError:  # filed there by another watcher meanwhile
-            stem = free_stem(folder, video.stem, filed_names(video))
-        except FileNotFoundError:
-            return None
-    keep = shared(video)
-    for side in sidecars:
-        dest = folder / f"{stem}{side.suffix}"
-        try:
-            if keep:
-                shutil.copy2(side, dest)
-            else:
-                os.replace(side, dest)
-        except OSError as e:
-            log.warning("watch: could not file %s beside %s: %s", side.name, target, one_line(e))
-    return target
+    its sidecars (clip.mp4 and clip.mov beside one clip.json), which then stay in place as well."""
+    filed = _file(video, folder, stem, None, shared)
+    return filed[0] if filed else None
 
 
 def file_failure(video: Path, folder: Path, message: str, *,
                  shared: Callable[[Path], bool] = _alone) -> tuple[Path, Path] | None:
     """Move ``video`` and its sidecars into ``folder`` (failed/) beside STEM.error.txt holding ``message``;
     returns (the video's new path, the reason's), or None when the video is no longer there."""
-    while True:  # the reason first, under a name no other failure holds: a kill after this leaves the video
-        stem = free_stem(folder, video.stem, filed_names(video))
-        error_file = folder / f"{stem}{ERROR_SUFFIX}"
-        if create_exclusive(error_file, message + "\n"):
-            break
-    moved = file_away(video, folder, stem, shared=shared)
-    if moved is None:  # no reason to file without its video
-        error_file.unlink(missing_ok=True)
-        return None
-    if moved.stem != stem:  # another failure took the video's name meanwhile
-        error_file = error_file.replace(moved.with_name(f"{moved.stem}{ERROR_SUFFIX}"))
-    return moved, error_file
+    return _file(video, folder, None, message, shared)
+
+
+def _file(video: Path, folder: Path, stem: str | None, reason: str | None, shared) -> tuple | None:
+    """File ``video`` as ``stem``: every file created exclusively, so two watchers filing under one name at once
+    never replace each other's; the one that finds a name taken gives back what it made there and takes another."""
+    sidecars = [p for p in sidecar_paths(video) if p.is_file()]
+    names = filed_names(video)
+    stem = stem or free_stem(folder, video.stem, names)
+    while True:
+        made: list[Path] = []
+        target, error_file = folder / f"{stem}{video.suffix}", None
+        try:
+            if reason is not None:  # the reason first: a kill after it leaves the video in IN_DIR, to be redone
+                error_file = folder / f"{stem}{ERROR_SUFFIX}"
+                if not create_exclusive(error_file, reason + "\n"):
+                    raise FileExistsError(error_file)
+                made.append(error_file)
+            for side in sidecars:  # copied while the video is still here: see the sibling check below
+                dest = folder / f"{stem}{side.suffix}"
+                try:
+                    copy_exclusive(side, dest)
+                except FileExistsError:
+                    raise
+                except OSError as e:
+                    log.warning("watch: could not file %s beside %s: %s", side.name, target, one_line(e))
+                    continue
+                made.append(dest)
+            move_exclusive(video, target)
+        except FileExistsError:  # filed under that name by another watcher meanwhile
+            _remove(made)
+            stem = free_stem(folder, video.stem, names)
+            continue
+        except FileNotFoundError:  # the video was removed while it was restyled
+            _remove(made)
+            return None
+        break
+    # a sidecar goes with the last video of its stem to leave IN_DIR; each one that left before has its copy
+    if not shared(video):
+        for side in sidecars:
+            side.unlink(missing_ok=True)
+    return target, error_file
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
