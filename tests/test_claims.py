@@ -36,7 +36,8 @@ def test_a_claim_holds_the_jobs_name_then_the_video(tmp_path):
     claim = c.claim("clip.mp4", "clip", lambda: asked.append(locks(tmp_path)) or {"output_before": None})
     assert asked == [["clip.name"]]  # once the name is held, before the video is
     assert claim is not None and (claim.stem, claim.video) == ("clip", tmp_path / "clip.mp4")
-    assert locks(tmp_path) == ["clip.mp4.lock", "clip.name"] and c.held("clip.mp4") and c.reserved() == {"clip"}
+    assert locks(tmp_path) == ["clip.mp4.lock", "clip.name"] and c.held("clip.mp4")
+    assert c.reserved() == {"clip": "clip.mp4"}
     for path in (claim.lock, claim.reservation):
         r = record(path)
         assert (r["token"], r["video"], r["stem"], r["pid"]) == (claim.token, "clip.mp4", "clip", os.getpid())

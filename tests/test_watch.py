@@ -302,6 +302,36 @@ def test_a_name_chosen_just_before_another_job_files_its_result_under_it_is_not_
     assert listing(tmp_path / "done") == ["clip-2.mov", "clip.mp4"] and locks(tmp_path) == []
 
 
+def test_two_watchers_taking_one_video_at_the_same_moment_keep_its_name(tmp_path):
+    """Watcher A holds the name 'clip' for clip.mp4 and has not locked the video yet when watcher B claims it too:
+    one of them restyles it, as clip.restyled.mp4 (not clip-2: no earlier clip's result is there)."""
+    drop(tmp_path, "clip.mp4")
+    a, b = (Watcher(tmp_path, restyler=Spy(), settle=0, poll=0.01, prompt="x") for _ in range(2))
+    a_named, b_claimed = threading.Barrier(2, timeout=10), threading.Barrier(2, timeout=10)
+
+    class Paused(Claims):
+        def claim(self, name, stem, prepare=None):
+            def then():  # A's name is on disk, the video's lock not yet
+                a_named.wait()
+                b_claimed.wait()
+                return prepare()
+            return super().claim(name, stem, then)
+
+    a.claims = Paused(tmp_path)
+    taken = {}
+    t = threading.Thread(target=lambda: taken.update(a=a.claim("clip.mp4", dict(a.scan()[0])["clip.mp4"])))
+    t.start()
+    a_named.wait()
+    taken["b"] = b.claim("clip.mp4", dict(b.scan()[0])["clip.mp4"])
+    b_claimed.wait()
+    t.join()
+    (held,) = [c for c in taken.values() if c is not None]
+    assert held.stem == "clip"
+    (a if taken["a"] else b).process(held)
+    assert listing(tmp_path / "restyled") == ["clip.restyled.mp4"] and listing(tmp_path / "done") == ["clip.mp4"]
+    assert locks(tmp_path) == []
+
+
 def test_watcher_api_pieces(tmp_path):
     drop(tmp_path, "clip.mp4")
     w = Watcher(tmp_path, restyler=Spy(), settle=0, prompt="x")

@@ -202,9 +202,10 @@ class Claims:
         """Whether a watcher (this one included) has the video ``name``."""
         return self.lock_path(name).exists()
 
-    def reserved(self) -> set[str]:
-        """The job names held now."""
-        return {p.name[:-len(NAME_SUFFIX)] for p in self.dir.glob(f"*{NAME_SUFFIX}")}
+    def reserved(self) -> dict[str, str | None]:
+        """The job names held now, each with the name of the video it is held for (None: unreadable)."""
+        return {p.name[:-len(NAME_SUFFIX)]: (_read_record(p) or {}).get("video")
+                for p in self.dir.glob(f"*{NAME_SUFFIX}")}
 
     def claim(self, name: str, stem: str, prepare: Callable[[], dict | None] | None = None) -> Claim | None:
         """Take the job name ``stem``, then the video ``name``, each by creating its file exclusively; None when
