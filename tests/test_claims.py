@@ -140,6 +140,36 @@ def test_claims_of_live_or_foreign_owners_are_kept_dead_ones_reclaimed(tmp_path)
     assert locks(tmp_path) == ["a.mp4.lock", "b.mp4.lock"] and (tmp_path / "a.mp4").exists()
 
 
+
+def test_a_stale_claim_reclaimed_meanwhile_and_claimed_again_is_left_to_its_new_owner(tmp_path):
+    """Watcher A finds clip.mp4.lock unreadable and old (its writer killed mid-way: file systems without hard
+    links create claims with O_EXCL, then write them). Before A holds the host mutex, watcher B takes that lock
+    back and a live watcher starts writing a new one: A must leave the new one alone."""
+    c = Claims(tmp_path)
+    c.dir.mkdir()
+    lock = c.lock_path("clip.mp4")
+    lock.write_text("")
+    os.utime(lock, (1, 1))
+    a_checked, b_done, first = threading.Barrier(2, timeout=10), threading.Barrier(2, timeout=10), []
+
+    class Late(Claims):
+        def mutex(self):
+            if not first:
+                first.append(1)
+                a_checked.wait()  # A has seen the old unreadable lock
+                b_done.wait()
+            return super().mutex()
+
+    taken = {}
+    t = threading.Thread(target=lambda: taken.update(a=Late(tmp_path).reclaim()))
+    t.start()
+    a_checked.wait()
+    taken["b"] = Claims(tmp_path).reclaim()
+    lock.write_text("")  # a live watcher's claim, being written
+    b_done.wait()
+    t.join()
+    assert taken == {"b": ["clip.mp4"], "a": []} and lock.exists()
+
 # ------------------------------------------------------------------------------------------- restarts
 HELPER = r'''
 import os, sys, time

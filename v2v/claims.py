@@ -265,12 +265,12 @@ class Claims:
         return taken
 
     def _reclaim_one(self, lock: Path, take_back) -> str | None:
+        seen = stat_sig(lock)
         info = _read_record(lock)
+        if seen is None:
+            return None
         if info is None:  # unreadable: an O_EXCL claim being written, or one killed while written
-            try:
-                if time.time() - lock.stat().st_mtime < UNREADABLE_GRACE:
-                    return None
-            except OSError:
+            if time.time() - seen[1] / 1e9 < UNREADABLE_GRACE:
                 return None
         else:
             alive = _owner_alive(info)
@@ -283,9 +283,9 @@ class Claims:
             if alive:
                 return None
         with self.mutex():
-            again = _read_record(lock)
-            if (again or {}).get("token") != (info or {}).get("token") or not lock.exists():
-                return None  # reclaimed by someone else meanwhile
+            # what was judged dead above may have been taken back by another watcher, and claimed again, since
+            if stat_sig(lock) != seen or (_read_record(lock) or {}).get("token") != (info or {}).get("token"):
+                return None
             name = lock.name[:-len(LOCK_SUFFIX)]
             stem = (info or {}).get("stem")
             stem = stem if isinstance(stem, str) and stem else Path(name).stem
