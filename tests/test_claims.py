@@ -104,6 +104,31 @@ def test_exclusive_files_never_replace_one_another(tmp_path, monkeypatch):
         assert listing(folder) == ["a", "c"] and (folder / "a").read_text() == "one"
 
 
+
+def test_moving_without_hard_links_never_replaces_a_file_filed_there_meanwhile(tmp_path, monkeypatch):
+    """Without hard links a move is not one step: another watcher filing under the same name between this one's
+    check and its rename must not be replaced by it, nor replace it; one of the two gives way."""
+    monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(PermissionError("no links")))
+    for name in ("mine", "theirs"):
+        (tmp_path / name).write_text(name)
+    dst, gave_way, real_replace = tmp_path / "clip.mp4", [], os.replace
+
+    def replace(src, dst_):
+        if Path(src).name == "mine":  # this watcher is about to rename: the other one files there first
+            try:
+                move_exclusive(tmp_path / "theirs", dst)
+            except FileExistsError:
+                gave_way.append("theirs")
+        return real_replace(src, dst_)
+
+    monkeypatch.setattr(os, "replace", replace)
+    try:
+        move_exclusive(tmp_path / "mine", dst)
+    except FileExistsError:
+        gave_way.append("mine")
+    assert len(gave_way) == 1 and (tmp_path / gave_way[0]).read_text() == gave_way[0]
+    assert listing(tmp_path) == sorted(["clip.mp4", gave_way[0]]) and dst.read_text() != gave_way[0]
+
 # ------------------------------------------------------------------------------------------- reclaiming
 def test_reclaim_takes_back_dead_claims_and_keeps_live_and_foreign_ones(tmp_path):
     c = Claims(tmp_path)

@@ -120,10 +120,13 @@ def move_exclusive(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except (FileExistsError, FileNotFoundError):
         raise
-    except OSError:  # no hard links on this file system: the check and the move are two steps
-        if dst.exists():
-            raise FileExistsError(dst) from None
-        os.replace(src, dst)
+    except OSError:  # no hard links on this file system: hold the name with O_EXCL, then rename onto it
+        os.close(os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        try:
+            os.replace(src, dst)
+        except BaseException:
+            os.unlink(dst)
+            raise
         return
     os.unlink(src)
 
