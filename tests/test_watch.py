@@ -200,7 +200,7 @@ def test_bad_watch_arguments(tmp_path):
 # ------------------------------------------------------------------------------------------- job names
 def test_same_name_again_is_filed_beside_the_first(tmp_path):
     """A video dropped again under the same name gets its own result, named as its input is filed: the first
-    result is never replaced (it was: done/clip-2.mp4, but restyled/clip.restyled.mp4 overwritten)."""
+    result is never replaced, even when only the result (or only its pose video) is left."""
     spy = Spy()
     for k in range(2):
         drop(tmp_path, "clip.mp4", f"take {k}".encode())
@@ -238,7 +238,7 @@ def test_two_videos_of_one_name_at_once_get_their_own_results(tmp_path):
 
 def test_two_watchers_naming_two_videos_of_one_name_at_the_same_moment_write_two_results(tmp_path):
     """Two watchers that choose a job name at the same moment (clip.mp4 on one, clip.mov on the other, before
-    either claim is on disk) must not both write clip.restyled.mp4: one result overwrote the other."""
+    either claim is on disk) must not both write clip.restyled.mp4."""
     drop(tmp_path, "clip.mp4")
     drop(tmp_path, "clip.mov")
     watchers = [Watcher(tmp_path, restyler=Spy(), settle=0, poll=0.01, prompt="x") for _ in range(2)]
