@@ -37,7 +37,8 @@ def test_a_claim_holds_the_jobs_name_then_the_video(tmp_path):
     assert asked == [["clip.name"]]  # once the name is held, before the video is
     assert claim is not None and (claim.stem, claim.video) == ("clip", tmp_path / "clip.mp4")
     assert locks(tmp_path) == ["clip.mp4.lock", "clip.name"] and c.held("clip.mp4")
-    assert c.reserved() == {"clip": "clip.mp4"}
+    assert c.reserved() == {"clip"} and c.reserved(taking="clip.mp4") == set()  # being taken at this moment
+    assert c.reserved(taking="clip.mov") == {"clip"}
     for path in (claim.lock, claim.reservation):
         r = record(path)
         assert (r["token"], r["video"], r["stem"], r["pid"]) == (claim.token, "clip.mp4", "clip", os.getpid())
@@ -48,6 +49,8 @@ def test_a_claim_holds_the_jobs_name_then_the_video(tmp_path):
     with pytest.raises(KeyError):
         c.claim("clip.mov", "clip-2", lambda: {}["no"])
     assert locks(tmp_path) == ["clip.mp4.lock", "clip.name"] and listing(c.dir) == ["clip.mp4.lock", "clip.name"]
+    os.utime(claim.reservation, (1, 1))
+    assert c.reserved(taking="clip.mp4") == {"clip"}  # held that long: not a claim being made
     c.release(claim)
     assert locks(tmp_path) == [] and not c.held("clip.mp4")
     again = c.claim("clip.mp4", "clip")

@@ -38,7 +38,7 @@ PROCESSING = ".processing"
 LOCK_SUFFIX = ".lock"  # .processing/NAME.lock: the video a claim holds
 NAME_SUFFIX = ".name"  # .processing/STEM.name: the job name a claim holds
 ERROR_SUFFIX = ".error.txt"  # failed/STEM.error.txt: why a video failed
-UNREADABLE_GRACE = 60.0  # seconds an unreadable claim file may be one still being written
+CLAIM_GRACE = 60.0  # seconds a claim may take to be made: a younger unreadable or half-made one may be in progress
 
 
 # ---------------------------------------------------------------------------------------------- owners
@@ -205,10 +205,18 @@ class Claims:
         """Whether a watcher (this one included) has the video ``name``."""
         return self.lock_path(name).exists()
 
-    def reserved(self) -> dict[str, str | None]:
-        """The job names held now, each with the name of the video it is held for (None: unreadable)."""
-        return {p.name[:-len(NAME_SUFFIX)]: (_read_record(p) or {}).get("video")
-                for p in self.dir.glob(f"*{NAME_SUFFIX}")}
+    def reserved(self, taking: str | None = None) -> set[str]:
+        """The job names held now, but for those held for the video ``taking`` in the last minute: another
+        watcher taking that video at this moment, which either of us will give way to."""
+        names = set()
+        for path in self.dir.glob(f"*{NAME_SUFFIX}"):
+            sig = stat_sig(path)
+            # an older one outlived its claim (a watcher of another host killed before it took its video): taken
+            if (taking is not None and sig is not None and time.time() - sig[1] / 1e9 < CLAIM_GRACE
+                    and (_read_record(path) or {}).get("video") == taking):
+                continue
+            names.add(path.name[:-len(NAME_SUFFIX)])
+        return names
 
     def claim(self, name: str, stem: str, prepare: Callable[[], dict | None] | None = None) -> Claim | None:
         """Take the job name ``stem``, then the video ``name``, each by creating its file exclusively; None when
@@ -273,7 +281,7 @@ class Claims:
         if seen is None:
             return None
         if info is None:  # unreadable: an O_EXCL claim being written, or one killed while written
-            if time.time() - seen[1] / 1e9 < UNREADABLE_GRACE:
+            if time.time() - seen[1] / 1e9 < CLAIM_GRACE:
                 return None
         else:
             alive = _owner_alive(info)

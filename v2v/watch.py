@@ -179,8 +179,7 @@ class Watcher:
     def job_stem(self, video: Path) -> str:
         """The name a new job for ``video`` writes its results under: NAME, or NAME-2, NAME-3... when NAME is held
         by another claim or has results of an earlier video (so a video dropped again replaces none of them)."""
-        # a name held for this very video is another watcher taking it too: one of us gives way, not to NAME-2
-        taken = {stem for stem, held_for in self.claims.reserved().items() if held_for != video.name}
+        taken = self.claims.reserved(taking=video.name)  # another watcher taking this video too: no NAME-2 for it
         stem, k = video.stem, 1
         while stem in taken or self._stem_used(video, stem):
             k += 1
