@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -356,6 +357,20 @@ def test_filing_takes_a_free_name_and_the_sidecars_along(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     assert file_away(video, done, "x", shared=lambda v: True) == done / "x.mp4"  # another x.* still needs x.json
     assert (tmp_path / "x.json").is_file() and (done / "x.json").is_file()
+
+
+
+def test_a_sidecar_that_cannot_be_copied_stays_beside_where_its_video_was(tmp_path, monkeypatch, caplog):
+    (tmp_path / "done").mkdir()
+    video = drop(tmp_path, "y.mp4")
+    (tmp_path / "y.txt").write_text("p")
+    (tmp_path / "y.json").write_text("{}")
+    real = shutil.copy2
+    monkeypatch.setattr(shutil, "copy2", lambda src, dst: (_ for _ in ()).throw(OSError("disk error"))
+                        if Path(src).suffix == ".txt" else real(src, dst))
+    assert file_away(video, tmp_path / "done") == tmp_path / "done" / "y.mp4"
+    assert listing(tmp_path / "done") == ["y.json", "y.mp4"] and (tmp_path / "y.txt").read_text() == "p"
+    assert "could not file y.txt" in caplog.text and "disk error" in caplog.text
 
 
 def test_filing_under_a_name_taken_meanwhile_gives_back_what_it_made_there(tmp_path):

@@ -363,7 +363,7 @@ def _file(video: Path, folder: Path, stem: str | None, reason: str | None, share
     names = filed_names(video)
     stem = stem or free_stem(folder, video.stem, names)
     while True:
-        made: list[Path] = []
+        made, copied = [], []
         target, error_file = folder / f"{stem}{video.suffix}", None
         try:
             if reason is not None:  # the reason first: a kill after it leaves the video in IN_DIR, to be redone
@@ -381,6 +381,7 @@ def _file(video: Path, folder: Path, stem: str | None, reason: str | None, share
                     log.warning("watch: could not file %s beside %s: %s", side.name, target, one_line(e))
                     continue
                 made.append(dest)
+                copied.append(side)
             move_exclusive(video, target)
         except FileExistsError:  # filed under that name by another watcher meanwhile
             _remove(made)
@@ -392,7 +393,7 @@ def _file(video: Path, folder: Path, stem: str | None, reason: str | None, share
         break
     # a sidecar goes with the last video of its stem to leave IN_DIR; each one that left before has its copy
     if not shared(video):
-        for side in sidecars:
+        for side in copied:
             side.unlink(missing_ok=True)
     return target, error_file
 
