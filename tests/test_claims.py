@@ -239,8 +239,19 @@ def helper(tmp_path):
 
 
 def _start(helper: Path, mode: str, in_dir: Path, log: Path, **env) -> subprocess.Popen:
+    # this checkout's v2v first: a script's own folder, not the current one, starts sys.path, and an installed v2v
+    # (an editable install of another checkout) would be imported in its place
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     return subprocess.Popen([sys.executable, str(helper), mode, str(in_dir), str(log)], cwd=ROOT,
-                            env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
+                            env={**os.environ, "PYTHONPATH": path, **env}, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_watchers_started_here_run_this_checkouts_v2v(tmp_path):
+    script = tmp_path / "where.py"
+    script.write_text("import v2v.claims, sys; sys.stderr.write(v2v.claims.__file__)")
+    p = _start(script, "-", tmp_path, tmp_path / "log")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and Path(err) == ROOT / "v2v" / "claims.py", err
 
 
 def _kill9(p: subprocess.Popen) -> None:
