@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InvalidOptions
+from .options import FIELD_TYPES, coerce
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,17 +77,9 @@ class Config:
         return {**self.defaults, **(self.preset(name) if name else {})}
 
 
-def _option_types() -> dict[str, str]:
-    from .watch import _FIELD_TYPES
-
-    return _FIELD_TYPES
-
-
 def _check_table(table: dict, where: str, path: Path) -> dict:
     """Typed options from one TOML table; InvalidOptions naming the key and the file."""
-    from .watch import _coerce
-
-    types = _option_types()
+    types = FIELD_TYPES
     out = {}
     for key, value in table.items():
         if key not in types or key in NOT_IN_CONFIG:
@@ -97,7 +90,7 @@ def _check_table(table: dict, where: str, path: Path) -> dict:
             hint = f" (did you mean \"{close[0]}\"?)" if close else ""
             raise InvalidOptions(f"{path}: unknown option \"{key}\" in {where}{hint}")
         try:
-            out[key] = _coerce(key, value, types[key], f"{path}: {where}", path.parent)
+            out[key] = coerce(key, value, types[key], f"{path}: {where}", path.parent)
         except InvalidOptions:
             raise
         except (TypeError, ValueError) as e:

@@ -363,3 +363,63 @@ def _plain(v):
 
 def option_names() -> set[str]:
     return {f.name for f in dataclasses.fields(RestyleOptions)}
+
+
+# ---------------------------------------------------------------------------------------------- typed values
+# Sidecars, config files and settings records give options as JSON/TOML values: each is checked against its field.
+FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(RestyleOptions)}
+
+
+def coerce(name: str, value, annotation: str, source: str, folder: Path):
+    """A JSON value checked against a RestyleOptions field's annotation (relative paths: from ``folder``)."""
+    import json
+
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise InvalidOptions(f"{source}: \"{name}\" cannot be null")
+    kind = annotation.replace("| None", "").strip()
+
+    def bad(what: str):
+        raise InvalidOptions(f"{source}: \"{name}\" must be {what}, got {json.dumps(value)}")
+
+    if kind == "str":
+        if not isinstance(value, str):
+            bad("a string")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            bad("true or false")
+        return value
+    if kind.startswith("tuple"):  # a list of names, or "a,b"
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            bad("a list of names")
+        return tuple(value)
+    if kind == "Path":  # an input file (outputs never come from a sidecar)
+        if not isinstance(value, str) or not value:
+            bad("a file path")
+        return folder / Path(value).expanduser()
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(value, float) and not value.is_integer()):
+            bad("a whole number")
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad("a number")
+        return float(value)
+    if kind == "Fraction":
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            bad("a frame rate such as 24, 29.97 or \"30000/1001\"")
+        try:
+            return parse_fps(value)
+        except InvalidOptions as e:
+            raise InvalidOptions(f"{source}: {e}") from None
+    if kind == "dict":
+        if not isinstance(value, dict):
+            bad("an object")
+        return value
+    return value

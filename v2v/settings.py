@@ -264,8 +264,7 @@ def read_embedded(path: Path) -> dict | None:
 
 def parse_record(record, name: str) -> dict:
     """Check a record's schema, version and keys; returns its options (RestyleOptions fields, typed)."""
-    from .options import option_names
-    from .watch import _FIELD_TYPES, _coerce
+    from .options import FIELD_TYPES, coerce, option_names
 
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         raise InvalidOptions(f"'{name}' is not a v2v settings file (no \"schema\": \"{SCHEMA}\"): give the "
@@ -292,7 +291,7 @@ def parse_record(record, name: str) -> dict:
     for key, value in [("prompt", record.get("prompt")), ("seed", record.get("seed")), *opts.items()]:
         if key in DERIVED_OPTIONS or key in NOT_RERUN or (key in ("prompt", "seed") and key not in record):
             continue
-        out[key] = _coerce(key, value, _FIELD_TYPES[key], f"'{name}'", Path("/"))
+        out[key] = coerce(key, value, FIELD_TYPES[key], f"'{name}'", Path("/"))
     return out
 
 

@@ -1,75 +1,26 @@
-"""Folder watch mode: restyle every video dropped into a folder, one at a time, with the models loaded once.
+"""Drop-folder mode: restyle every video dropped into a folder, one at a time, with the models loaded once.
 
-    from v2v.watch import watch
     summary = watch("inbox", prompt="claymation astronaut", once=True)   # what is there now, then return
     watch("inbox", "outbox", prompt="anime", stop=event)                 # until event.set() (or Ctrl-C)
 
-The folder, while watched::
-
-    IN_DIR/clip.mp4               a video waiting (taken once its size and mtime stay unchanged for `settle` s)
-    IN_DIR/clip.json | clip.txt   its sidecar: options for this video alone (json), or its prompt (txt)
-    IN_DIR/.processing/clip.mp4.lock   the claim of the watcher working on clip.mp4 (pid, host, process start)
-    IN_DIR/restyled/clip.restyled.mp4  the result (OUT_DIR; default IN_DIR/restyled)
-    IN_DIR/done/clip.mp4          the input (and its sidecar) once restyled
-    (clip-2.restyled.mp4 and done/clip-2.mp4 for a clip.mp4 dropped again: a result is never replaced)
-    IN_DIR/failed/clip.mp4 + clip.error.txt   the input (and its sidecar) that could not be restyled, and why
-
-Decisions (kept here because the CLI and the tests rely on them):
-
-* **Claims.** A video is claimed by creating ``.processing/NAME.lock`` atomically (written aside, then
-  hard-linked into place, which fails when the name exists; ``O_EXCL`` where hard links are not supported).
-  The video stays where it is while processed and is moved to done/ or failed/ before the lock is removed, so
-  two watchers (threads, processes or hosts) never take the same video, and a stale directory listing cannot
-  take a finished one (the claimer re-checks the video's size and mtime after claiming).
-* **Restarts.** A lock whose owner is gone (same host; pid dead, a zombie, or a different process start time)
-  is reclaimed on every scan, under a host-local ``flock``: the video becomes pending again, so a job killed
-  mid-way (kill -9 included) is redone, never lost. If the killed job had already written its output (the lock
-  records the output's state at claim time), the video is moved to done/ without a second restyle: never
-  produced twice. Outputs are written by the pipeline through temp file + rename, so a killed job leaves no
-  partial output. Locks of other hosts are never reclaimed (a pid there cannot be checked): delete the lock
-  file by hand if that host is gone; the watcher logs where it is.
-* **Stopping.** ``stop.set()`` lets the current video finish, then ``watch`` returns. Ctrl-C
-  (KeyboardInterrupt) abandons the current video: the pipeline deletes its temp output, the claim is released
-  (the video stays in IN_DIR for the next run) and :class:`~v2v.errors.Interrupted` is raised, carrying the
-  summary so far as ``.summary``.
-* **Errors.** An error about one video (bad input, bad sidecar, out of memory...) moves it to failed/ with
-  NAME.error.txt (the one-line message) and the watcher goes on. Errors that would fail every video stop the
-  watcher and are raised, leaving the video in IN_DIR: an :class:`OutputError` (OUT_DIR unwritable, disk
-  full) and a model that cannot be found or loaded when the sidecar did not choose the models.
-* **Sidecars.** ``clip.json`` (an object of RestyleOptions fields, ``prompt`` included, and ``"preset"``: a
-  config preset) and ``clip.txt`` (the prompt) beside ``clip.mp4``. Precedence: clip.json > clip.txt >
-  clip.json's preset > the watch options > the Restyler's own defaults (the CLI puts the config and --preset there). A sidecar cannot send results elsewhere: ``output``-like keys and a ``keep_pose`` path are errors;
-  ``"keep_pose": true`` writes OUT_DIR/NAME.pose.mp4. A sidecar is part of the video's stability check (drop it
-  before or with the video) and moves with its video (copied instead when another video shares its name).
-* **What is a video.** Files directly in IN_DIR whose extension is in :data:`VIDEO_EXTENSIONS` (any case).
-  Ignored: names starting with '.', partial downloads (:data:`PARTIAL_SUFFIXES`, e.g. ``clip.mp4.part``),
-  folders, everything else.
+The loop is here; claims and filing are in v2v.claims, sidecars in v2v.sidecars. See docs/watch.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
-import shutil
-import socket
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .claims import PROCESSING, Claim, Claims, file_away, file_failure, filed_names, stat_sig, stem_free
 from .errors import (InputNotFound, Interrupted, InvalidOptions, ModelLoadError, ModelNotFound, OutputError,
-                     V2VError)
-from .option_values import parse_fps
+                     V2VError, one_line)
 from .options import RestyleOptions, option_names
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no host-local mutex for reclaiming
-    fcntl = None
+from .sidecars import MODEL_KEYS, read_sidecars, sidecar_paths
 
 log = logging.getLogger("v2v")
 
@@ -77,11 +28,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", "
                               ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"})
 PARTIAL_SUFFIXES = frozenset({".part", ".partial", ".crdownload", ".download", ".opdownload", ".filepart",
                               ".tmp", ".temp", ".!qb", ".!ut"})
-PROCESSING, DONE, FAILED, RESTYLED = ".processing", "done", "failed", "restyled"
-NAME_SUFFIX = ".name"  # .processing/STEM.name: the job name a claim holds
-OUTPUT_KEYS = frozenset({"output", "out", "out_dir", "output_dir", "input"})  # never allowed in a sidecar
-MODEL_KEYS = frozenset({"models", "base", "motion", "controlnet", "pose_model", "pose", "pose_runtime", "lightning",
-                        "steps", "device", "dtype"})  # a sidecar setting one of these owns its model errors
+DONE, FAILED, RESTYLED = "done", "failed", "restyled"
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -116,7 +63,7 @@ class WatchSummary:
         return [v for v in self.videos if v.status == "failed"]
 
 
-# ---------------------------------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------------------------------- what is a video
 def is_candidate(path: Path) -> bool:
     """A file name watch mode would take: a video extension, not hidden, not a partial download."""
     name = path.name
@@ -127,273 +74,7 @@ def is_candidate(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
-def _proc_start(pid: int) -> tuple[str, str] | None:
-    """(state, start time in ticks since boot) of a process, from /proc; None where there is no /proc entry."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ", comm may hold spaces
-    return fields[0], fields[19]
-
-
-def _owner() -> dict:
-    pid = os.getpid()
-    ps = _proc_start(pid)
-    return {"pid": pid, "host": socket.gethostname(), "start": ps[1] if ps else None}
-
-
-def _owner_alive(info: dict) -> bool | None:
-    """True/False for an owner on this host; None when it lives on another host (cannot be checked)."""
-    if info.get("host") != socket.gethostname():
-        return None
-    pid = info.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, another user's
-    except OSError:
-        return False
-    ps = _proc_start(pid)
-    if ps is None:
-        return not Path("/proc/self/stat").exists()  # no /proc at all: trust kill(0)
-    state, start = ps
-    if state in ("Z", "X"):
-        return False  # killed, not yet reaped
-    return info.get("start") in (None, start)  # a reused pid starts at another time
-
-
-def _stat_sig(path: Path) -> tuple | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def _create_exclusive(path: Path, text: str, tmp: Path) -> bool:
-    """Create ``path`` holding ``text`` in one step (written as ``tmp``, then linked); False when it exists."""
-    try:
-        tmp.write_text(text)
-        try:
-            os.link(tmp, path)  # atomic, fails when the file exists; safe over NFS too
-        except FileExistsError:
-            return False
-        except OSError:  # no hard links on this file system: O_EXCL
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-        return True
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _move_exclusive(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst`` unless ``dst`` exists (FileExistsError): two watchers filing at once never
-    replace each other's files."""
-    try:
-        os.link(src, dst)
-    except (FileExistsError, FileNotFoundError):
-        raise
-    except OSError:  # no hard links on this file system: the check and the move are two steps
-        if dst.exists():
-            raise FileExistsError(dst) from None
-        os.replace(src, dst)
-        return
-    os.unlink(src)
-
-
-def _remove_own(path: Path, token: str) -> None:
-    """Remove a claim file when it still holds ``token`` (another claim may have taken its place since)."""
-    try:
-        if json.loads(path.read_text()).get("token") == token:
-            path.unlink()
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
-def _free_stem(folder: Path, stem: str, names: list[str]) -> str:
-    """``stem``, or ``stem-2``, ``stem-3``... so that none of ``folder/(stem + n)`` exists for n in names."""
-    candidate, k = stem, 1
-    while any((folder / f"{candidate}{n}").exists() for n in names):
-        k += 1
-        candidate = f"{stem}-{k}"
-    return candidate
-
-
-@contextmanager
-def _host_mutex(proc_dir: Path):
-    """A lock held by one process of this host at a time (flock; released by the kernel if we die)."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    fd = -1
-    try:
-        fd = os.open(proc_dir / ".reclaim.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError:  # a share without flock: fall back to one on local disk, keyed by the folder
-        import hashlib
-        import tempfile
-
-        if fd >= 0:
-            os.close(fd)
-        key = hashlib.sha1(str(proc_dir.resolve()).encode()).hexdigest()[:16]
-        fd = os.open(Path(tempfile.gettempdir()) / f"v2v-watch-{key}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-# ---------------------------------------------------------------------------------------------- sidecars
-def _coerce(name: str, value, annotation: str, source: str, folder: Path):
-    """A JSON value checked against a RestyleOptions field's annotation (relative paths: from ``folder``)."""
-    optional = "None" in annotation
-    if value is None:
-        if optional:
-            return None
-        raise InvalidOptions(f"{source}: \"{name}\" cannot be null")
-    kind = annotation.replace("| None", "").strip()
-
-    def bad(what: str):
-        raise InvalidOptions(f"{source}: \"{name}\" must be {what}, got {json.dumps(value)}")
-
-    if kind == "str":
-        if not isinstance(value, str):
-            bad("a string")
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            bad("true or false")
-        return value
-    if kind.startswith("tuple"):  # a list of names, or "a,b"
-        if isinstance(value, str):
-            return value
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            bad("a list of names")
-        return tuple(value)
-    if kind == "Path":  # an input file (outputs never come from a sidecar)
-        if not isinstance(value, str) or not value:
-            bad("a file path")
-        return folder / Path(value).expanduser()
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                isinstance(value, float) and not value.is_integer()):
-            bad("a whole number")
-        return int(value)
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            bad("a number")
-        return float(value)
-    if kind == "Fraction":
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            bad("a frame rate such as 24, 29.97 or \"30000/1001\"")
-        try:
-            return parse_fps(value)
-        except InvalidOptions as e:
-            raise InvalidOptions(f"{source}: {e}") from None
-    if kind == "dict":
-        if not isinstance(value, dict):
-            bad("an object")
-        return value
-    return value
-
-
-_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(RestyleOptions)}
-
-
-def read_sidecars(video: Path) -> tuple[dict, list[Path]]:
-    """This video's own options from ``NAME.json`` and/or ``NAME.txt`` beside it, and the sidecar files found.
-
-    Raises InvalidOptions (one line, naming the file) for a malformed sidecar. ``keep_pose`` comes back as a bool.
-    """
-    js, txt = video.with_suffix(".json"), video.with_suffix(".txt")
-    found = [p for p in (js, txt) if p.is_file()]
-    options: dict = {}
-    if txt.is_file():
-        try:
-            text = " ".join(txt.read_text(encoding="utf-8-sig").split())
-        except (OSError, UnicodeDecodeError) as e:
-            raise InvalidOptions(f"{txt.name}: cannot be read as UTF-8 text ({_one_line(e)})") from None
-        if not text:
-            raise InvalidOptions(f"{txt.name} is empty: write the prompt in it, or remove it")
-        options["prompt"] = text
-    if js.is_file():
-        try:
-            data = json.loads(js.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InvalidOptions(f"{js.name} is not valid JSON: {_one_line(e)}") from None
-        if isinstance(data, list) and data and all(isinstance(f, dict) and "people" in f for f in data):
-            raise InvalidOptions(f"{js.name} holds keypoints (OpenPose JSON), not options: rename "
-                                 f"it {video.stem}.pose.json and put {{\"pose_json\": \"{video.stem}.pose.json\"}} "
-                                 f"in {js.name}")
-        if not isinstance(data, dict):
-            raise InvalidOptions(f"{js.name} must hold a JSON object of options, e.g. {{\"prompt\": \"anime\"}}")
-        from .settings import SCHEMA, input_matches, parse_record
-
-        if data.get("schema") == SCHEMA:  # a run's record (NAME.restyled.json): restyle this video the same way
-            recorded = parse_record(data, js.name)
-            # keypoints detected in the recorded input: another video's, unless it is this one
-            if "pose_json" in recorded and not input_matches(data, video):
-                raise InvalidOptions(f"{js.name}: the record restyles with the keypoints in "
-                                     f"{recorded['pose_json']}, taken from another video than {video.name}: "
-                                     f"remove \"pose_json\" from its \"options\" to detect this video's poses")
-            log.info("%s: %s is a v2v settings record: restyling with its settings (not its input or output)",
-                     video.name, js.name)
-            if "prompt" in recorded and txt.is_file():
-                log.info("%s: the prompt in %s wins over %s", video.name, js.name, txt.name)
-            return {**options, **recorded}, found
-        outside = sorted(set(data) & OUTPUT_KEYS)
-        if outside:
-            raise InvalidOptions(f"{js.name}: \"{outside[0]}\" cannot be set in a sidecar: results always go to "
-                                 "the watch output folder")
-        unknown = sorted(set(data) - option_names() - {"preset"})
-        if unknown:
-            raise InvalidOptions(f"{js.name}: unknown option(s): {', '.join(unknown)}")
-        for key, value in data.items():
-            if key == "preset":  # a config preset for this video (expanded by Watcher.settings_for)
-                if not isinstance(value, str) or not value:
-                    raise InvalidOptions(f"{js.name}: \"preset\" must be a preset name")
-                options[key] = value
-            elif key == "keep_pose":
-                if not isinstance(value, bool):
-                    raise InvalidOptions(f"{js.name}: \"keep_pose\" must be true or false in watch mode (the pose "
-                                         "video goes to the watch output folder as NAME.pose.mp4)")
-                options[key] = value
-            else:
-                options[key] = _coerce(key, value, _FIELD_TYPES[key], js.name, video.parent)
-        if "prompt" in data and txt.is_file():
-            log.info("%s: the prompt in %s wins over %s", video.name, js.name, txt.name)
-    return options, found
-
-
 # ---------------------------------------------------------------------------------------------- the watcher
-@dataclass
-class _Claim:
-    name: str
-    video: Path
-    lock: Path
-    token: str
-    stem: str  # the job's name: NAME, or NAME-2... when an earlier NAME's result is there (see Watcher.job_stem)
-
-    @property
-    def reservation(self) -> Path:
-        """The file that holds the job's name (see Watcher.claim)."""
-        return self.lock.with_name(f"{self.stem}{NAME_SUFFIX}")
-
-
 class Watcher:
     """The state of one watch over IN_DIR. :func:`watch` is the front door; this class is its machinery."""
 
@@ -432,10 +113,10 @@ class Watcher:
                 probe.open("xb").close()
                 probe.unlink()
             except OSError as e:
-                raise OutputError(f"folder '{d}' cannot be created or written ({_one_line(e)}): check its "
+                raise OutputError(f"folder '{d}' cannot be created or written ({one_line(e)}): check its "
                                   "permissions or choose another folder") from None
+        self.claims = Claims(self.in_dir)
         self._seen: dict[str, tuple[tuple, float]] = {}  # name -> (signature, monotonic time first seen so)
-        self._foreign_logged: set[str] = set()
         self.summary = WatchSummary()
 
     # ------------------------------------------------------------------ options
@@ -459,7 +140,7 @@ class Watcher:
         except InvalidOptions as e:
             raise InvalidOptions(f"{source}: {e}") from None
         except TypeError as e:  # a value of the wrong type reached a comparison
-            raise InvalidOptions(f"{source}: invalid option value ({_one_line(e)})") from None
+            raise InvalidOptions(f"{source}: invalid option value ({one_line(e)})") from None
 
     def settings_for(self, video: Path, stem: str | None = None) -> tuple[dict, list[Path], set[str]]:
         """(options for restyle, sidecar files, keys the sidecar set) for one video; InvalidOptions when malformed.
@@ -496,29 +177,28 @@ class Watcher:
         return self.out_dir / default_output(Path((stem or video.stem) + video.suffix), fmt).name
 
     def job_stem(self, video: Path) -> str:
-        """The name a new job for ``video`` writes its results under: NAME, or NAME-2, NAME-3... when a result of an
-        earlier video of that name is there (NAME.restyled.* or NAME.pose.* in OUT_DIR, NAME.* filed in done/) or
-        another claim has it (clip.mp4 and clip.mov at once): a video dropped again never replaces an earlier
-        result, and its input is filed in done/ under the same name as its result."""
-        taken = {p.name[:-len(NAME_SUFFIX)] for p in self.proc_dir.glob(f"*{NAME_SUFFIX}")}
-
-        def used(stem: str) -> bool:
-            esc = _glob_escape(stem)
-            return (stem in taken or any(self.out_dir.glob(f"{esc}.restyled*"))
-                    or any(self.out_dir.glob(f"{esc}.pose.*")) or self._done_stem(video, stem) is None)
-
+        """The name a new job for ``video`` writes its results under: NAME, or NAME-2, NAME-3... when NAME is held
+        by another claim or has results of an earlier video (so a video dropped again replaces none of them)."""
+        taken = self.claims.reserved(taking=video.name)  # another watcher taking this video too: no NAME-2 for it
         stem, k = video.stem, 1
-        while used(stem):
+        while stem in taken or self._stem_used(video, stem):
             k += 1
             stem = f"{video.stem}-{k}"
         return stem
 
+    def _stem_used(self, video: Path, stem: str) -> bool:
+        """Whether results of a job named ``stem`` are there: STEM.restyled.* or STEM.pose.* in OUT_DIR, or a
+        video of that name filed in done/ (its input goes there under its result's name)."""
+        esc = _glob_escape(stem)
+        return (any(self.out_dir.glob(f"{esc}.restyled*")) or any(self.out_dir.glob(f"{esc}.pose.*"))
+                or not stem_free(self.done_dir, stem, filed_names(video)))
+
     # ------------------------------------------------------------------ scanning
     def _signature(self, path: Path) -> tuple | None:
-        sig = _stat_sig(path)
+        sig = stat_sig(path)
         if sig is None:
             return None
-        return sig + (_stat_sig(path.with_suffix(".json")), _stat_sig(path.with_suffix(".txt")))
+        return sig + tuple(stat_sig(p) for p in sidecar_paths(path))  # a sidecar is part of a video's stability
 
     def scan(self) -> tuple[list[tuple[str, tuple]], float | None]:
         """Videos ready to take (name, signature), oldest first; and seconds until the next one may settle."""
@@ -526,7 +206,7 @@ class Watcher:
         try:
             entries = list(os.scandir(self.in_dir))
         except OSError as e:
-            raise InputNotFound(f"watch folder '{self.in_dir}' cannot be read ({_one_line(e)})") from None
+            raise InputNotFound(f"watch folder '{self.in_dir}' cannot be read ({one_line(e)})") from None
         ready, wait, present = [], None, set()
         for entry in entries:
             path = Path(entry.path)
@@ -537,7 +217,7 @@ class Watcher:
                     continue
             except OSError:
                 continue
-            if (self.proc_dir / f"{entry.name}.lock").exists():
+            if self.claims.held(entry.name):
                 continue  # another watcher (or thread) has it
             sig = self._signature(path)
             if sig is None:
@@ -560,172 +240,83 @@ class Watcher:
         return [(name, sig) for _, name, sig in ready], wait
 
     # ------------------------------------------------------------------ claims
-    def claim(self, name: str, sig: tuple) -> _Claim | None:
-        """Take ``name`` for this watcher, atomically; None when another has it or it changed since ``sig``.
-
-        Two exclusive files make a claim: first the job's name (``.processing/STEM.name``: no two jobs write
-        STEM.restyled.mp4), then the video (``.processing/NAME.lock``). A name another claim holds gives way: the
-        next scan takes the video again under the next free name."""
+    def claim(self, name: str, sig: tuple) -> Claim | None:
+        """Take ``name`` for this watcher under a free job name; None when another watcher has it, or its name
+        (the next scan offers it again, to be named anew), or when it changed since ``sig``."""
         video = self.in_dir / name
-        lock = self.proc_dir / f"{name}.lock"
-        token = uuid.uuid4().hex
         stem = self.job_stem(video)
-        out = _stat_sig(self.output_for(video, stem=stem))
-        record = json.dumps({**_owner(), "token": token, "claimed": time.time(), "video": name, "stem": stem,
-                             "output_before": list(out) if out else None})
-        reservation = self.proc_dir / f"{stem}{NAME_SUFFIX}"
-        tmp = self.proc_dir / f".claim-{token}"  # (a killed watcher's is removed by reclaim)
-        if not _create_exclusive(reservation, record, tmp):
+
+        def still_free() -> dict | None:  # the name is held now: a job that had it since job_stem left its results
+            if self._stem_used(video, stem):
+                return None
+            out = stat_sig(self.output_for(video, stem=stem))
+            return {"output_before": list(out) if out else None}
+
+        claim = self.claims.claim(name, stem, still_free)
+        if claim is None:
             return None
-        if not _create_exclusive(lock, record, tmp):
-            _remove_own(reservation, token)
-            return None
-        claim = _Claim(name, video, lock, token, stem)
         if self._signature(video) != sig:  # taken and finished by another watcher, or changed: not ours now
             self.release(claim)
             self._seen.pop(name, None)
             return None
         return claim
 
-    def release(self, claim: _Claim) -> None:
+    def release(self, claim: Claim) -> None:
         """Give a claim back (the video stays in IN_DIR and will be taken again)."""
-        _remove_own(claim.lock, claim.token)
-        _remove_own(claim.reservation, claim.token)
-
-    def _finish(self, claim: _Claim) -> None:
-        """The claim's work is filed: its lock goes, then its name (the result or done/ now holds the name)."""
-        claim.lock.unlink(missing_ok=True)
-        _remove_own(claim.reservation, claim.token)
-
-    @staticmethod
-    def _read_lock(lock: Path) -> dict | None:
-        try:
-            data = json.loads(lock.read_text())
-            return data if isinstance(data, dict) else None
-        except (OSError, ValueError):
-            return None
+        self.claims.release(claim)
 
     def reclaim(self) -> list[str]:
         """Take back the claims of dead watchers on this host. Returns the video names reclaimed."""
-        taken = []
-        try:
-            locks = [Path(e.path) for e in os.scandir(self.proc_dir) if e.name.endswith(".lock")
-                     and not e.name.startswith(".")]
-        except OSError:
-            return taken
-        for lock in locks:
-            info = self._read_lock(lock)
-            if info is None:  # unreadable: an O_EXCL claim being written, or one killed while written
-                try:
-                    if time.time() - lock.stat().st_mtime < 60:
-                        continue
-                except OSError:
-                    continue
-            else:
-                alive = _owner_alive(info)
-                if alive is None:
-                    if lock.name not in self._foreign_logged:
-                        self._foreign_logged.add(lock.name)
-                        log.info("%s is claimed by pid %s on host %s; if that watcher is gone, delete %s",
-                                 lock.name[:-5], info.get("pid"), info.get("host"), lock)
-                    continue
-                if alive:
-                    continue
-            with _host_mutex(self.proc_dir):
-                again = self._read_lock(lock)
-                if (again or {}).get("token") != (info or {}).get("token") or not lock.exists():
-                    continue  # reclaimed by someone else meanwhile
-                name = lock.name[:-len(".lock")]
-                video = self.in_dir / name
-                stem = (info or {}).get("stem")
-                stem = stem if isinstance(stem, str) and stem else video.stem
-                out = self.output_for(video, stem=stem)
-                before = (info or {}).get("output_before")
-                now_out = _stat_sig(out)
-                if info is not None and video.is_file() and now_out is not None and list(now_out) != before:
-                    # the killed job wrote its output but died before moving its input: finish it, do not redo it
-                    log.info("watch: %s was restyled by a watcher that stopped before filing it: moving it to "
-                             "%s/", name, DONE)
-                    moved = self._file_away(video, self.done_dir, self._done_stem(video, stem))
-                    self.summary.videos.append(WatchedVideo(name, "done", moved, output=out))
-                else:
-                    log.info("watch: taking back %s from a watcher that stopped (pid %s)", name,
-                             (info or {}).get("pid"))
-                lock.unlink(missing_ok=True)
-                _remove_own(self.proc_dir / f"{stem}{NAME_SUFFIX}", (info or {}).get("token"))
-                self._seen.pop(name, None)
-                taken.append(name)
-        # names held by a watcher killed before it took its video, and claim files left half-made
-        for leftover in [*self.proc_dir.glob(f"*{NAME_SUFFIX}"), *self.proc_dir.glob(".claim-*")]:
-            info = self._read_lock(leftover)
-            if info is not None and _owner_alive(info) is False:
-                with _host_mutex(self.proc_dir):
-                    _remove_own(leftover, info.get("token"))
+        taken = self.claims.reclaim(self._take_back)
         self.summary.reclaimed.extend(taken)
         return taken
 
+    def _take_back(self, name: str, stem: str, record: dict | None) -> None:
+        """A dead watcher's video: pending again, or filed in done/ when its result was written before it died."""
+        video = self.in_dir / name
+        out = self.output_for(video, stem=stem)
+        before = (record or {}).get("output_before")
+        now_out = stat_sig(out)
+        if record is not None and video.is_file() and now_out is not None and list(now_out) != before:
+            log.info("watch: %s was restyled by a watcher that stopped before filing it: moving it to %s/", name,
+                     DONE)
+            moved = self._file_done(video, stem)
+            self.summary.videos.append(WatchedVideo(name, "done", moved, output=out))
+        else:
+            log.info("watch: taking back %s from a watcher that stopped (pid %s)", name, (record or {}).get("pid"))
+        self._seen.pop(name, None)
+
     # ------------------------------------------------------------------ filing
-    @staticmethod
-    def _filed(video: Path) -> list[str]:
-        """What is filed under a video's name: the video, its sidecars, a failure's reason."""
-        return [video.suffix, ".json", ".txt", ".error.txt"]
+    def _shares_sidecars(self, video: Path) -> bool:
+        """Whether another video of ``video``'s stem (clip.mov beside clip.mp4) is still in IN_DIR."""
+        return any(p.stem == video.stem and p != video and is_candidate(p) and p.is_file()
+                   for p in self.in_dir.glob(f"{_glob_escape(video.stem)}.*"))
 
-    def _free_stem(self, video: Path, folder: Path) -> str:
-        return _free_stem(folder, video.stem, self._filed(video))
+    def _file_done(self, video: Path, stem: str) -> Path | None:
+        """File a restyled video in done/ under its job's name (a free one if that is taken there now)."""
+        free = stem_free(self.done_dir, stem, filed_names(video))
+        moved = file_away(video, self.done_dir, stem if free else None, shared=self._shares_sidecars)
+        if moved is None:
+            self._log_vanished(video, self.done_dir)
+        return moved
 
-    def _done_stem(self, video: Path, stem: str) -> str | None:
-        """The job's own name for filing in done/ when it is still free there (else None: a free one)."""
-        return stem if _free_stem(self.done_dir, stem, self._filed(video)) == stem else None
+    def _log_vanished(self, video: Path, folder: Path) -> None:
+        log.warning("watch: %s was removed from %s while it was restyled: nothing to move to %s/", video.name,
+                    self.in_dir, folder.name)
 
-    def _file_away(self, video: Path, folder: Path, stem: str | None = None) -> Path | None:
-        """Move ``video`` and its sidecars into ``folder`` as ``stem`` (default: a free one); returns its new path,
-        or None when the video is no longer there (removed or moved away while it was restyled)."""
-        sidecars = [p for p in (video.with_suffix(".json"), video.with_suffix(".txt")) if p.is_file()]
-        stem = stem or self._free_stem(video, folder)
-        while True:
-            target = folder / f"{stem}{video.suffix}"
-            try:
-                _move_exclusive(video, target)
-                break
-            except FileExistsError:  # filed there by another watcher meanwhile
-                stem = self._free_stem(video, folder)
-            except FileNotFoundError:
-                log.warning("watch: %s was removed from %s while it was restyled: nothing to move to %s/",
-                            video.name, self.in_dir, folder.name)
-                return None
-        # another video with the same stem (clip.mp4 + clip.mov) still needs the sidecar: copy it then
-        siblings = [p for p in self.in_dir.glob(f"{_glob_escape(video.stem)}.*")
-                    if p.stem == video.stem and p != video and is_candidate(p) and p.is_file()]
-        for side in sidecars:
-            dest = folder / f"{stem}{side.suffix}"
-            try:
-                if siblings:
-                    shutil.copy2(side, dest)
-                else:
-                    os.replace(side, dest)
-            except OSError as e:
-                log.warning("watch: could not file %s beside %s: %s", side.name, target, _one_line(e))
-        return target
-
-    def _fail(self, claim: _Claim, message: str, seconds: float) -> WatchedVideo:
-        while True:  # the reason first, under a name no other failure holds: a kill after this leaves the video
-            stem = self._free_stem(claim.video, self.failed_dir)
-            error_file = self.failed_dir / f"{stem}.error.txt"
-            if _create_exclusive(error_file, message + "\n", error_file.with_name(f".{uuid.uuid4().hex}.tmp")):
-                break
-        moved = self._file_away(claim.video, self.failed_dir, stem)
-        if moved is not None and moved.stem != stem:  # another failure took the video's name meanwhile
-            error_file = error_file.replace(moved.with_name(f"{moved.stem}.error.txt"))
-        if moved is None:  # the video was taken away mid-way: no reason to file without it
-            error_file.unlink(missing_ok=True)
+    def _fail(self, claim: Claim, message: str, seconds: float) -> WatchedVideo:
+        filed = file_failure(claim.video, self.failed_dir, message, shared=self._shares_sidecars)
+        if filed is None:
+            self._log_vanished(claim.video, self.failed_dir)
             return WatchedVideo(claim.name, "failed", claim.video, error=f"removed while it was restyled ({message})",
                                 seconds={"total": seconds})
+        moved, error_file = filed
         log.warning("watch: %s failed after %.1f s: %s (moved to %s/)", claim.name, seconds, message, FAILED)
         return WatchedVideo(claim.name, "failed", moved, error=message, error_file=error_file,
                             seconds={"total": seconds})
 
     # ------------------------------------------------------------------ one video
-    def process(self, claim: _Claim) -> WatchedVideo:
+    def process(self, claim: Claim) -> WatchedVideo:
         """Restyle one claimed video and file it. Raises for Ctrl-C and for errors that would fail every video."""
         t0 = time.perf_counter()
         own: set[str] = set()
@@ -743,22 +334,22 @@ class Watcher:
             if isinstance(e, OutputError) or not (own & MODEL_KEYS):
                 self.release(claim)  # would fail every video: stop, leave this one in place
                 raise
-            item = self._fail(claim, _one_line(e), time.perf_counter() - t0)
+            item = self._fail(claim, one_line(e), time.perf_counter() - t0)
         except V2VError as e:
-            item = self._fail(claim, _one_line(e), time.perf_counter() - t0)
+            item = self._fail(claim, one_line(e), time.perf_counter() - t0)
         except Exception as e:  # a bug: file the video, keep going, keep the traceback in the debug log
             log.debug("watch: %s raised", claim.name, exc_info=True)
-            item = self._fail(claim, f"internal error ({type(e).__name__}: {_one_line(e)}); rerun with --debug "
+            item = self._fail(claim, f"internal error ({type(e).__name__}: {one_line(e)}); rerun with --debug "
                               "and report it", time.perf_counter() - t0)
         else:
             seconds = dict(getattr(result, "seconds", None) or {})
             seconds.setdefault("total", time.perf_counter() - t0)
             output = Path(getattr(result, "output", None) or out)
-            moved = self._file_away(claim.video, self.done_dir, self._done_stem(claim.video, claim.stem)) or claim.video
+            moved = self._file_done(claim.video, claim.stem) or claim.video
             stages = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total")
             log.info("watch: %s done in %.1f s (%s) -> %s", claim.name, seconds["total"], stages or "-", output)
             item = WatchedVideo(claim.name, "done", moved, output=output, seconds=seconds, result=result)
-        self._finish(claim)
+        self.claims.finish(claim)
         self._seen.pop(claim.name, None)
         self.summary.videos.append(item)
         if self.on_video:
