@@ -286,15 +286,18 @@ def test_kill_9_mid_job_then_restart_processes_it_exactly_once(tmp_path, helper)
     assert [w for w in _lines(log) if w[1] == "end"] == []
 
 
-@pytest.mark.parametrize("earlier", [False, True])
-def test_kill_9_after_the_output_was_written_does_not_restyle_again(tmp_path, helper, earlier):
+@pytest.mark.parametrize("earlier,ext", [(False, ".mp4"), (True, ".mp4"), (False, ".webm")])
+def test_kill_9_after_the_output_was_written_does_not_restyle_again(tmp_path, helper, earlier, ext):
     """The killed run's result is found and its input filed, not restyled again. ``earlier``: a result of an
-    earlier clip.mp4 is there, so the job was clip-2 (its claim records that name; the restart looks for it)."""
+    earlier clip.mp4 is there, so the job was clip-2 (its claim records that name; the restart looks for it).
+    ``ext``: .webm when the video's sidecar chose VP9 (the claim records the output it was to write)."""
     in_dir, log = tmp_path / "in", tmp_path / "calls.log"
     (in_dir / "restyled").mkdir(parents=True)
     if earlier:
         (in_dir / "restyled" / "clip.restyled.mp4").write_bytes(b"the first clip's result")
     drop(in_dir, "clip.mp4")
+    if ext == ".webm":
+        (in_dir / "clip.json").write_text(json.dumps({"format": "vp9"}))
     p = _start(helper, "write-then-hang", in_dir, log)
     try:
         assert wait_for(lambda: any(w[1:] == ["wrote", "clip.mp4"] for w in _lines(log)))
@@ -307,9 +310,10 @@ def test_kill_9_after_the_output_was_written_does_not_restyle_again(tmp_path, he
     stem = "clip-2" if earlier else "clip"
     assert spy.names() == [] and s.reclaimed == ["clip.mp4"]  # produced once, by the killed run
     assert [(v.name, v.status, v.input.name, v.output.name) for v in s.videos] == [
-        ("clip.mp4", "done", f"{stem}.mp4", f"{stem}.restyled.mp4")]
-    assert listing(in_dir / "done") == [f"{stem}.mp4"] and locks(in_dir) == []
-    assert (in_dir / "restyled" / f"{stem}.restyled.mp4").read_bytes() == f"restyled by {p.pid}".encode()
+        ("clip.mp4", "done", f"{stem}.mp4", f"{stem}.restyled{ext}")]
+    sidecar = [f"{stem}.json"] if ext == ".webm" else []
+    assert listing(in_dir / "done") == sorted([f"{stem}.mp4", *sidecar]) and locks(in_dir) == []
+    assert (in_dir / "restyled" / f"{stem}.restyled{ext}").read_bytes() == f"restyled by {p.pid}".encode()
     if earlier:
         assert (in_dir / "restyled" / "clip.restyled.mp4").read_bytes() == b"the first clip's result"
 

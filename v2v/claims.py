@@ -288,8 +288,10 @@ class Claims:
             if alive is None:
                 if lock.name not in self._foreign_logged:
                     self._foreign_logged.add(lock.name)
-                    log.info("%s is claimed by pid %s on host %s; if that watcher is gone, delete %s",
-                             lock.name[:-len(LOCK_SUFFIX)], info.get("pid"), info.get("host"), lock)
+                    stem = info.get("stem")
+                    name_file = f" and {self.dir / (stem + NAME_SUFFIX)}" if isinstance(stem, str) and stem else ""
+                    log.info("%s is claimed by pid %s on host %s; if that watcher is gone, delete %s%s",
+                             lock.name[:-len(LOCK_SUFFIX)], info.get("pid"), info.get("host"), lock, name_file)
                 return None
             if alive:
                 return None

@@ -249,8 +249,9 @@ class Watcher:
         def still_free() -> dict | None:  # the name is held now: a job that had it since job_stem left its results
             if self._stem_used(video, stem):
                 return None
-            out = stat_sig(self.output_for(video, stem=stem))
-            return {"output_before": list(out) if out else None}
+            out = self._planned_output(video, stem)
+            before = stat_sig(out)
+            return {"output": str(out), "output_before": list(before) if before else None}
 
         claim = self.claims.claim(name, stem, still_free)
         if claim is None:
@@ -271,10 +272,20 @@ class Watcher:
         self.summary.reclaimed.extend(taken)
         return taken
 
+    def _planned_output(self, video: Path, stem: str) -> Path:
+        """Where the job for ``video`` will write (its sidecar may choose the format); recorded in its claim, so a
+        restart after a kill finds that result."""
+        try:
+            fmt = self.settings_for(video, stem)[0].get("format")
+        except V2VError:  # a bad sidecar fails the job before anything is written
+            fmt = None
+        return self.output_for(video, fmt, stem)
+
     def _take_back(self, name: str, stem: str, record: dict | None) -> None:
         """A dead watcher's video: pending again, or filed in done/ when its result was written before it died."""
         video = self.in_dir / name
-        out = self.output_for(video, stem=stem)
+        recorded = (record or {}).get("output")
+        out = Path(recorded) if isinstance(recorded, str) and recorded else self.output_for(video, stem=stem)
         before = (record or {}).get("output_before")
         now_out = stat_sig(out)
         if record is not None and video.is_file() and now_out is not None and list(now_out) != before:
