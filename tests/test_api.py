@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 import v2v
 from v2v.media.outputs import check_output_path, default_output
+from v2v.pipeline import Restyler
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "dance.mp4"
 
@@ -143,3 +145,35 @@ def test_a_progress_that_is_not_a_function_fails_before_any_work(tmp_path):
 def test_path_arguments_of_the_wrong_type_are_named_errors(call):
     with pytest.raises(v2v.InvalidOptions, match="must be a path"):  # a TypeError from pathlib before
         call(v2v.Restyler(models="tiny"))
+
+
+@pytest.mark.parametrize("stage", ["pose", "generate", "encode"])
+def test_cancel_stops_the_run_in_any_stage_and_leaves_nothing(tmp_path, tiny_models, stage):
+    """A front end (the web page) cancels a run from another thread: Interrupted, no file left, no thread left."""
+    import threading
+
+    cancel = threading.Event()
+    seen = []
+
+    def progress(s, done, total):
+        seen.append(s)
+        if s == stage and done >= 1:
+            cancel.set()
+
+    r = Restyler(models="tiny", device="cpu", size=64, max_frames=12, steps=2, pose_cache=False,
+                 show_progress=False)
+    with pytest.raises(v2v.Interrupted, match="cancelled"):
+        r.restyle(SAMPLE, tmp_path / "o.mp4", prompt="x", progress=progress, cancel=cancel,
+                  keep_pose=tmp_path / "p.mp4")
+    assert stage in seen and list(tmp_path.iterdir()) == []
+    deadline = time.monotonic() + 10
+    while any(t.name == "v2v-pose" and t.is_alive() for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "v2v-pose" and t.is_alive() for t in threading.enumerate())
+    # the Restyler is still usable, with its models loaded
+    assert r.restyle(SAMPLE, tmp_path / "o.mp4", prompt="x").frames == 12
+
+
+def test_cancel_must_be_an_event(tmp_path):
+    with pytest.raises(v2v.InvalidOptions, match="threading.Event"):
+        Restyler().restyle(SAMPLE, tmp_path / "o.mp4", prompt="x", cancel=True)

@@ -42,7 +42,7 @@ from .media.timing import output_timing
 from .models.modelset import ModelSet
 from .options import RestyleOptions, option_names
 from .plan import InputPlan, check_paths, plan_input, plan_restyle
-from .progress import ProgressCallback, serialized
+from .progress import ProgressCallback, cancellable, serialized
 from .stages.encode import EncodeStage, OutputFiles, write_pose_json, write_pose_pngs, write_pose_video
 from .stages.generate import GenerateStage
 from .stages.pose import PoseStage, builds_torch_detector
@@ -95,6 +95,8 @@ def _errors_for_the_user(device: str):
     """Ctrl-C and out-of-memory as v2v's own errors."""
     try:
         yield
+    except Interrupted:
+        raise
     except KeyboardInterrupt:
         raise Interrupted("interrupted: no output was written") from None
     except Exception as e:
@@ -102,6 +104,11 @@ def _errors_for_the_user(device: str):
             raise OutOfMemory(f"the {device} ran out of memory: lower --frame-budget (e.g. 32; it bounds the frames "
                               "on the GPU at once) or --size, or add --offload") from e
         raise
+
+
+def _check_cancel(cancel) -> None:
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise InvalidOptions(f"cancel must be a threading.Event, got {cancel!r}")
 
 
 class Restyler:
@@ -122,14 +129,17 @@ class Restyler:
 
     # ------------------------------------------------------------------ restyle
     def restyle(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *, prompt: str | None = None,
-                progress: ProgressFn | None = None, **options) -> RestyleResult:
-        """Restyle ``input`` into ``output`` (default NAME.restyled.mp4 beside it). Returns a RestyleResult."""
+                progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+                **options) -> RestyleResult:
+        """Restyle ``input`` into ``output`` (default NAME.restyled.mp4 beside it). Returns a RestyleResult.
+        ``cancel``: set it (from another thread) to stop the run: Interrupted is raised and nothing is left."""
         seconds: dict[str, float] = {}
         t_all = time.perf_counter()
 
         # 1. options
         check_paths(input=input, output=output)
         o = self.options_for(prompt, progress=progress, **options)
+        _check_cancel(cancel)
 
         # 2. plan
         t = time.perf_counter()
@@ -140,7 +150,7 @@ class Restyler:
         # 3. preflight
         self.check_models(plan.models)
 
-        progress = serialized(progress)  # the pose and generate stages report from two threads
+        progress = serialized(cancellable(progress, cancel))  # the pose and generate stages report from two threads
         with _errors_for_the_user(plan.device), ExitStack() as files:  # leaving on an error discards the files
             # 4. start the pose stage, and the models' load once it has built its detector
             pose = PoseStage(plan, lambda check: self.detector(plan.options, plan.device, check), progress,
@@ -150,7 +160,7 @@ class Restyler:
             try:
                 # 5. models
                 t = time.perf_counter()
-                models = self._wait_for_models(loading, pose)
+                models = self._wait_for_models(loading, pose, cancel)
                 seconds["load"] = time.perf_counter() - t
                 if plan.options.frame_budget is None:  # resolved now and recorded: a rerun makes the same frames
                     from .sampler import pick_frame_budget
@@ -194,23 +204,27 @@ class Restyler:
         return None if pose.stream.failed else self.diffusion_models(plan.options, plan.device, plan.dtype)
 
     @staticmethod
-    def _wait_for_models(loading: Background, pose: PoseStage):
+    def _wait_for_models(loading: Background, pose: PoseStage, cancel: threading.Event | None = None):
         """The loaded models; the pose stage's error, as itself, as soon as it fails."""
         while not loading.wait(0.05):
             pose.stream.raise_if_failed()
+            if cancel is not None and cancel.is_set():
+                raise Interrupted("cancelled: no output was written")
         pose.stream.raise_if_failed()  # (an abandoned load returns None at once)
         return loading.result()
 
     # ------------------------------------------------------------------ pose only
     def pose(self, input: str | os.PathLike, output: str | os.PathLike | None = None, *,
              json_path: str | os.PathLike | None = None, png_dir: str | os.PathLike | None = None,
-             progress: ProgressFn | None = None, **options) -> PoseResult:
+             progress: ProgressFn | None = None, cancel: threading.Event | None = None, **options) -> PoseResult:
         """Detect poses: write the pose-map video (source timing, with audio), and/or the OpenPose JSON
         (source pixels, one object per frame), and/or lossless PNG maps. With none given: NAME.pose.mp4."""
         t_all = time.perf_counter()
         # 1. options
         check_paths(input=input, output=output, json_path=json_path, png_dir=png_dir)
         o = self.options_for(None, need_prompt=False, progress=progress, **options)
+        _check_cancel(cancel)
+        progress = cancellable(progress, cancel)
         # 2. plan: the input, then every output checked before the detection
         plan = plan_input(o, probe(Path(input).expanduser()))
         wanted = check_pose_outputs(plan.input, output, json_path, png_dir)

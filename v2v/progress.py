@@ -172,6 +172,22 @@ class StageBar:
         self.bar.close()
 
 
+def cancellable(progress: ProgressCallback | None, cancel) -> ProgressCallback | None:
+    """``progress`` that raises Interrupted once ``cancel`` (a threading.Event) is set: every stage reports as it
+    goes, so a run stops within a frame or a pass of it, and cleans up as after Ctrl-C."""
+    if cancel is None:
+        return progress
+    from .errors import Interrupted
+
+    def call(stage: str, done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Interrupted("cancelled: no output was written")
+        if progress is not None:
+            progress(stage, done, total)
+
+    return call
+
+
 def serialized(progress: ProgressCallback | None) -> ProgressCallback | None:
     """``progress`` called under a lock: the pose and generate stages report from two threads."""
     if progress is None:
