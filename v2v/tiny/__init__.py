@@ -40,9 +40,16 @@ def build_tiny_models(dest: Path) -> None:
     write_tiny_base(dest / "base")
     write_tiny_controlnet(dest / "controlnet")
     (dest / "motion").mkdir(parents=True, exist_ok=True)
-    for n in LIGHTNING_STEPS:
-        write_tiny_motion(dest / "motion" / lightning_filename(n), fmt="diffusers")
+    for n in LIGHTNING_STEPS:  # a module of its own per step count: --lightning shows in the output
+        write_tiny_motion(dest / "motion" / lightning_filename(n), fmt="diffusers", seed=motion_seed(n))
     write_tiny_dwpose(dest / "dwpose")
+
+
+def motion_seed(steps: int) -> int:
+    """The seed of the tiny N-step Lightning module (the 4-step one's is the set's seed)."""
+    from .diffusion import SEED
+
+    return SEED if steps == 4 else SEED + 100 * steps
 
 
 def tiny_model_paths() -> dict[str, Path]:
