@@ -1,8 +1,8 @@
 """Tiny random-weight SD1.5 / AnimateDiff motion adapter / ControlNet models, saved in the real formats.
 
 Deterministic from a seed, about 4 MB in all (weights stored in float16, as the real files), built in seconds.
-Their output is noise: they exist to
-run the real loading and sampling code paths without downloading weights (tests, ``--models tiny`` smoke runs).
+They run the real loading and sampling code paths without downloading weights (tests, ``--models tiny`` smoke
+runs). Their output is no picture, but every input of a run shows in it (v2v/tiny/visible.py).
 
 Real geometry where it matters: the VAE has 4 levels (latents are 1/8 of the frame) and the ControlNet
 conditioning embedding downsamples 8x, as in SD1.5 and ``control_v11p_sd15_openpose``.
@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..models.defaults import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_MOTION
+from . import visible
 
 SEED = 1234
 
@@ -134,28 +135,6 @@ def _seeded(seed: int):
     torch.manual_seed(seed)
 
 
-# Gains that make every input of a run show in its output (tests/test_inputs.py, docs/testing.md): with plain
-# random weights the pose maps, the prompt and the motion LoRA move the frames by a level or less.
-GAINS = dict(cross_attention=3.0, cross_attention_out=6.0, control_embedding=2.0, control_embedding_out=0.7,
-             control_residuals=0.5, lora=0.5, vae_latents=20.0, motion=3.0, unet_out=0.15, vae_out=2.0)
-
-
-def _scale(model: torch.nn.Module, pattern: str, gain: float) -> None:
-    """Multiply the weights whose names match ``pattern`` by ``gain``."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if re.search(pattern, name):
-                p.mul_(gain)
-
-
-def _redraw(model: torch.nn.Module, pattern: str, std: float) -> None:
-    """Weights (not biases) whose names match ``pattern`` drawn again, normal with ``std`` / sqrt(fan-in)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if re.search(pattern, name) and name.endswith(".weight"):
-                p.normal_(0.0, std / p[0].numel() ** 0.5)
-
-
 def tiny_unet(seed: int = SEED):
     from diffusers import UNet2DConditionModel
 
@@ -163,42 +142,8 @@ def tiny_unet(seed: int = SEED):
         _seeded(seed)
         unet = UNet2DConditionModel(**UNET_CONFIG)
         _randomize_zeros(unet)
-        _scale(unet, r"\.attn2\.(to_q|to_k|to_v)\.weight$", GAINS["cross_attention"])
-        _scale(unet, r"\.attn2\.(to_v|to_out\.0)\.weight$", GAINS["cross_attention_out"])
-        _scale(unet, r"^conv_out\.", GAINS["unet_out"])
-        if GAINS.get("denoiser", 1):
-            _predicts_its_input(unet)
+        visible.unet(unet)
     return unet.eval()
-
-
-def _predicts_its_input(unet, through: float = 10.0, offset: float = 8.0) -> None:
-    """Make the tiny UNet's noise prediction its own input (standardised) plus what the rest of the network adds,
-    as a trained denoiser's is at high noise. Sampling then cancels the start noise and leaves the latents the
-    network's work at about unit scale, as with real models; random weights leave 25 times the start noise,
-    which drowns every input in the frames and the float tolerance in the latents.
-
-    The input's channels go straight through: copied by ``conv_in``, carried by the first skip connection into
-    the last ResNet (its 1x1 shortcut, ``through`` times), standardised per channel by ``conv_norm_out`` (one
-    channel per group), lifted by ``offset`` where SiLU is close to linear, and copied out by ``conv_out``."""
-    c = unet.config.in_channels
-    with torch.no_grad():
-        unet.conv_in.weight[:c] = 0.0
-        unet.conv_in.weight[:c, :, 1, 1] = torch.eye(c)
-        unet.conv_in.bias[:c] = 0.0
-        last = unet.up_blocks[-1].resnets[-1]
-        skip = last.conv_shortcut.weight.shape[1] - unet.conv_in.out_channels  # cat(hidden, skip): skip last
-        last.conv_shortcut.weight[:c] = 0.0
-        last.conv_shortcut.weight[:c, skip:skip + c, 0, 0] = through * torch.eye(c)
-        last.conv_shortcut.bias[:c] = 0.0
-        last.conv2.weight[:c] = 0.0  # nothing else reaches those channels on the way out
-        last.conv2.bias[:c] = 0.0
-        unet.up_blocks[-1].attentions[-1].proj_out.weight[:c] = 0.0
-        unet.up_blocks[-1].attentions[-1].proj_out.bias[:c] = 0.0
-        unet.conv_norm_out.weight[:c] = 1.0
-        unet.conv_norm_out.bias[:c] = offset
-        unet.conv_out.weight[:, :c] = 0.0
-        unet.conv_out.weight[:c, :c, 1, 1] = torch.eye(c)
-        unet.conv_out.bias[:] = -offset
 
 
 def write_tiny_vae(folder, seed: int = SEED + 1) -> Path:
@@ -209,8 +154,7 @@ def write_tiny_vae(folder, seed: int = SEED + 1) -> Path:
         _seeded(seed)
         vae = AutoencoderKL(**VAE_CONFIG)
         _randomize_zeros(vae)
-        _scale(vae, r"^encoder\.conv_out\.", GAINS["vae_latents"])
-        _scale(vae, r"^decoder\.conv_out\.", GAINS["vae_out"])
+        visible.vae(vae)
     vae.half().save_pretrained(Path(folder), safe_serialization=True)
     return Path(folder)
 
@@ -259,11 +203,7 @@ def tiny_motion_adapter(seed: int = SEED):
         _seeded(seed + 3)
         adapter = MotionAdapter(**MOTION_CONFIG)
         _randomize_zeros(adapter)
-        _scale(adapter, r"\.proj_out\.", GAINS["motion"])
-        with torch.no_grad():  # the last module adds nothing to the channels the input goes out by
-            c = UNET_CONFIG["in_channels"]
-            adapter.up_blocks[-1].motion_modules[-1].proj_out.weight[:c] = 0.0
-            adapter.up_blocks[-1].motion_modules[-1].proj_out.bias[:c] = 0.0
+        visible.motion_adapter(adapter)
     return adapter.eval()
 
 
@@ -311,13 +251,7 @@ def write_tiny_controlnet(folder, seed: int = SEED) -> Path:
         cn = ControlNetModel.from_unet(tiny_unet(seed),
                                        conditioning_embedding_out_channels=CONTROLNET_EMBEDDING_CHANNELS)
         _randomize_zeros(cn)
-        _redraw(cn, r"^controlnet_cond_embedding\.(conv_in|blocks)\.", GAINS["control_embedding"])
-        _scale(cn, r"^controlnet_cond_embedding\.(conv_in|blocks)\..*bias$", 0.1)
-        _redraw(cn, r"^controlnet_cond_embedding\.conv_out\.", GAINS["control_embedding_out"])
-        _redraw(cn, r"^controlnet_(down_blocks\.\d+|mid_block)\.", GAINS["control_residuals"])
-        with torch.no_grad():  # the first skip carries the UNet's input out (see _predicts_its_input)
-            cn.controlnet_down_blocks[0].weight[:UNET_CONFIG["in_channels"]] = 0.0
-            cn.controlnet_down_blocks[0].bias[:UNET_CONFIG["in_channels"]] = 0.0
+        visible.controlnet(cn)
     cn.eval().half().save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -565,8 +499,8 @@ def tiny_motion_lora(seed: int = SEED, rank: int = 2) -> dict[str, tuple[torch.T
     out = {}
     for k, w in sd.items():
         if re.search(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$", k):
-            out[k] = (torch.randn(w.shape[0], rank, generator=gen) * GAINS["lora"],
-                      torch.randn(rank, w.shape[1], generator=gen) * GAINS["lora"])
+            out[k] = (torch.randn(w.shape[0], rank, generator=gen) * visible.GAINS["lora"],
+                      torch.randn(rank, w.shape[1], generator=gen) * visible.GAINS["lora"])
     return out
 
 
