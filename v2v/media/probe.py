@@ -5,13 +5,14 @@ on anything unusable. PyAV only.
 from __future__ import annotations
 
 import logging
+import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
-from v2v.errors import EmptyInput, InputNotFound, NoVideoStream, VideoDecodeError
+from v2v.errors import EmptyInput, InputNotFound, InputNotReadable, NoVideoStream, VideoDecodeError, one_line
 from v2v.media.pyav import AV_ERRORS, codec_name, open_input, video_stream
 
 log = logging.getLogger("v2v")
@@ -68,11 +69,18 @@ def _normalise_rotation(ccw: float | int | None) -> int:
 
 def _check_path(path) -> Path:
     p = Path(path)
-    if not p.exists():
-        raise InputNotFound(f"input not found: {p}; check the path")
-    if not p.is_file():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputNotFound(f"input not found: {p}; check the path") from None
+    except PermissionError:  # a folder on the way that may not be searched
+        raise InputNotReadable(f"cannot reach {p}: permission denied on a folder on its way; make the folders "
+                               "readable (chmod u+rx) or copy the video somewhere you may read it") from None
+    except OSError as e:
+        raise InputNotFound(f"cannot reach {p} ({e.strerror or one_line(e)}); check the path") from None
+    if not stat.S_ISREG(st.st_mode):
         raise InputNotFound(f"input is not a file: {p}; pass a video file")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise EmptyInput(f"input is empty (0 bytes): {p}; pass a complete video file")
     return p
 
