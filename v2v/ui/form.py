@@ -40,7 +40,7 @@ def strength_choices(steps: int) -> list[tuple[str, float]]:
     steps = max(1, int(steps))
     out = []
     for k in range(steps, 0, -1):
-        value = round(k / steps, 6)
+        value = k / steps
         out.append(("1 (from noise: the new look only)" if k == steps else f"{value:g} (keeps more of the source)",
                     value))
     return out

@@ -107,7 +107,10 @@ def store_upload(src: str | os.PathLike, out: Path, *, limit: int = DEFAULT_LIMI
     try:
         staged = staging / shown  # probe's messages name the file as the creator knows it
         _place(src, staged)
-        info = probe(staged)
+        try:
+            info = probe(staged)
+        except InputError as e:  # FFmpeg's own words may name the path: the page shows the name only
+            raise type(e)(str(e).replace(f"'{staged}'", shown).replace(str(staged), shown)) from None
         dest = folder / f"{safe_name(name or src.name)}-{_sha256(staged)[:10]}{safe_extension(shown)}"
         if not (dest.is_file() and dest.stat().st_size == size):  # the same content is kept once
             os.replace(staged, dest)
