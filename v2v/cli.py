@@ -411,6 +411,7 @@ def _ui(a: argparse.Namespace) -> int:
                    options=options, presets=cfg.presets)
     print(f"v2v ui: open {server.url} in a browser (runs are kept in {server.page.out}; Ctrl-C stops)", flush=True)
     server.wait()
+    print("v2v ui: stopped", flush=True)
     return 0
 
 

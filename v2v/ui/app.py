@@ -60,10 +60,10 @@ def _form(page: Page, d: dict) -> dict:
         f["strength"] = gr.Dropdown(form.strength_choices(d.get("steps", 4)),
                                     value=form.nearest_strength(d.get("steps", 4), d.get("strength", 1.0)),
                                     label="Strength", elem_id="v2v-strength", info="below 1 keeps the source's colours")
-    with gr.Row(equal_height=True):
+    with gr.Row():
         f["seed"] = gr.Number(value=d.get("seed", 0), precision=0, label="Seed", elem_id="v2v-seed",
                               info="the same seed and settings give the same video", scale=3)
-        f["dice"] = gr.Button("🎲 New seed", elem_id="v2v-dice", scale=1, size="sm")
+        f["dice"] = gr.Button("⚄ Roll a new seed", elem_id="v2v-dice", scale=1, size="sm", min_width=90)
     with gr.Row():
         f["pose_strength"] = gr.Slider(0.0, 2.0, step=0.05, value=d.get("pose_strength", 1.0), label="Pose strength",
                                        info="how strongly the poses steer", elem_id="v2v-pose-strength")
@@ -105,13 +105,14 @@ def build(page: Page) -> gr.Blocks:
                                              elem_id="v2v-pick", scale=4)
                         refresh = gr.Button("↻", scale=1, size="sm")
                 info = gr.Markdown(elem_id="v2v-input-info")
-                with gr.Row(equal_height=True):
-                    start = gr.Number(value=0, minimum=0, label="Start (s)", elem_id="v2v-start")
-                    end = gr.Number(value=None, minimum=0, label="End (s)", elem_id="v2v-end",
+                with gr.Row():
+                    start = gr.Number(value=0, minimum=0, label="Start (s)", elem_id="v2v-start", min_width=90)
+                    start_here = gr.Button("◷ Start at the player's time", size="sm", elem_id="v2v-start-here",
+                                           min_width=90)
+                    end = gr.Number(value=None, minimum=0, label="End (s)", elem_id="v2v-end", min_width=90,
                                     placeholder="the end of the clip")
-                    with gr.Column(min_width=90):
-                        start_here = gr.Button("Start here", size="sm", elem_id="v2v-start-here")
-                        end_here = gr.Button("End here", size="sm", elem_id="v2v-end-here")
+                    end_here = gr.Button("◷ End at the player's time", size="sm", elem_id="v2v-end-here",
+                                         min_width=90)
                 f = _form(page, d)
                 f["start"], f["end"] = start, end
                 with gr.Row(equal_height=True):
@@ -122,9 +123,9 @@ def build(page: Page) -> gr.Blocks:
                     restyle_btn = gr.Button("Restyle", variant="primary", elem_id="v2v-restyle", min_width=100,
                                             scale=2)
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="v2v-cancel", min_width=80, scale=1)
-                progress = gr.HTML(views.progress_html(None))
             with gr.Column(scale=3):
                 compare = gr.HTML(views.compare_html(None))
+                progress = gr.HTML(views.progress_html(None))
                 pose_line = gr.HTML(elem_id="v2v-pose-line")
                 gallery = gr.Gallery(label="Earlier runs (in the output folder)", columns=4, height=260,
                                      allow_preview=False, elem_id="v2v-history", object_fit="contain",
@@ -145,8 +146,8 @@ def _wire(page: Page, demo: gr.Blocks, f: dict, c: dict) -> None:
     filled = [*fields, c["extras"], c["extras_note"], c["forget"]]
     quick = dict(concurrency_limit=None, show_progress="hidden")
 
-    c["upload"].upload(page.upload, c["upload"], shown_input, **quick)
-    c["upload"].clear(lambda: page.upload(None), None, shown_input, **quick)
+    c["upload"].upload(page.upload, c["upload"], [*shown_input, c["upload"]], **quick)
+    c["upload"].clear(lambda: page.upload(None), None, [*shown_input, c["upload"]], **quick)
     if c["picker"] is not None:
         c["picker"].input(page.pick, c["picker"], shown_input, **quick)
         c["refresh"].click(lambda: gr.update(choices=page.input_choices()), None, c["picker"], **quick)

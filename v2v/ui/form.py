@@ -136,9 +136,11 @@ def form_values(options: dict) -> tuple[dict, dict]:
     if "prompt" in o:
         values["prompt"] = o.pop("prompt") or ""
     for name in ("negative_prompt", "guidance", "seed", "pose_strength", "fast_decode", "pose", "pose_smoothing",
-                 "start", "end"):
+                 "end"):
         if name in o:
             values[name] = o.pop(name)
+    if "start" in o:
+        values["start"] = o.pop("start") or 0
     if "base" in o:
         values["base"] = o.pop("base") or ""
     if "steps" in o:

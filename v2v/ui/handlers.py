@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import InvalidOptions, V2VError, one_line
 from . import form, runs, views
 from .jobs import JobRunner
-from .uploads import DEFAULT_LIMIT, inside, list_inputs, store_upload
+from .uploads import DEFAULT_LIMIT, inside, list_inputs, original_stem, store_upload
 
 log = logging.getLogger("v2v")
 
@@ -43,14 +43,14 @@ class Page:
 
     def upload(self, file: str | None, name: str | None = None) -> tuple:
         """A dropped file: stored under OUT/uploads once it proves a video. Returns (input, duration, info,
-        players, start, end, error line, pose line)."""
+        players, start, end, error line, pose line, the drop zone: emptied when the file was refused)."""
         if not file:
-            return self._no_input(None)
+            return (*self._no_input(None), _skip())
         try:
             path, info = store_upload(file, self.out, limit=self.max_upload, name=name or Path(file).name)
         except V2VError as e:
-            return self._no_input(one_line(e))
-        return self._show_input(path, info, Path(name or file).name)
+            return (*self._no_input(one_line(e)), None)
+        return (*self._show_input(path, info, Path(name or file).name), _skip())
 
     def input_choices(self) -> list[str]:
         return [p.name for p in list_inputs(self.in_dir)]
@@ -160,7 +160,7 @@ class Page:
                                                                       downloads=[("keypoints", "Keypoints", p.json)]),
                    views.error_html(None))
         else:
-            yield job.id, views.progress_html(job), _skip(), views.error_html(job.error)
+            yield job.id, views.progress_html(job), _skip(), views.error_html(_failure(job))
 
     def restyle(self, input, duration, values: dict, extras: dict | None):
         """Generator: the run's place in the line and its progress, then the result beside the source and its
@@ -180,7 +180,7 @@ class Page:
             yield (job.id, views.progress_html(job), self.show_run(job.result, Path(input)), views.error_html(None),
                    *self.history())
         else:
-            yield job.id, views.progress_html(job), _skip(), views.error_html(job.error), _skip(), _skip()
+            yield job.id, views.progress_html(job), _skip(), views.error_html(_failure(job)), _skip(), _skip()
 
     def cancel(self, *job_ids: str | None) -> None:
         for job_id in job_ids:
@@ -229,10 +229,16 @@ class Page:
             from ..media.probe import probe
 
             try:
-                shown = list(self._show_input(src, probe(src), src.name)[:3]) + [self.show_run(run, src)]
+                name = original_stem(src) + src.suffix
+                shown = list(self._show_input(src, probe(src), name)[:3]) + [self.show_run(run, src)]
             except V2VError:
                 pass
         return [*self.form_update(values), *_extras(extras), views.error_html(None), *shown]
+
+
+def _failure(job) -> str | None:
+    """The error line after a job: its message when it failed (a cancel is no error: the progress says it)."""
+    return job.error if job.state == "failed" else None
 
 
 def _extras(extras: dict) -> tuple:

@@ -35,11 +35,11 @@
   }
 
   // capture phase on the document: seen before the upload widget's own handlers
-  document.addEventListener("change", (e) => {
+  for (const type of ["input", "change"]) document.addEventListener(type, (e) => {
     const t = e.target;
     if (!(t instanceof HTMLInputElement) || t.type !== "file" || !t.closest("#v2v-upload")) return;
     const f = tooBig(t.files);
-    if (f) { refuse(e, f); t.value = ""; }
+    if (f) { refuse(e, f); if (type === "change") t.value = ""; }
   }, true);
   document.addEventListener("drop", (e) => {
     if (!(e.target instanceof Element) || !e.target.closest("#v2v-upload")) return;

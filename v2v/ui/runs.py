@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import V2VError
 from ..media.formats import default_extension
 from ..options import RestyleOptions
-from .uploads import safe_name
+from .uploads import original_stem
 
 log = logging.getLogger("v2v")
 
@@ -172,7 +172,7 @@ def restyle_run(restyler, input: Path, out: Path, prompt: str, options: dict, pr
     """Restyle ``input`` into a new run folder under ``OUT/runs``: the video (with its record beside it), the
     pose-map video, the keypoints (OpenPose JSON, from the keypoint cache) and a thumbnail. On any error or a
     cancel the folder is removed: nothing is left."""
-    stem = safe_name(Path(input).stem)
+    stem = original_stem(input)
     folder = _new_folder(Path(out) / RUNS, stem)
     try:
         video = folder / f"{stem}.restyled{default_extension(options.get('format'))}"
@@ -197,7 +197,7 @@ def pose_preview(restyler, input: Path, out: Path, options: dict, progress, canc
     """The pose-map video and keypoints of ``input`` with the pose options of ``options`` (from the keypoint
     cache when it was posed before), in ``OUT/poses``; kept, so asking again costs nothing."""
     opts = {k: v for k, v in options.items() if k in POSE_OPTIONS}
-    folder = Path(out) / POSES / f"{safe_name(Path(input).stem)}-{_preview_key(input, opts)}"
+    folder = Path(out) / POSES / f"{original_stem(input)}-{_preview_key(input, opts)}"
     summary = folder / "summary.json"
     if summary.is_file():
         try:

@@ -84,6 +84,8 @@ class Server:
         try:
             while not stop.wait(3600):
                 pass
+        except KeyboardInterrupt:  # the way to stop a server: not an error
+            log.info("stopping: a run in progress is cancelled and leaves nothing")
         finally:
             self.close()
 

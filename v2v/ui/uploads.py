@@ -119,6 +119,14 @@ def store_upload(src: str | os.PathLike, out: Path, *, limit: int = DEFAULT_LIMI
     return dest, dataclasses.replace(info, path=dest)
 
 
+def original_stem(path: Path) -> str:
+    """The stem a creator gave a file: an upload's name without the content hash v2v added (``dance`` for
+    ``OUT/uploads/dance-1a2b3c4d5e.mp4``), any other file's own stem, made safe."""
+    path = Path(path)
+    m = re.fullmatch(r"(.+)-[0-9a-f]{10}", path.stem)
+    return safe_name(m.group(1) if m and path.parent.name == UPLOADS else path.stem)
+
+
 def list_inputs(folder: Path | None) -> list[Path]:
     """The videos (by extension) directly in the --in folder, by name; [] without one."""
     if folder is None or not Path(folder).is_dir():
