@@ -107,12 +107,11 @@ def build(page: Page) -> gr.Blocks:
                 info = gr.Markdown(elem_id="v2v-input-info")
                 with gr.Row():
                     start = gr.Number(value=0, minimum=0, label="Start (s)", elem_id="v2v-start", min_width=90)
-                    start_here = gr.Button("◷ Start at the player's time", size="sm", elem_id="v2v-start-here",
-                                           min_width=90)
                     end = gr.Number(value=None, minimum=0, label="End (s)", elem_id="v2v-end", min_width=90,
                                     placeholder="the end of the clip")
-                    end_here = gr.Button("◷ End at the player's time", size="sm", elem_id="v2v-end-here",
-                                         min_width=90)
+                with gr.Row():
+                    start_here = gr.Button("◷ Start at the player's time", size="sm", elem_id="v2v-start-here")
+                    end_here = gr.Button("◷ End at the player's time", size="sm", elem_id="v2v-end-here")
                 f = _form(page, d)
                 f["start"], f["end"] = start, end
                 with gr.Row(equal_height=True):

@@ -41,8 +41,7 @@ def strength_choices(steps: int) -> list[tuple[str, float]]:
     out = []
     for k in range(steps, 0, -1):
         value = k / steps
-        out.append(("1 (from noise: the new look only)" if k == steps else f"{value:g} (keeps more of the source)",
-                    value))
+        out.append(("1 (from noise)" if k == steps else f"{value:g} (keeps more source)", value))
     return out
 
 
