@@ -276,11 +276,28 @@ def test_cancel_stops_the_run_and_leaves_nothing(server, page):
     page.click("#v2v-restyle")
     page.wait_for_function("+document.querySelector('#v2v-stage-generate')?.dataset.done > 0", timeout=120_000)
     shot(page, "1-running")
+
+    # a second visitor's run waits its turn, its place shown; cancelled there, it never runs
+    other = page.context.new_page()
+    other.on("request", lambda r: page.requests.append(r.url))
+    other.goto(server.url)
+    other.wait_for_selector("#v2v-upload input[type=file]", state="attached")
+    upload(other, clip)
+    wait_text(other, "#v2v-input-info", "long.mp4")
+    other.fill("#v2v-prompt textarea", "watercolour")
+    other.click("#v2v-restyle")
+    wait_text(other, "#v2v-progress", "Waiting: 1 job ahead of this one")
+    assert other.get_attribute("#v2v-progress", "data-state") == "queued"
+    other.screenshot(path=str(page.shots / "2-queued.png"), full_page=True)
+    other.click("#v2v-cancel")
+    wait_text(other, "#v2v-progress", "Cancelled: nothing was written")
+    assert progress(page)[0] == "running"
+
     page.click("#v2v-cancel")
     seen = watch_progress(page, timeout=60)
     assert seen[-1][0] == "cancelled"
     wait_text(page, "#v2v-progress", "Cancelled: nothing was written")
-    shot(page, "2-cancelled")
+    shot(page, "3-cancelled")
     runs_after = sorted(p.name for p in (server.out / "runs").glob("*"))
     assert runs_after == runs_before
     leftovers = [p for p in server.out.rglob("*") if ".part" in p.name or p.name.startswith(".staging")]
