@@ -104,6 +104,14 @@ def test_a_truncated_upload_is_refused(clip, tmp_path):
     assert not list((tmp_path / "out").rglob("*.*"))
 
 
+def test_outputs_are_named_after_the_creators_file_not_the_stored_one(tmp_path):
+    from v2v.ui.uploads import original_stem
+
+    assert original_stem(tmp_path / "uploads" / "dance-1a2b3c4d5e.mp4") == "dance"
+    assert original_stem(tmp_path / "clips" / "dance-1a2b3c4d5e.mp4") == "dance-1a2b3c4d5e"  # not an upload
+    assert original_stem(tmp_path / "uploads" / "my clip.mov") == "my_clip"
+
+
 def test_inside_and_the_input_folder(tmp_path):
     (tmp_path / "in").mkdir()
     for name in ("b.MP4", "a.mov", "notes.txt", ".hidden.mp4"):
@@ -297,7 +305,8 @@ def test_trim_and_loras_from_the_form():
     assert form.form_values({"motion_loras": opts["motion_loras"]})[0]["motion_loras"] == "a/zoom:0.6\nb/pan:0.5"
 
 
-@pytest.mark.parametrize("field, value", [("steps", "two"), ("steps", 2.5), ("seed", "nan"), ("guidance", "inf")])
+@pytest.mark.parametrize("field, value", [("steps", "two"), ("steps", 2.5), ("seed", "nan"), ("guidance", "inf"),
+                                          ("format", "png")])
 def test_bad_form_numbers_are_one_line_errors(field, value):
     with pytest.raises(InvalidOptions, match=field.replace("_", " ")):
         form.run_options({**form.defaults({}), field: value})

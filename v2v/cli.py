@@ -390,7 +390,7 @@ def _models(a: argparse.Namespace) -> int:
 
 def _ui(a: argparse.Namespace) -> int:
     from .config import load_config
-    from .ui.server import check_access, serve
+    from .ui.server import check_access, is_local, serve
     from .ui.uploads import parse_size
 
     check_access(a.host, a.auth)  # before anything heavy: a page open to the network needs a login
@@ -410,6 +410,12 @@ def _ui(a: argparse.Namespace) -> int:
     server = serve(host=a.host, port=a.port, out=out, in_dir=a.in_dir, auth=a.auth, max_upload=max_upload,
                    options=options, presets=cfg.presets)
     print(f"v2v ui: open {server.url} in a browser (runs are kept in {server.page.out}; Ctrl-C stops)", flush=True)
+    if not is_local(a.host):
+        from urllib.parse import urlparse
+
+        port = urlparse(server.url).port
+        print(f"v2v ui: listening on {a.host} too: other machines open http://THIS-MACHINE:{port}/ and log in",
+              flush=True)
     server.wait()
     print("v2v ui: stopped", flush=True)
     return 0

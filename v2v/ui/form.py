@@ -124,6 +124,8 @@ def run_options(values: dict, extras: dict | None = None, duration: float | None
         "pose_smoothing": _or(_number(v.get("pose_smoothing"), "pose smoothing"), 0.5),
         "format": v.get("format") or "h264",
     }
+    if opts["format"] == "png":
+        raise InvalidOptions("the page makes videos: choose a video format (for PNG frames: v2v restyle --format png)")
     return str(v.get("prompt") or ""), opts
 
 

@@ -153,14 +153,15 @@ class Page:
         job = self.runner.submit("pose", work, first=True)
         for j in self.runner.follow(job):
             if not j.finished:
-                yield job.id, views.progress_html(j, self.runner.place(j)), _skip(), views.error_html(None)
+                yield job.id, views.progress_html(j, self.runner.place(j), prefix="v2v-pose"), _skip(), \
+                    views.error_html(None)
         if job.state == "done":
             p = job.result
             yield (job.id, views.pose_summary(p), views.compare_html(Path(input), p.video,
                                                                       downloads=[("keypoints", "Keypoints", p.json)]),
                    views.error_html(None))
         else:
-            yield job.id, views.progress_html(job), _skip(), views.error_html(_failure(job))
+            yield job.id, views.progress_html(job, prefix="v2v-pose"), _skip(), views.error_html(_failure(job))
 
     def restyle(self, input, duration, values: dict, extras: dict | None):
         """Generator: the run's place in the line and its progress, then the result beside the source and its

@@ -56,7 +56,7 @@ def error_html(message: str | None) -> str:
     return f'<div id="v2v-error" class="v2v-error" role="alert">{html.escape(message)}</div>'
 
 
-def _stage_html(name: str, st, now: float) -> str:
+def _stage_html(prefix: str, name: str, st) -> str:
     unit = STAGES.get(name, "item")
     if st is None:
         done = total = 0
@@ -67,16 +67,17 @@ def _stage_html(name: str, st, now: float) -> str:
         left = f" · about {seconds(eta)} left" if eta is not None and done < total else ""
         text = f"{done} of {total} {plural(unit, total)}{left}" if total else f"{done} {plural(unit, done)}"
     pct = 100.0 * done / total if total else 0.0
-    return (f'<div class="v2v-stage" id="v2v-stage-{name}" data-done="{done}" data-total="{total}">'
+    return (f'<div class="v2v-stage" id="{prefix}-stage-{name}" data-done="{done}" data-total="{total}">'
             f'<span class="v2v-stage-name">{STAGE_NAMES.get(name, name)}</span>'
             f'<div class="v2v-bar"><div class="v2v-fill" style="width:{pct:.1f}%"></div></div>'
             f'<span class="v2v-stage-count">{text}</span></div>')
 
 
-def progress_html(job, place: int = 0, now: float | None = None) -> str:
-    """The job's state and one bar per stage (its units done, the ETA at its rate so far)."""
+def progress_html(job, place: int = 0, now: float | None = None, prefix: str = "v2v") -> str:
+    """The job's state and one bar per stage (its units done, the ETA at its rate so far). ``prefix`` names the
+    panel's elements (PREFIX-progress, PREFIX-stage-STAGE): the pose preview's panel is another one."""
     if job is None:
-        return '<div id="v2v-progress" class="v2v-progress" data-state="idle"></div>'
+        return f'<div id="{prefix}-progress" class="v2v-progress" data-state="idle"></div>'
     now = time.monotonic() if now is None else now
     what = "Posing" if job.kind == "pose" else "Restyling"
     if job.state == "queued":
@@ -92,8 +93,8 @@ def progress_html(job, place: int = 0, now: float | None = None) -> str:
     else:
         status = "Failed: see the message above."
     stages = ("pose",) if job.kind == "pose" else tuple(STAGES)
-    bars = "".join(_stage_html(name, job.stages.get(name), now) for name in stages)
-    return (f'<div id="v2v-progress" class="v2v-progress" data-state="{job.state}" data-kind="{job.kind}" '
+    bars = "".join(_stage_html(prefix, name, job.stages.get(name)) for name in stages)
+    return (f'<div id="{prefix}-progress" class="v2v-progress" data-state="{job.state}" data-kind="{job.kind}" '
             f'data-place="{place}"><div class="v2v-status">{html.escape(status)}</div>{bars}</div>')
 
 
