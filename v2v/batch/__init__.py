@@ -13,7 +13,6 @@ records every job in ``OUT_DIR/batch.jsonl`` (``ledger.py``). See docs/batch.md.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 from ..errors import InvalidOptions
@@ -31,8 +30,7 @@ MAX_INPUT_MB = 512.0
 def run(jobs: str | os.PathLike, out_dir: str | os.PathLike, *, prompt: str | None = None, address: str | None = None,
         workers: int | None = None, gpus_per_job: float = 1.0, cpus_per_worker: float | None = None,
         max_input_mb: float = MAX_INPUT_MB, max_retries: int = 2, retry_failed: bool = False,
-        keep_pose: bool = False, config=None, dashboard: bool = False, on_event=None,
-        stop: threading.Event | None = None, **options) -> BatchSummary:
+        keep_pose: bool = False, config=None, dashboard: bool = False, on_event=None, **options) -> BatchSummary:
     """Restyle every job of ``jobs`` into ``out_dir`` on Ray workers, each keeping its models loaded.
 
     ``jobs``: a folder of videos (with their sidecars, as watch mode reads them), a glob, one video, or a manifest
@@ -46,7 +44,7 @@ def run(jobs: str | os.PathLike, out_dir: str | os.PathLike, *, prompt: str | No
     always skipped). ``keep_pose``: also write OUT_DIR/NAME.pose.mp4. ``config``: the v2v.config.Config whose
     presets a row's "preset" names (default the user's). ``dashboard``: start Ray's dashboard with a local
     instance (needs ray[default]). ``on_event(dict)``: each event ("batch", then "job" with status started,
-    retry, done, failed, skipped, interrupted). ``stop``: set it to start no more jobs (those running finish).
+    retry, done, failed, skipped, interrupted).
 
     Returns a :class:`BatchSummary`. Raises before any job starts: InvalidOptions (bad options, a manifest with
     an unknown option), InputNotFound (no such JOBS); OutputError (OUT_DIR not writable, or another batch writing
@@ -82,4 +80,4 @@ def run(jobs: str | os.PathLike, out_dir: str | os.PathLike, *, prompt: str | No
                             retry_failed=retry_failed)
         return BatchRunner(planned, out, ledger, address=address, workers=workers, gpus_per_job=float(gpus_per_job),
                            cpus_per_worker=cpus_per_worker, max_retries=max_retries, max_bytes=max_bytes,
-                           dashboard=dashboard, on_event=on_event, stop=stop).run()
+                           dashboard=dashboard, on_event=on_event).run()

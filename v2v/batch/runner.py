@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +29,8 @@ log = logging.getLogger("v2v")
 
 CANCEL_GRACE = 10.0  # seconds the workers get to stop their jobs cleanly after Ctrl-C before they are killed
 WAIT_NOTICE = 60.0  # seconds between "waiting for workers" notices
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+CARRIED = re.compile(r"[A-Za-z_.]*(Error|Exception): \S")
 
 
 @dataclass
@@ -53,7 +55,7 @@ class JobResult:
 class BatchSummary:
     """What one batch run did: ``results`` (this run's jobs, in the order they ended), ``already_done`` (outputs of
     jobs an earlier run did), ``failed_before`` (inputs that failed in an earlier run, left alone without
-    retry_failed), the ledger's path, and ``stopped`` ("" when it ran to the end; "stop" or "interrupted")."""
+    retry_failed), the ledger's path, and ``stopped`` ("" when it ran to the end, "interrupted" after Ctrl-C)."""
 
     out_dir: Path
     ledger: Path
@@ -123,8 +125,11 @@ def connect(address: str | None, dashboard: bool) -> bool:
 
 
 def _first_line(e: BaseException, limit: int = 240) -> str:
-    text = str(e)
-    line = next((s.strip() for s in text.splitlines() if s.strip()), type(e).__name__)
+    """Ray's long message in one line: the error it carries (``ImportError: No module named 'v2v'``) when it
+    carries one, else its first line."""
+    lines = [ANSI.sub("", s).strip() for s in str(e).splitlines()]
+    errors = [s for s in lines if CARRIED.match(s)]
+    line = errors[-1] if errors else next((s for s in lines if s), type(e).__name__)
     return line[:limit]
 
 
@@ -168,12 +173,11 @@ class BatchRunner:
 
     def __init__(self, jobs: list[Job], out_dir: Path, ledger: Ledger, *, address: str | None = None,
                  workers: int | None = None, gpus_per_job: float = 1.0, cpus_per_worker: float | None = None,
-                 max_retries: int = 2, max_bytes: int, dashboard: bool = False, on_event=None,
-                 stop: threading.Event | None = None):
+                 max_retries: int = 2, max_bytes: int, dashboard: bool = False, on_event=None):
         self.jobs, self.out_dir, self.ledger = jobs, out_dir, ledger
         self.address, self.n_workers, self.gpus_per_job = address, workers, gpus_per_job
         self.cpus_per_worker, self.max_retries, self.max_bytes = cpus_per_worker, max_retries, max_bytes
-        self.dashboard, self.on_event, self.stop = dashboard, on_event, stop or threading.Event()
+        self.dashboard, self.on_event = dashboard, on_event
         self.run_id = uuid.uuid4().hex[:6]
         self.summary = BatchSummary(out_dir, ledger.path)
         self.actors: dict = {}  # name -> actor handle
@@ -290,11 +294,6 @@ class BatchRunner:
 
         notice = time.monotonic()
         while pending or self.in_flight:
-            if self.stop.is_set() and pending:
-                log.info("batch: stopping: %d job(s) not started are left for the next run", len(pending))
-                pending.clear()
-                self.summary.stopped = "stop"
-                continue
             self.assign(pending)
             refs = [*self.starting, *self.in_flight]
             if not refs:
