@@ -76,13 +76,14 @@ def main() -> None:
                                     for i in range(a.jobs)))
         options = dict(prompt="claymation astronaut", models=a.models, size=a.size, max_frames=a.frames,
                        steps=a.steps, device=a.device, pose_cache=False)
-        for n in (int(x) for x in a.workers.split(",")):
-            r = one(n, manifest, Path(tmp) / f"out-{n}", options)
+        for i, n in enumerate(int(x) for x in a.workers.split(",")):
+            r = one(n, manifest, Path(tmp) / f"out-{i}", options)  # a fresh OUT_DIR: nothing already done
             results.append(r)
             print(f"{n} worker(s): {r['done']}/{a.jobs} jobs in {r['wall_s']:.1f} s = {r['jobs_per_min']:.1f} "
                   f"jobs/min (steady {r['steady_jobs_per_min']} jobs/min); per job {r['job_seconds']}", flush=True)
     ray.shutdown()
-    report = {"bench": "batch", "cpus": cpus, "jobs": a.jobs, "size": a.size, "frames": a.frames, "steps": a.steps,
+    report = {"bench": "batch", "cpus": cpus, "load_average_after": os.getloadavg(), "jobs": a.jobs, "size": a.size,
+              "frames": a.frames, "steps": a.steps,
               "models": a.models, "device": a.device, "command": " ".join(sys.argv), "results": results}
     if a.json:
         a.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -185,4 +185,5 @@ def test_ctrl_c_stops_the_batch_and_leaves_no_partial_output(tmp_path):
     assert outputs(out) == []  # no output, no temp file
     [line] = read_ledger(out)
     assert line["status"] == "interrupted" and line["input"] == str(tmp_path / "i1.mp4")
+    assert "the batch was interrupted" in line["error"]  # the worker stopped it itself (not killed after a wait)
     assert list(worker_root(started["pid"]).iterdir()) == []  # the worker removed its copy of the job

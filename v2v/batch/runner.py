@@ -398,6 +398,9 @@ class BatchRunner:
         self.loaded.pop(name, None)  # a restarted worker holds no models
         job.avoid.add(name)
         self.starting[self.actors[name].hello.remote()] = name
+        if self.summary.stopped:  # Ctrl-C meanwhile: no retry (interrupt() records it)
+            pending.append(job)
+            return
         if job.attempts <= self.max_retries:
             log.warning("batch: %s: worker %s died (%s): trying again", job.input.name, name, why)
             self.emit("job", status="retry", input=str(job.input), worker=name, error=why, attempts=job.attempts)
@@ -407,20 +410,28 @@ class BatchRunner:
                     "machine's memory, then rerun with --retry-failed", name)
 
     def interrupt(self) -> None:
-        """Ctrl-C: the jobs in progress are stopped on their workers (nothing of theirs is written) and recorded as
-        interrupted; then Interrupted."""
+        """Ctrl-C: the jobs in progress are stopped on their workers, within a frame or a pass, and recorded as
+        interrupted (nothing of theirs is written; one that finished meanwhile is kept); then Interrupted."""
         import ray
 
         self.summary.stopped = "interrupted"
         running = list(self.in_flight.items())
         for ref, (job, name, job_id) in running:
             self.actors[name].cancel.remote(job_id)
+        ready, left = [], []
         if running:
-            ray.wait([r for r, _ in running], num_returns=len(running), timeout=CANCEL_GRACE)
-        for ref, (job, name, _) in running:
-            self.finish(job, "interrupted", "stopped by Ctrl-C: rerun the same command to do it", name)
+            ready, _ = ray.wait([r for r, _ in running], num_returns=len(running), timeout=CANCEL_GRACE)
+        for ref in ready:
+            self.handle(ref, left)  # a worker that died meanwhile leaves its job in left
+        for job in left:
+            self.finish(job, "interrupted", "stopped by Ctrl-C (its worker died meanwhile): rerun the same command "
+                        "to do it")
+        for ref, (job, name, _) in list(self.in_flight.items()):
+            self.finish(job, "interrupted", f"stopped by Ctrl-C; its worker did not stop within {CANCEL_GRACE:g} s "
+                        "and was killed: rerun the same command to do it", name)
         self.in_flight.clear()
-        err = Interrupted(f"interrupted: {len(running)} job(s) in progress were stopped and left no output; rerun the "
+        stopped = sum(r.status == "interrupted" for r in self.summary.results)
+        err = Interrupted(f"interrupted: {stopped} job(s) in progress were stopped and left no output; rerun the "
                           "same command to finish the batch")
         err.summary = self.summary
         raise err from None

@@ -133,7 +133,8 @@ class Worker:
             with tempfile.TemporaryDirectory(dir=self.root, prefix="job-") as tmp:
                 out.update(self._run(job, data, Path(tmp).resolve(), cancel, moves))
         except Interrupted:
-            out.update(status="interrupted", error="stopped: the batch was interrupted", exit_code=130)
+            out.update(status="interrupted", error="stopped: the batch was interrupted; rerun the same command to do "
+                                                   "it", exit_code=130)
         except V2VError as e:
             out.update(error=_mention(one_line(e), moves), exit_code=e.exit_code)
         except Exception as e:  # a bug: this job fails, the worker goes on; the traceback in the worker's log
