@@ -66,6 +66,7 @@ def main() -> None:
     from v2v.tiny import tiny_model_paths
 
     tiny_model_paths()  # built once, before the workers start
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # as v2v batch starts its own instance
     ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     cpus = ray.cluster_resources().get("CPU")

@@ -34,7 +34,8 @@ TINY = dict(models="tiny", size=64, max_frames=6)
 @pytest.fixture(scope="module", autouse=True)
 def local_ray(tiny_models):
     """One local Ray instance for the module; the workers import this checkout's v2v and build nothing (the tiny
-    models' folder is in the environment they inherit)."""
+    models' folder is in the environment they inherit); Ray's usage stats off, as v2v starts its own instance."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield

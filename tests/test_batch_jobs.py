@@ -200,6 +200,9 @@ def test_a_rerun_skips_what_is_done_and_what_failed_unless_asked(tmp_path):
     assert [j.state for j in again] == [DONE, FAILED_BEFORE, RUN] and again[1].error == "boom"
     assert again[0].output == out / "a.restyled.mp4" and again[2].output.name == "a-2.restyled.mp4"
     assert [j.state for j in plan(rows, out, latest=latest, retry_failed=True)] == [DONE, RUN, RUN]
+    moved = tmp_path / "moved"
+    out.rename(moved)  # OUT_DIR moved since: its records still count
+    assert [j.state for j in plan(rows, moved, latest=latest)] == [DONE, FAILED_BEFORE, RUN]
 
 
 # ---------------------------------------------------------------------------------------------- the driver's choices

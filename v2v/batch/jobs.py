@@ -132,9 +132,9 @@ def check_batch_options(batch_options: dict) -> None:
         raise InvalidOptions(f"invalid option value ({one_line(e)})") from None
 
 
-def apply_ledger(jobs: list[Job], latest: dict[str, dict], retry_failed: bool) -> None:
-    """What an earlier run says: a job done (its output still there) is DONE, one that failed is FAILED_BEFORE
-    unless ``retry_failed``; a job listed twice in JOBS runs once."""
+def apply_ledger(jobs: list[Job], latest: dict[str, dict], retry_failed: bool, out_dir: Path) -> None:
+    """What an earlier run says: a job done (its output still in OUT_DIR, wherever OUT_DIR was then) is DONE, one
+    that failed is FAILED_BEFORE unless ``retry_failed``; a job listed twice in JOBS runs once."""
     first: dict[str, Job] = {}
     for job in jobs:
         if job.state != RUN:
@@ -146,7 +146,7 @@ def apply_ledger(jobs: list[Job], latest: dict[str, dict], retry_failed: bool) -
         rec = latest.get(job.key)
         if rec is None:
             continue
-        output = Path(rec["output"]) if isinstance(rec.get("output"), str) else None
+        output = out_dir / Path(rec["output"]).name if isinstance(rec.get("output"), str) else None
         if rec.get("status") == "done" and output is not None and output.exists():
             job.state, job.output = DONE, output
         elif rec.get("status") == "failed" and not retry_failed:
@@ -180,6 +180,6 @@ def plan_jobs(rows: list[Row], out_dir: Path, *, batch_options: dict, config=Non
     """Every row as a planned job, in order; ``latest``: the ledger's last record per done-key."""
     jobs = [plan_job(i, row, batch_options=batch_options, config=config, keep_pose=keep_pose,
                      max_input_bytes=max_input_bytes) for i, row in enumerate(rows)]
-    apply_ledger(jobs, latest or {}, retry_failed)
+    apply_ledger(jobs, latest or {}, retry_failed, out_dir)
     name_jobs(jobs, out_dir)
     return jobs

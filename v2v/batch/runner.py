@@ -113,6 +113,7 @@ def connect(address: str | None, dashboard: bool) -> bool:
     kwargs = dict(logging_level=logging.INFO if debug else logging.ERROR, log_to_driver=debug)
     try:
         if address is None:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a creator's own instance reports to no one
             ray.init(include_dashboard=dashboard, **kwargs)
         else:
             ray.init(address=address, **kwargs)
