@@ -154,7 +154,7 @@ def test_a_worker_killed_mid_job_has_its_job_retried_elsewhere_and_one_output(tm
 
     events: list = []
     summary = run(str(tmp_path / "k*.mp4"), tmp_path / "out", prompt="bronze statue", workers=2,
-                  on_event=killer(events, "k1.mp4", {"pose", "generate", "encode"}, kill), **TINY)
+                  on_event=killer(events, "k1.mp4", {"pose", "generate"}, kill), **TINY)
     assert killed, "the worker was not killed"
     by_name = {r.input.name: r for r in summary.results}
     k1 = by_name["k1.mp4"]
@@ -181,7 +181,7 @@ def test_ctrl_c_stops_the_batch_and_leaves_no_partial_output(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(Interrupted) as e:
         run(tmp_path, out, prompt="marble", workers=1,
-            on_event=killer([], "i1.mp4", {"pose", "generate", "encode"}, interrupt), **TINY)
+            on_event=killer([], "i1.mp4", {"pose", "generate"}, interrupt), **TINY)
     assert started and e.value.summary.stopped == "interrupted" and "rerun the same command" in str(e.value)
     assert outputs(out) == []  # no output, no temp file
     [line] = read_ledger(out)
