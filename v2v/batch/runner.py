@@ -186,7 +186,7 @@ class BatchRunner:
         self.loaded: dict[str, str] = {}  # name -> the model set it holds (or is loading)
         self.free: list[str] = []
         self.starting: dict = {}  # hello ref -> name: a worker starting, or restarting after it died
-        self.in_flight: dict = {}  # restyle ref -> (job, name)
+        self.in_flight: dict = {}  # restyle ref -> (job, worker name, the job id it was sent with)
         self.started_at: dict[int, float] = {}  # job index -> its first start
         self.total = sum(j.state == RUN for j in jobs)
 
@@ -207,6 +207,8 @@ class BatchRunner:
                   "error": error, "seconds": round(seconds, 3), "worker": name, "pid": info.get("pid"),
                   "node": info.get("node"), "gpu": info.get("gpu"), "attempts": job.attempts, "key": job.key,
                   "models": job.models or None, "prompt": job.prompt, "source": job.source, "run": self.run_id}
+        if info.get("gpu_name"):
+            record["gpu_name"] = info["gpu_name"]
         if result:
             record.update(frames=result.get("frames"), stages=result.get("seconds"), loaded=result.get("loaded"))
         if ledger:
