@@ -64,8 +64,8 @@ def killer(events: list, name: str, until: set, act) -> callable:
 # ---------------------------------------------------------------------------------------------- six jobs
 @pytest.fixture(scope="module")
 def six(tmp_path_factory):
-    """A manifest of six jobs (two model sets: 1 and 2 steps; a bad file; a clip twice with two prompts), run once
-    by 2 workers."""
+    """A manifest of six jobs (two model sets: 1 and 2 steps; a bad file; a clip twice with two prompts) and a
+    seventh whose base model cannot load, run once by 2 workers."""
     d = tmp_path_factory.mktemp("six")
     (d / "clips").mkdir()
     shutil.copy(SAMPLE, d / "a.mp4")
@@ -73,13 +73,14 @@ def six(tmp_path_factory):
     make_video(d / "clips" / "c.mp4", seconds=0.5, size=(96, 64))
     (d / "bad.mp4").write_text("this is not a video\n")
     m = d / "jobs.csv"
-    m.write_text("input,prompt,steps,seed,keep_pose,format\n"
-                 "a.mp4,claymation,1,1,,\n"
-                 "b.mp4,anime,2,,true,\n"
-                 "a.mp4,oil painting,2,3,,\n"
-                 "clips/c.mp4,ink,1,,,vp9\n"
-                 "bad.mp4,noise,1,,,\n"
-                 "b.mp4,watercolour,1,5,,\n")
+    m.write_text("input,prompt,steps,seed,keep_pose,format,base\n"
+                 "a.mp4,claymation,1,1,,,\n"
+                 "b.mp4,anime,2,,true,,\n"
+                 "a.mp4,oil painting,2,3,,,\n"
+                 "clips/c.mp4,ink,1,,,vp9,\n"
+                 "bad.mp4,noise,1,,,,\n"
+                 "b.mp4,watercolour,1,5,,,\n"
+                 f"a.mp4,bronze,1,,,,{d / 'no-such-model.safetensors'}\n")  # a model that cannot load
     events: list = []
     t = time.perf_counter()
     summary = run(m, d / "out", workers=2, on_event=events.append, **TINY)
@@ -90,9 +91,10 @@ def test_six_jobs_on_two_workers(six):
     d, m, summary, events, seconds = six
     out = d / "out"
     assert sorted(r.input.name for r in summary.done) == ["a.mp4", "a.mp4", "b.mp4", "b.mp4", "c.mp4"]
-    [bad] = summary.failed
+    bad, model = sorted(summary.failed, key=lambda r: r.input.name, reverse=True)
     assert bad.input == d / "bad.mp4" and "bad.mp4" in bad.error and "\n" not in bad.error
     assert "v2v-batch" not in bad.error  # the driver's path, not the worker's copy
+    assert model.input == d / "a.mp4" and "no-such-model.safetensors" in model.error and "\n" not in model.error
     assert outputs(out) == ["a-2.restyled.json", "a-2.restyled.mp4", "a.restyled.json", "a.restyled.mp4",
                             "b-2.restyled.json", "b-2.restyled.mp4", "b.pose.mp4", "b.restyled.json",
                             "b.restyled.mp4", "c.restyled.json", "c.restyled.webm"]  # nothing else, no temp file
@@ -110,7 +112,7 @@ def test_six_jobs_on_two_workers(six):
     assert json.loads((out / "b.restyled.json").read_text())["options"]["keep_pose"] == str(out / "b.pose.mp4")
 
     lines = read_ledger(out)
-    assert len(lines) == 6 and sorted(r["status"] for r in lines) == ["done"] * 5 + ["failed"]
+    assert len(lines) == 7 and sorted(r["status"] for r in lines) == ["done"] * 5 + ["failed"] * 2
     for r in lines:
         assert r["worker"].startswith("v2v-batch-") and isinstance(r["pid"], int) and r["node"] and r["gpu"] is None
         assert r["attempts"] == 1 and r["seconds"] > 0 and r["key"] and r["input"].startswith(str(d))
@@ -120,9 +122,9 @@ def test_six_jobs_on_two_workers(six):
     loads = sum(bool(r["loaded"]) for r in lines)
     assert 2 <= loads <= 3  # each worker loads a set once, and one switch at most (5 good jobs, two sets)
     ends = [e for e in events if e["event"] == "job" and e["status"] in ("done", "failed")]
-    assert len(ends) == 6 and ends[-1]["batch"] == {"done": 5, "failed": 1, "running": 0, "total": 6}
-    assert events[0]["event"] == "batch" and events[0]["jobs"] == 6 and events[0]["workers"] == 2
-    print(f"six jobs on 2 workers: {seconds:.1f} s")
+    assert len(ends) == 7 and ends[-1]["batch"] == {"done": 5, "failed": 2, "running": 0, "total": 7}
+    assert events[0]["event"] == "batch" and events[0]["jobs"] == 7 and events[0]["workers"] == 2
+    print(f"seven jobs on 2 workers: {seconds:.1f} s")
 
 
 def test_a_rerun_skips_the_jobs_done_and_retries_the_failed_one_only_when_asked(six):
@@ -132,13 +134,13 @@ def test_a_rerun_skips_the_jobs_done_and_retries_the_failed_one_only_when_asked(
     r = run_v2v("batch", m, "--out", out, "--workers", "2", "--models", "tiny", "--size", "64", "--max-frames", "6",
                 "--progress", "json")
     last = json.loads(r.stdout.strip().splitlines()[-1])
-    assert r.returncode == 3, r.stderr  # not every job is done: bad.mp4 failed before
+    assert r.returncode == 3, r.stderr  # not every job is done: two failed before
     assert last["event"] == "done" and last["already_done"] == 5 and last["done"] == []
-    assert last["failed_before"] == [str(d / "bad.mp4")]
+    assert sorted(last["failed_before"]) == [str(d / "a.mp4"), str(d / "bad.mp4")]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # nothing run, nothing written
     again = run(m, out, workers=2, retry_failed=True, **TINY)
-    assert len(again.already_done) == 5 and [r.input.name for r in again.failed] == ["bad.mp4"]
-    assert len(read_ledger(out)) == 7 and outputs(out) == [n for n in sorted(before) if n not in
+    assert len(again.already_done) == 5 and sorted(r.input.name for r in again.failed) == ["a.mp4", "bad.mp4"]
+    assert len(read_ledger(out)) == 9 and outputs(out) == [n for n in sorted(before) if n not in
                                                            ("batch.jsonl", ".batch.lock")]
 
 

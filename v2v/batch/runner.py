@@ -27,7 +27,8 @@ from .ledger import Ledger
 
 log = logging.getLogger("v2v")
 
-CANCEL_GRACE = 10.0  # seconds the workers get to stop their jobs cleanly after Ctrl-C before they are killed
+CANCEL_GRACE = 30.0  # seconds the workers get to stop their jobs cleanly after Ctrl-C (a cold first step of a
+#                     job on a busy machine takes several seconds) before they are killed
 WAIT_NOTICE = 60.0  # seconds between "waiting for workers" notices
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CARRIED = re.compile(r"[A-Za-z_.]*(Error|Exception): \S")
@@ -183,7 +184,8 @@ class BatchRunner:
         self.summary = BatchSummary(out_dir, ledger.path)
         self.actors: dict = {}  # name -> actor handle
         self.info: dict[str, dict] = {}  # name -> worker_info() (pid, node, gpu)
-        self.loaded: dict[str, str] = {}  # name -> the model set it holds (or is loading)
+        self.loaded: dict[str, str | None] = {}  # name -> the model set it holds (or is loading)
+        self.held_before: dict[str, str | None] = {}  # name -> the set it held before its current job
         self.free: list[str] = []
         self.starting: dict = {}  # hello ref -> name: a worker starting, or restarting after it died
         self.in_flight: dict = {}  # restyle ref -> (job, worker name, the job id it was sent with)
@@ -338,6 +340,7 @@ class BatchRunner:
         job.attempts += 1
         self.started_at.setdefault(job.index, time.perf_counter())
         self.free.remove(name)
+        self.held_before[name] = self.loaded.get(name)
         self.loaded[name] = job.models
         self.in_flight[ref] = (job, name, spec["id"])
         info = self.info.get(name, {})
@@ -364,6 +367,8 @@ class BatchRunner:
             self.finish(job, "failed", f"internal error ({_first_line(e)}); rerun with --debug and report it", name)
             return
         self.info[name] = result.get("worker") or self.info.get(name, {})
+        if not result.get("loaded") and result["status"] != "done":  # it failed before loading: the old set stays
+            self.loaded[name] = self.held_before.get(name)
         self.free.append(name)
         status, error = result["status"], result.get("error")
         if status == "done":
@@ -423,6 +428,7 @@ class BatchRunner:
             self.actors[name].cancel.remote(job_id)
         ready, left = [], []
         if running:
+            log.warning("batch: stopping %d job(s) in progress (Ctrl-C again to kill their workers now)", len(running))
             ready, _ = ray.wait([r for r, _ in running], num_returns=len(running), timeout=CANCEL_GRACE)
         for ref in ready:
             self.handle(ref, left)  # a worker that died meanwhile leaves its job in left
