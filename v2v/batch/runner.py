@@ -281,8 +281,9 @@ class BatchRunner:
                         self.gpus_per_job, gpus)
         options = dict(num_cpus=num_cpus, num_gpus=self.gpus_per_job if use_gpu else 0, max_restarts=-1,
                        max_task_retries=0, max_concurrency=4)
-        if self.address is None:  # a local instance: the workers import this v2v, wherever it is
-            here = str(Path(__file__).resolve().parent.parent.parent)
+        here = str(Path(__file__).resolve().parent.parent.parent)
+        if self.address is None and Path(here).name not in ("site-packages", "dist-packages"):
+            # a local instance and a v2v run from a checkout: the workers import this one
             paths = [here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
             options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
         cls = ray.remote(Worker)
