@@ -27,8 +27,8 @@ MODEL_PATH_FIELDS = frozenset({"base", "motion", "controlnet", "vae", "pose_mode
 OUTPUT_FORMATS = ("h264", "h265", "vp9", "av1", "prores", "gif", "png")  # v2v.media.formats.FORMATS describes each
 
 
-RESTYLE = ("restyle", "watch")  # the commands an option is on (v2v/cli.py)
-ALL = ("restyle", "watch", "pose")
+RESTYLE = ("restyle", "watch", "batch")  # the commands an option is on (v2v/cli.py)
+ALL = ("restyle", "watch", "batch", "pose")
 
 
 def _cli(help: str, group: str, *, flag: str | None = None, metavar: str | None = None, choices=None,
@@ -140,8 +140,8 @@ class RestyleOptions:
                            flag="--no-cache", commands=ALL)
     # --- outputs ---
     keep_pose: Path | None = opt(None, "also write the pose-map video here", "output", metavar="PATH", default_help="",
-                                 per_command={"watch": {"action": "store_true",
-                                                        "help": "also write OUT_DIR/NAME.pose.mp4"}})
+                                 per_command={c: {"action": "store_true", "help": "also write OUT_DIR/NAME.pose.mp4"}
+                                              for c in ("watch", "batch")})
     crf: int | None = opt(None, "quality, lower is better: H.264/H.265 0-51 (default 18/20), VP9 0-63 (24), AV1 "
                                 "1-63 (30); ProRes, GIF and PNG ignore it", "output", commands=ALL, default_help="",
                           per_command={"pose": {"help": "quality of the pose video, lower is better (H.264: 0-51, "
