@@ -201,9 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is logged, not to the stream of the moment it was made
+    (main() called in-process, by a test or an embedding program, must not leave a handler on a closed stream)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(quiet: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if debug else "v2v: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
