@@ -310,3 +310,20 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(tmp_path):
     assert p.stdout.count("\n") == 1
     assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert p.returncode == 141
+
+
+def test_main_called_in_process_logs_to_the_stderr_of_the_moment(capsys):
+    """A handler made by one main() call keeps following sys.stderr (pytest's capture, an embedding program)."""
+    import io
+    import logging
+
+    from v2v.cli import main
+
+    main(["models", "--json"])
+    capsys.readouterr()
+    replaced, sys.stderr = sys.stderr, io.StringIO()
+    try:
+        logging.getLogger("v2v").error("to the new stream")
+        assert "to the new stream" in sys.stderr.getvalue()
+    finally:
+        sys.stderr = replaced

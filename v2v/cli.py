@@ -56,6 +56,39 @@ def _add_watch(sub) -> None:
     _add_common(p)
 
 
+def _add_batch(sub) -> None:
+    p = sub.add_parser(
+        "batch", help="restyle many videos on Ray workers (one per GPU)",
+        description="Restyle every job of JOBS (a folder of videos with their sidecars, a glob, or a manifest: "
+                    ".csv or .jsonl with input, prompt and any option per row) into OUT_DIR as watch mode names "
+                    "them, on Ray workers that keep their models loaded: a local Ray instance (one worker per GPU, "
+                    "or --workers CPU workers), or a cluster with --address. Each job is recorded in "
+                    "OUT_DIR/batch.jsonl; running the same command again skips the jobs done. Needs v2v[ray].",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jobs", metavar="JOBS", help="a folder of videos, a glob (quoted), or a manifest (.csv, .jsonl)")
+    p.add_argument("--out", type=Path, metavar="OUT_DIR", required=True, help="where results go")
+    p.add_argument("-p", "--prompt", help="the style for jobs without a prompt of their own")
+    r = p.add_argument_group("workers")
+    r.add_argument("--address", metavar="ADDRESS",
+                   help="a Ray cluster: ray://HOST:10001, or auto on a machine of the cluster (default: a local "
+                        "Ray instance)")
+    r.add_argument("--workers", type=int, metavar="N", help="how many workers (default: one per GPU; without a "
+                                                           "GPU, 1)")
+    r.add_argument("--gpus-per-job", type=float, default=1.0, metavar="G",
+                   help="GPUs each worker reserves; 0.5 puts two on a GPU, 0 makes CPU workers (default 1)")
+    r.add_argument("--cpus-per-worker", type=float, metavar="N",
+                   help="CPUs each worker reserves (default: 1 with a GPU, else the machine's cores shared)")
+    r.add_argument("--max-input-mb", type=float, default=512.0, metavar="MB",
+                   help="a larger input is skipped: videos travel to the workers as bytes (default 512)")
+    r.add_argument("--max-retries", type=int, default=2, metavar="N",
+                   help="times a job whose worker died (killed, out of memory) is tried again (default 2)")
+    r.add_argument("--retry-failed", action="store_true", help="run again the jobs that failed in an earlier run")
+    r.add_argument("--dashboard", action="store_true",
+                   help="start Ray's dashboard with the local instance (needs ray[default])")
+    _add_options(p, "batch")
+    _add_common(p)
+
+
 def _add_pose(sub) -> None:
     p = sub.add_parser(
         "pose", help="detect poses: pose-map video, OpenPose JSON, PNG maps",
@@ -191,14 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_restyle(sub)
     _add_pose(sub)
     _add_watch(sub)
+    _add_batch(sub)
     _add_models(sub)
     _add_ui(sub)
     return ap
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is logged, not to the stream of the moment it was made
+    (main() called in-process, by a test or an embedding program, must not leave a handler on a closed stream)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(quiet: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if debug else "v2v: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
@@ -351,6 +398,55 @@ def _watch(a: argparse.Namespace) -> int:
     return 0 if not summary.failed else 3
 
 
+def _batch(a: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from .batch import run
+    from .batch.report import BatchBar, all_done, summary_line
+    from .config import load_config
+    from .errors import Interrupted
+
+    cfg = load_config(a.config)
+    opts = {**cfg.layers(a.preset), **_given(dict(typed_options(a, "batch"), prompt=a.prompt))}
+    keep_pose = bool(opts.pop("keep_pose", False))
+    rep = _reporter(a)
+    bar = BatchBar(_bars(a))
+
+    def on_event(event: dict) -> None:
+        if rep is None:
+            bar(event)
+        else:
+            rep.event(event.pop("event"), **event)
+
+    if bar.show:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        quiet_log = logging_redirect_tqdm(loggers=[log])  # the log above the bar, not through it
+    else:
+        quiet_log = nullcontext()
+    try:
+        with quiet_log:
+            summary = run(a.jobs, a.out, address=a.address, workers=a.workers, gpus_per_job=a.gpus_per_job,
+                          cpus_per_worker=a.cpus_per_worker, max_input_mb=a.max_input_mb, max_retries=a.max_retries,
+                          retry_failed=a.retry_failed, keep_pose=keep_pose, config=cfg, dashboard=a.dashboard,
+                          on_event=on_event, **opts)
+    except Interrupted as e:
+        bar.close()
+        s = getattr(e, "summary", None)
+        if s is not None and not a.quiet and rep is None:
+            print(f"stopped: {summary_line(s)}", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+    if rep is not None:
+        rep.event("done", done=[str(r.input) for r in summary.done], failed=[str(r.input) for r in summary.failed],
+                  skipped=[str(r.input) for r in summary.skipped], already_done=len(summary.already_done),
+                  failed_before=[str(p) for p in summary.failed_before], ledger=str(summary.ledger))
+    elif not a.quiet:
+        print(summary_line(summary))
+    return 0 if all_done(summary) else 3
+
+
 def _human_size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -434,8 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         import signal
 
         signal.signal(signal.SIGTERM, _sigterm)
-        return {"restyle": _restyle, "pose": _pose, "watch": _watch, "models": _models,
-                "ui": _ui}[a.command](a)
+        return {"restyle": _restyle, "pose": _pose, "watch": _watch, "batch": _batch,
+                "models": _models, "ui": _ui}[a.command](a)
     except V2VError as e:
         if a.debug:
             log.exception("failed")
