@@ -104,6 +104,34 @@ def _add_pose(sub) -> None:
     _add_common(p)
 
 
+def _add_ui(sub) -> None:
+    p = sub.add_parser(
+        "ui", help="a local web page: upload, see the poses, restyle, compare, download",
+        description="Start a web page on this machine for restyling one clip at a time: drop a video, see its poses, "
+                    "restyle it with progress, play the result beside the source, download it; earlier runs in "
+                    "--out stay listed and can be rerun. Models load once and stay loaded. The options below are "
+                    "the form's defaults. Needs the ui extra: pip install 'v2v[ui]'.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; any other needs --auth)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: the first free one from 7860)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="where uploads and runs are kept (default: the Videos folder's v2v, e.g. ~/Videos/v2v)")
+    p.add_argument("--in", dest="in_dir", type=Path, metavar="DIR", help="a folder of videos to pick from")
+    p.add_argument("--auth", metavar="USER:PASS",
+                   help="ask for this login (needed with a --host other than this machine; or set V2V_UI_AUTH)")
+    p.add_argument("--max-upload", default="4GB", metavar="SIZE",
+                   help="largest upload, e.g. 500MB or 10GB (default 4GB)")
+    p.add_argument("-p", "--prompt", help="the form's first prompt")
+    _add_options(p, "ui")
+    c = p.add_argument_group("config and reporting")
+    c.add_argument("--config", type=Path, metavar="FILE",
+                   help="TOML file of option defaults and presets (its presets are listed on the page)")
+    c.add_argument("--preset", metavar="NAME", help="named set of options from the config, as the form's defaults")
+    c.add_argument("--quiet", action="store_true", help="errors only in the server's log")
+    c.add_argument("--debug", action="store_true", help="verbose log and tracebacks")
+
+
 def _help(f: dataclasses.Field, command: str) -> str:
     """A field's help on ``command``, with its default (RestyleOptions holds both)."""
     meta = f.metadata
@@ -198,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_watch(sub)
     _add_batch(sub)
     _add_models(sub)
+    _add_ui(sub)
     return ap
 
 
@@ -455,6 +484,39 @@ def _models(a: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(a: argparse.Namespace) -> int:
+    from .config import load_config
+    from .ui.server import check_access, is_local, serve
+    from .ui.uploads import parse_size
+
+    check_access(a.host, a.auth)  # before anything heavy: a page open to the network needs a login
+    max_upload = parse_size(a.max_upload)
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise InvalidOptions("v2v ui needs the ui extra: pip install 'v2v[ui]' (or bash scripts/setup.sh --dev)") \
+            from None
+    cfg = load_config(a.config)
+    options = _options(a, dict(typed_options(a, "ui"), prompt=a.prompt))
+    out = a.out
+    if out is None:
+        from platformdirs import user_videos_dir
+
+        out = Path(user_videos_dir()) / "v2v"
+    server = serve(host=a.host, port=a.port, out=out, in_dir=a.in_dir, auth=a.auth, max_upload=max_upload,
+                   options=options, presets=cfg.presets)
+    print(f"v2v ui: open {server.url} in a browser (runs are kept in {server.page.out}; Ctrl-C stops)", flush=True)
+    if not is_local(a.host):
+        from urllib.parse import urlparse
+
+        port = urlparse(server.url).port
+        print(f"v2v ui: listening on {a.host} too: other machines open http://THIS-MACHINE:{port}/ and log in",
+              flush=True)
+    server.wait()
+    print("v2v ui: stopped", flush=True)
+    return 0
+
+
 def _sigterm(signum, frame):  # `kill` gets the same clean stop as Ctrl-C (temp files removed, claims released)
     raise KeyboardInterrupt
 
@@ -469,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
 
         signal.signal(signal.SIGTERM, _sigterm)
         return {"restyle": _restyle, "pose": _pose, "watch": _watch, "batch": _batch,
-                "models": _models}[a.command](a)
+                "models": _models, "ui": _ui}[a.command](a)
     except V2VError as e:
         if a.debug:
             log.exception("failed")
