@@ -334,3 +334,20 @@ def test_keep_pose_errors_name_keep_pose(tmp_path, capsys):
                "--keep-pose", f"{tmp_path / 'no' / 'maps'}/"])
     err = capsys.readouterr().err
     assert rc == 4 and "does not exist: create it or choose another --keep-pose" in err
+
+
+def test_main_called_in_process_logs_to_the_stderr_of_the_moment(capsys):
+    """A handler made by one main() call keeps following sys.stderr (pytest's capture, an embedding program)."""
+    import io
+    import logging
+
+    from v2v.cli import main
+
+    main(["models", "--json"])
+    capsys.readouterr()
+    replaced, sys.stderr = sys.stderr, io.StringIO()
+    try:
+        logging.getLogger("v2v").error("to the new stream")
+        assert "to the new stream" in sys.stderr.getvalue()
+    finally:
+        sys.stderr = replaced

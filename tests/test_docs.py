@@ -106,7 +106,7 @@ def test_every_command_has_its_section_in_the_cli_reference():
     assert not missing, f"docs/cli.md has no '## `v2v COMMAND`' section for: {', '.join(missing)}"
 
 
-@pytest.mark.parametrize("command", ["v2v", "restyle", "pose", "watch", "models"])
+@pytest.mark.parametrize("command", ["v2v", "restyle", "pose", "watch", "batch", "models", "ui"])
 def test_every_option_is_documented_in_the_cli_reference(command):
     documented = documented_options(CLI_DOC.read_text(encoding="utf-8"))
     missing = sorted(parser_options()[command] - documented)

@@ -56,6 +56,39 @@ def _add_watch(sub) -> None:
     _add_common(p)
 
 
+def _add_batch(sub) -> None:
+    p = sub.add_parser(
+        "batch", help="restyle many videos on Ray workers (one per GPU)",
+        description="Restyle every job of JOBS (a folder of videos with their sidecars, a glob, or a manifest: "
+                    ".csv or .jsonl with input, prompt and any option per row) into OUT_DIR as watch mode names "
+                    "them, on Ray workers that keep their models loaded: a local Ray instance (one worker per GPU, "
+                    "or --workers CPU workers), or a cluster with --address. Each job is recorded in "
+                    "OUT_DIR/batch.jsonl; running the same command again skips the jobs done. Needs v2v[ray].",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jobs", metavar="JOBS", help="a folder of videos, a glob (quoted), or a manifest (.csv, .jsonl)")
+    p.add_argument("--out", type=Path, metavar="OUT_DIR", required=True, help="where results go")
+    p.add_argument("-p", "--prompt", help="the style for jobs without a prompt of their own")
+    r = p.add_argument_group("workers")
+    r.add_argument("--address", metavar="ADDRESS",
+                   help="a Ray cluster: ray://HOST:10001, or auto on a machine of the cluster (default: a local "
+                        "Ray instance)")
+    r.add_argument("--workers", type=int, metavar="N", help="how many workers (default: one per GPU; without a "
+                                                           "GPU, 1)")
+    r.add_argument("--gpus-per-job", type=float, default=1.0, metavar="G",
+                   help="GPUs each worker reserves; 0.5 puts two on a GPU, 0 makes CPU workers (default 1)")
+    r.add_argument("--cpus-per-worker", type=float, metavar="N",
+                   help="CPUs each worker reserves (default: 1 with a GPU, else the machine's cores shared)")
+    r.add_argument("--max-input-mb", type=float, default=512.0, metavar="MB",
+                   help="a larger input is skipped: videos travel to the workers as bytes (default 512)")
+    r.add_argument("--max-retries", type=int, default=2, metavar="N",
+                   help="times a job whose worker died (killed, out of memory) is tried again (default 2)")
+    r.add_argument("--retry-failed", action="store_true", help="run again the jobs that failed in an earlier run")
+    r.add_argument("--dashboard", action="store_true",
+                   help="start Ray's dashboard with the local instance (needs ray[default])")
+    _add_options(p, "batch")
+    _add_common(p)
+
+
 def _add_pose(sub) -> None:
     p = sub.add_parser(
         "pose", help="detect poses: pose-map video, OpenPose JSON, PNG maps",
@@ -69,6 +102,34 @@ def _add_pose(sub) -> None:
     p.add_argument("--png", type=Path, metavar="DIR", help="write one lossless PNG pose map per frame here")
     _add_options(p, "pose")
     _add_common(p)
+
+
+def _add_ui(sub) -> None:
+    p = sub.add_parser(
+        "ui", help="a local web page: upload, see the poses, restyle, compare, download",
+        description="Start a web page on this machine for restyling one clip at a time: drop a video, see its poses, "
+                    "restyle it with progress, play the result beside the source, download it; earlier runs in "
+                    "--out stay listed and can be rerun. Models load once and stay loaded. The options below are "
+                    "the form's defaults. Needs the ui extra: pip install 'v2v[ui]'.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; any other needs --auth)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: the first free one from 7860)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="where uploads and runs are kept (default: the Videos folder's v2v, e.g. ~/Videos/v2v)")
+    p.add_argument("--in", dest="in_dir", type=Path, metavar="DIR", help="a folder of videos to pick from")
+    p.add_argument("--auth", metavar="USER:PASS",
+                   help="ask for this login (needed with a --host other than this machine; or set V2V_UI_AUTH)")
+    p.add_argument("--max-upload", default="4GB", metavar="SIZE",
+                   help="largest upload, e.g. 500MB or 10GB (default 4GB)")
+    p.add_argument("-p", "--prompt", help="the form's first prompt")
+    _add_options(p, "ui")
+    c = p.add_argument_group("config and reporting")
+    c.add_argument("--config", type=Path, metavar="FILE",
+                   help="TOML file of option defaults and presets (its presets are listed on the page)")
+    c.add_argument("--preset", metavar="NAME", help="named set of options from the config, as the form's defaults")
+    c.add_argument("--quiet", action="store_true", help="errors only in the server's log")
+    c.add_argument("--debug", action="store_true", help="verbose log and tracebacks")
 
 
 def _help(f: dataclasses.Field, command: str) -> str:
@@ -163,13 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_restyle(sub)
     _add_pose(sub)
     _add_watch(sub)
+    _add_batch(sub)
     _add_models(sub)
+    _add_ui(sub)
     return ap
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is logged, not to the stream of the moment it was made
+    (main() called in-process, by a test or an embedding program, must not leave a handler on a closed stream)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def _setup_logging(quiet: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if debug else "v2v: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
@@ -322,6 +398,55 @@ def _watch(a: argparse.Namespace) -> int:
     return 0 if not summary.failed else 3
 
 
+def _batch(a: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from .batch import run
+    from .batch.report import BatchBar, all_done, summary_line
+    from .config import load_config
+    from .errors import Interrupted
+
+    cfg = load_config(a.config)
+    opts = {**cfg.layers(a.preset), **_given(dict(typed_options(a, "batch"), prompt=a.prompt))}
+    keep_pose = bool(opts.pop("keep_pose", False))
+    rep = _reporter(a)
+    bar = BatchBar(_bars(a))
+
+    def on_event(event: dict) -> None:
+        if rep is None:
+            bar(event)
+        else:
+            rep.event(event.pop("event"), **event)
+
+    if bar.show:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        quiet_log = logging_redirect_tqdm(loggers=[log])  # the log above the bar, not through it
+    else:
+        quiet_log = nullcontext()
+    try:
+        with quiet_log:
+            summary = run(a.jobs, a.out, address=a.address, workers=a.workers, gpus_per_job=a.gpus_per_job,
+                          cpus_per_worker=a.cpus_per_worker, max_input_mb=a.max_input_mb, max_retries=a.max_retries,
+                          retry_failed=a.retry_failed, keep_pose=keep_pose, config=cfg, dashboard=a.dashboard,
+                          on_event=on_event, **opts)
+    except Interrupted as e:
+        bar.close()
+        s = getattr(e, "summary", None)
+        if s is not None and not a.quiet and rep is None:
+            print(f"stopped: {summary_line(s)}", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+    if rep is not None:
+        rep.event("done", done=[str(r.input) for r in summary.done], failed=[str(r.input) for r in summary.failed],
+                  skipped=[str(r.input) for r in summary.skipped], already_done=len(summary.already_done),
+                  failed_before=[str(p) for p in summary.failed_before], ledger=str(summary.ledger))
+    elif not a.quiet:
+        print(summary_line(summary))
+    return 0 if all_done(summary) else 3
+
+
 def _human_size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -359,6 +484,39 @@ def _models(a: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(a: argparse.Namespace) -> int:
+    from .config import load_config
+    from .ui.server import check_access, is_local, serve
+    from .ui.uploads import parse_size
+
+    check_access(a.host, a.auth)  # before anything heavy: a page open to the network needs a login
+    max_upload = parse_size(a.max_upload)
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise InvalidOptions("v2v ui needs the ui extra: pip install 'v2v[ui]' (or bash scripts/setup.sh --dev)") \
+            from None
+    cfg = load_config(a.config)
+    options = _options(a, dict(typed_options(a, "ui"), prompt=a.prompt))
+    out = a.out
+    if out is None:
+        from platformdirs import user_videos_dir
+
+        out = Path(user_videos_dir()) / "v2v"
+    server = serve(host=a.host, port=a.port, out=out, in_dir=a.in_dir, auth=a.auth, max_upload=max_upload,
+                   options=options, presets=cfg.presets)
+    print(f"v2v ui: open {server.url} in a browser (runs are kept in {server.page.out}; Ctrl-C stops)", flush=True)
+    if not is_local(a.host):
+        from urllib.parse import urlparse
+
+        port = urlparse(server.url).port
+        print(f"v2v ui: listening on {a.host} too: other machines open http://THIS-MACHINE:{port}/ and log in",
+              flush=True)
+    server.wait()
+    print("v2v ui: stopped", flush=True)
+    return 0
+
+
 def _sigterm(signum, frame):  # `kill` gets the same clean stop as Ctrl-C (temp files removed, claims released)
     raise KeyboardInterrupt
 
@@ -372,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         import signal
 
         signal.signal(signal.SIGTERM, _sigterm)
-        return {"restyle": _restyle, "pose": _pose, "watch": _watch, "models": _models}[a.command](a)
+        return {"restyle": _restyle, "pose": _pose, "watch": _watch, "batch": _batch,
+                "models": _models, "ui": _ui}[a.command](a)
     except V2VError as e:
         if a.debug:
             log.exception("failed")

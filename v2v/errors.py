@@ -10,6 +10,7 @@ Exit codes (the CLI returns ``error.exit_code``):
 4     the output cannot be written (folder not writable, output equals input, disk full)
 5     a model cannot be found or loaded
 6     the device ran out of memory
+7     a batch's workers cannot run (Ray missing, the cluster unreachable, no worker could start)
 130   interrupted (Ctrl-C)
 141   the output's reader went away (``v2v models | head``): stopped quietly
 ====  ===================================================================
@@ -80,6 +81,13 @@ class OutOfMemory(V2VError):
     exit_code = 6
 
 
+class ClusterError(V2VError):
+    """``v2v batch`` cannot run its workers: Ray is not installed, the cluster cannot be reached, or no worker
+    could start."""
+
+    exit_code = 7
+
+
 class Interrupted(V2VError, KeyboardInterrupt):
     """The run was interrupted (Ctrl-C); no partial output was left behind."""
 
@@ -94,6 +102,7 @@ EXIT_CODES = {
     4: "the output cannot be written (folder not writable, output equals input, disk full)",
     5: "a model cannot be found or loaded",
     6: "the device ran out of memory",
+    7: "a batch's workers cannot run (Ray missing, the cluster unreachable, no worker could start)",
     130: "interrupted (Ctrl-C)",
     141: "the reader of the output went away (e.g. `| head`)",
 }

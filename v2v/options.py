@@ -27,8 +27,8 @@ MODEL_PATH_FIELDS = frozenset({"base", "motion", "controlnet", "vae", "pose_mode
 OUTPUT_FORMATS = ("h264", "h265", "vp9", "av1", "prores", "gif", "png")  # v2v.media.formats.FORMATS describes each
 
 
-RESTYLE = ("restyle", "watch")  # the commands an option is on (v2v/cli.py)
-ALL = ("restyle", "watch", "pose")
+RESTYLE = ("restyle", "watch", "batch", "ui")  # the commands an option is on (v2v/cli.py; on ui: the page's defaults)
+ALL = ("restyle", "watch", "batch", "pose", "ui")
 
 
 def _cli(help: str, group: str, *, flag: str | None = None, metavar: str | None = None, choices=None,
@@ -133,15 +133,16 @@ class RestyleOptions:
                                      "(strongest)", "pose", commands=ALL)
     pose_json: Path | None = opt(None, "use these keypoints (OpenPose JSON, source pixels, one object per kept "
                                        "frame) instead of detecting; the pose models are not loaded", "pose",
-                                 metavar="FILE", commands=ALL, default_help="",
+                                 metavar="FILE", commands=("restyle", "watch", "batch", "pose"), default_help="",
                                  per_command={"pose": {"help": "render this OpenPose JSON (one object per kept "
                                                                "frame) instead of detecting"}})
     pose_cache: bool = opt(True, "detect again instead of reusing cached keypoints (and do not cache them)", "pose",
                            flag="--no-cache", commands=ALL)
     # --- outputs ---
     keep_pose: Path | None = opt(None, "also write the pose-map video here", "output", metavar="PATH", default_help="",
-                                 per_command={"watch": {"action": "store_true",
-                                                        "help": "also write OUT_DIR/NAME.pose.mp4"}})
+                                 commands=("restyle", "watch", "batch"),
+                                 per_command={c: {"action": "store_true", "help": "also write OUT_DIR/NAME.pose.mp4"}
+                                              for c in ("watch", "batch")})
     crf: int | None = opt(None, "quality, lower is better: H.264/H.265 0-51 (default 18/20), VP9 0-63 (24), AV1 "
                                 "1-63 (30); ProRes, GIF and PNG ignore it", "output", commands=ALL, default_help="",
                           per_command={"pose": {"help": "quality of the pose video, lower is better (H.264: 0-51, "

@@ -106,6 +106,18 @@ def _errors_for_the_user(device: str):
         raise
 
 
+def _with_frame_budget(plan, models):
+    """``plan`` with its frame budget resolved when automatic, so the record holds it and a rerun makes the same
+    frames."""
+    if plan.options.frame_budget is not None:
+        return plan
+    from .sampler import pick_frame_budget
+
+    o = plan.options
+    return plan.with_options(frame_budget=pick_frame_budget(models, plan.height, plan.width, o.guidance > 1,
+                                                            o.context))
+
+
 def _check_cancel(cancel) -> None:
     if cancel is not None and not callable(getattr(cancel, "is_set", None)):
         raise InvalidOptions(f"cancel must be a threading.Event, got {cancel!r}")
@@ -158,16 +170,11 @@ class Restyler:
             pose.start()
             loading = Background(lambda: self._load_when_ready(plan, pose), name="v2v-load-models")
             try:
-                # 5. models
+                # 5. models (and the automatic frame budget, from the memory they leave free)
                 t = time.perf_counter()
                 models = self._wait_for_models(loading, pose, cancel)
                 seconds["load"] = time.perf_counter() - t
-                if plan.options.frame_budget is None:  # resolved now and recorded: a rerun makes the same frames
-                    from .sampler import pick_frame_budget
-
-                    o = plan.options
-                    plan = plan.with_options(frame_budget=pick_frame_budget(models, plan.height, plan.width,
-                                                                            o.guidance > 1, o.context))
+                plan = _with_frame_budget(plan, models)
 
                 # 6. generate, and 7. encode the frames it finishes
                 out = OutputFiles(plan, files, progress, self._show())
