@@ -10,11 +10,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """The tiny model set, built once; V2V_TINY_DIR points subprocesses at it too."""
-    folder = tmp_path_factory.mktemp("tiny") / "models"
-    os.environ["V2V_TINY_DIR"] = str(folder)
-    from v2v.tiny import tiny_model_paths
+    """The tiny model set, built once; V2V_TINY_DIR points subprocesses at it too. V2V_TEST_TINY_DIR: a set built
+    already, of this TINY_VERSION (scripts/mutants.py builds one for all its test runs)."""
+    from v2v.tiny import TINY_VERSION, tiny_model_paths
 
+    given = os.environ.get("V2V_TEST_TINY_DIR")
+    built = given and (Path(given) / "COMPLETE").is_file() and (Path(given) / "COMPLETE").read_text() == TINY_VERSION
+    folder = Path(given) if built else tmp_path_factory.mktemp("tiny") / "models"
+    os.environ["V2V_TINY_DIR"] = str(folder)
     return tiny_model_paths()
 
 

@@ -192,3 +192,77 @@ def run_v2v(*args, env: dict | None = None, timeout: float = 300, cwd=None) -> s
             out, err = p.communicate()
         raise AssertionError(f"v2v {' '.join(map(str, args))} hung for {timeout} s; its threads:\n{err[-8000:]}")
     return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+SUBTITLES = [(Fraction(1, 10), Fraction(6, 10), "Hello there"), (Fraction(7, 10), Fraction(15, 10), "Second line")]
+
+
+def make_multitrack(path, *, seconds: float = 2.0, fps: int = 25, size: tuple[int, int] = (64, 48),
+                    languages: tuple[str, ...] = ("eng", "fra"), subtitle_language: str = "deu",
+                    picture_subtitles: bool = False) -> Path:
+    """A clip (mkv, H.264) with one AAC track per language (sines of 440, 660... Hz) and SubRip subtitles
+    (``SUBTITLES``); ``picture_subtitles``: also a DVD (picture) subtitle stream, in Japanese."""
+    import av
+
+    path = Path(path)
+    srt = path.with_suffix(".srt")
+
+    def stamp(t: Fraction) -> str:
+        ms = int(t * 1000)
+        return f"00:00:{ms // 1000:02d},{ms % 1000:03d}"
+
+    srt.write_text("".join(f"{i}\n{stamp(a)} --> {stamp(b)}\n{text}\n\n"
+                           for i, (a, b, text) in enumerate(SUBTITLES, 1)))
+    w, h = size
+    cmd = [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s={w}x{h}:r={fps}:d={seconds}"]
+    for k in range(len(languages)):
+        cmd += ["-f", "lavfi", "-i", f"sine=f={440 + 220 * k}:d={seconds}"]
+    cmd += ["-i", str(srt)]
+    inputs = len(languages) + 2
+    if picture_subtitles:  # no encoder makes DVD subtitles from text: one packet written by PyAV, copied in
+        pic = path.with_name("_dvdsub_" + path.stem + ".mkv")
+        with av.open(str(pic), "w") as c:
+            s = c.add_stream("dvdsub")
+            s.time_base = Fraction(1, 1000)
+            packet = av.Packet(b"\x00\x08\x00\x04\x00\x00\x00\x00")
+            packet.pts = packet.dts = 200
+            packet.duration, packet.stream = 500, s
+            c.mux(packet)
+        cmd += ["-i", str(pic)]
+        inputs += 1
+    for i in range(inputs):
+        cmd += ["-map", str(i)]
+    cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-c:s:0", "srt"]
+    if picture_subtitles:
+        cmd += ["-c:s:1", "copy", "-metadata:s:s:1", "language=jpn"]
+    for k, lang in enumerate(languages):
+        cmd += [f"-metadata:s:a:{k}", f"language={lang}"]
+    cmd += ["-metadata:s:s:0", f"language={subtitle_language}", str(path)]
+    _run(cmd)
+    return path
+
+
+def ffprobe_all_streams(path) -> list[dict]:
+    """Every stream of ``path``, as ffprobe lists them (codec_type, codec_name, tags...)."""
+    out = subprocess.run([FFPROBE, "-v", "error", "-show_streams", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["streams"]
+
+
+def ffprobe_cues(path, stream: str = "s:0") -> list[tuple[Fraction, Fraction]]:
+    """(start, end) in seconds of each cue of subtitle ``stream``, as stored (no start-time shift); the empty
+    samples mov_text puts between cues (2 bytes: a zero text length) are not cues."""
+    out = subprocess.run([FFPROBE, "-v", "error", "-select_streams", stream, "-show_entries",
+                          "stream=time_base:packet=pts,duration,size", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    tb = Fraction(data["streams"][0]["time_base"])
+    return [(int(p["pts"]) * tb, (int(p["pts"]) + int(p.get("duration", 0))) * tb) for p in data["packets"]
+            if int(p["size"]) > 2]
+
+
+def ffmpeg_subtitle_text(path, stream: str = "s:0") -> list[str]:
+    """The text of each subtitle of ``stream``, read back by ffmpeg as SubRip."""
+    out = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-map", f"0:{stream}", "-f", "srt", "-"],
+                         capture_output=True, text=True, check=True).stdout
+    return [" ".join(block.strip().splitlines()[2:]) for block in out.strip().split("\n\n")]

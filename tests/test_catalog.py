@@ -50,6 +50,17 @@ def test_other_names_pass_through(tmp_path, monkeypatch):
     assert catalog.resolve_base(str(tmp_path / "m.safetensors"))[0] == str(tmp_path / "m.safetensors")
 
 
+# The model card's "Recommendation" (huggingface.co/ByteDance/AnimateDiff-Lightning), both groups, as it names them
+MODEL_CARD = {"realistic": ["epiCRealism", "Realistic Vision", "DreamShaper", "AbsoluteReality", "MajicMix Realistic"],
+              "anime": ["ToonYou", "IMP", "Mistoon Anime", "DynaVision", "RCNZ Cartoon 3d", "MajicMix Reverie"]}
+
+
+@pytest.mark.parametrize("kind,name", [(k, n) for k, names in MODEL_CARD.items() for n in names])
+def test_every_model_the_card_recommends_has_a_name(kind, name):
+    m = catalog.lookup(name)
+    assert m is not None and m.kind == kind, name
+
+
 def test_alias_without_a_hub_copy_is_a_clear_error():
     with pytest.raises(ModelNotFound) as e:
         catalog.resolve_base("IMP")

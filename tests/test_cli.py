@@ -312,6 +312,30 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(tmp_path):
     assert p.returncode == 141
 
 
+def test_keep_pose_into_a_folder_to_be_made_keeps_its_slash(tmp_path, tiny_models):
+    """--keep-pose NEWDIR/ (a folder that does not exist yet) is a PNG sequence, as -o NEWDIR/ is: the option's
+    type used to drop the slash, and the run stopped on 'has no extension'."""
+    from v2v.cli import build_parser, main, typed_options
+
+    a = build_parser().parse_args(["restyle", "in.mp4", "-p", "x", "--keep-pose", "maps/"])
+    assert typed_options(a, "restyle")["keep_pose"] == "maps/"
+    clip = media.make_video(tmp_path / "clip.mp4", seconds=0.2, fps=25, size=(80, 64))
+    run = ["restyle", str(clip), "-p", "x", "--models", "tiny", "--size", "64", "--steps", "1", "--quiet",
+           "-o", str(tmp_path / "out.mp4")]
+    assert main(run + ["--keep-pose", f"{tmp_path / 'maps'}/"]) == 0
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == [f"pose_{i:06d}.png" for i in range(5)]
+
+
+def test_keep_pose_errors_name_keep_pose(tmp_path, capsys):
+    from v2v.cli import main
+
+    clip = media.make_video(tmp_path / "clip.mp4", seconds=0.2, fps=25, size=(80, 64))
+    rc = main(["restyle", str(clip), "-p", "x", "--models", "tiny", "-o", str(tmp_path / "out.mp4"),
+               "--keep-pose", f"{tmp_path / 'no' / 'maps'}/"])
+    err = capsys.readouterr().err
+    assert rc == 4 and "does not exist: create it or choose another --keep-pose" in err
+
+
 def test_main_called_in_process_logs_to_the_stderr_of_the_moment(capsys):
     """A handler made by one main() call keeps following sys.stderr (pytest's capture, an embedding program)."""
     import io

@@ -55,15 +55,24 @@ def test_options_change_the_result_and_keep_the_frames(restyler, clip, tmp_path)
 
 def test_strength_keeps_more_of_the_source(restyler, clip, tmp_path):
     """With the source's latents as the start, the result stays nearer to what a pure VAE round trip of the
-    source gives than a run from noise does (tiny random models: a relative test, not a look)."""
-    src = frames_of(clip).astype(float)
-    far = run(restyler, clip, tmp_path, "s1")[1].astype(float)
-    near = run(restyler, clip, tmp_path, "s25", strength=0.25)[1].astype(float)
-    # compare at the processing size against the source resized the same way
+    source gives than a run from noise does, the more so the lower the strength (tiny random models: a
+    relative test, not a look; the tiny VAE's round trip is far from the source, so it is the reference)."""
     import cv2
 
-    small = np.stack([cv2.resize(f, (far.shape[2], far.shape[1]), interpolation=cv2.INTER_AREA) for f in src])
-    assert np.abs(near - small).mean() < np.abs(far - small).mean()
+    from v2v.device import resolve_device, resolve_dtype
+    from v2v.vae import decode_latents, encode_frames
+
+    far = run(restyler, clip, tmp_path, "s1")[1].astype(float)
+    mid = run(restyler, clip, tmp_path, "s50", strength=0.5)[1].astype(float)
+    near = run(restyler, clip, tmp_path, "s25", strength=0.25)[1].astype(float)
+    # the source at the processing size (8-bit YUV through the encoder: near, not equal), through the VAE
+    small = [cv2.resize(f, (far.shape[2], far.shape[1]), interpolation=cv2.INTER_AREA) for f in frames_of(clip)]
+    o = restyler.options_for("a robot")
+    device = resolve_device(o.device)
+    models = restyler.diffusion_models(o, device, resolve_dtype(o.dtype, device))
+    trip = np.stack(list(decode_latents(models, encode_frames(models, small)))).astype(float)
+    gaps = [np.abs(f - trip).mean() for f in (near, mid, far)]  # the tiny denoiser pulls hard: levels apart
+    assert gaps[0] + 2 < gaps[1] and gaps[1] + 1 < gaps[2], gaps
 
 
 def test_prompt_travel_errors(restyler, clip, tmp_path):

@@ -464,7 +464,10 @@ def test_compare_full_size_and_pose_format(odd_clip, restyler, tmp_path, caplog)
     res = decode_rgb(out)
     for g, s, rr in zip(got, src, res):
         assert np.abs(g[:, :pw].astype(int) - s).mean() < 8
-        assert np.abs(g[:, 2 * pw:].astype(int) - wrappers.scale_image(rr, pw, ph)).mean() < 12
+        # the result went through --full-size's scaling and back and two encodes (the tiny models' frames are
+        # full of fine detail, which that blurs): far nearer the result than the source, not equal to it
+        right = g[:, 2 * pw:].astype(int)
+        assert np.abs(right - wrappers.scale_image(rr, pw, ph)).mean() < np.abs(right - s).mean() / 3
     assert sorted(x.name for x in tmp_path.iterdir()) == ["out.compare.mp4", "out.json", "out.mp4", "pose.webm"]
 
 

@@ -158,6 +158,25 @@ def test_a_wrong_frame_count_in_the_header_generates_again(tmp_path, tiny_models
     assert passes[restart - 1][0] < passes[restart - 1][1]
 
 
+def test_a_header_count_too_small_caught_after_the_sampler_finished_generates_again(tmp_path, slow, monkeypatch,
+                                                                                     caplog):
+    """The header promised 32 frames and the sampler made all 32 while the pose stage still held the last 8: the
+    count proves wrong only when the pose stage ends, after sampling, and the run generates the 40 again."""
+    monkeypatch.setattr(G_stage, "streamable_frames", lambda plan: 0)
+    want = run(tmp_path, "want")
+    slow(delay=0.0, hold=(5, 3.0))  # batches of 8: the fifth (frames 32-39) comes 3 s late
+    monkeypatch.setattr(G_stage, "streamable_frames", lambda plan: 32)
+    passes = []
+    with caplog.at_level(logging.INFO, logger="v2v"):
+        warm().restyle(SAMPLE, tmp_path / "got", prompt="claymation", format="png",
+                       progress=lambda s, d, t: passes.append((d, t)) if s == "generate" else None)
+    got = frames_of(tmp_path / "got")
+    assert "generating again" in caplog.text and "not the 32" in caplog.text
+    assert len(got) == 40 and all(np.array_equal(a, b) for a, b in zip(got, want))
+    restart = next(i for i in range(1, len(passes)) if passes[i][0] < passes[i - 1][0])
+    assert passes[restart - 1][0] == passes[restart - 1][1]  # the first attempt ran to its last pass
+
+
 def test_streamable_frames_rules(monkeypatch, tmp_path, tiny_models):
     import dataclasses
 

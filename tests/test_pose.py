@@ -498,3 +498,45 @@ def test_models_missing_or_corrupt(tmp_path, tiny_dir, caplog):
         assert d.providers == ["CPUExecutionProvider"]
     with pytest.raises(InvalidOptions):
         DWPose.from_spec(str(tiny_dir)).detect([np.zeros((10, 10), np.uint8)])
+
+
+def reference_person_boxes(boxes: np.ndarray, scores: np.ndarray, ratio: float) -> np.ndarray:
+    """DWPose's detector post-processing for the person class (IDEA-Research/DWPose, annotator/dwpose/onnxdet.py,
+    inference_detector and its class-aware NMS), restated: the candidates scoring above 0.1, in the order numpy's
+    ``argsort()[::-1]`` gives their scores, greedy NMS at IoU 0.45 (areas with +1 pixel), then the kept boxes
+    scoring above 0.3, in float32 as the network's outputs are."""
+    s = scores[:, 0]
+    b, s = boxes[s > 0.1] / ratio, s[s > 0.1]
+    x1, y1, x2, y2 = b.T
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order, keep = s.argsort()[::-1], []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        w = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
+        order = rest[w * h / (area[best] + area[rest] - w * h) <= 0.45]
+    keep = np.asarray(keep, dtype=np.int64)
+    return b[keep[s[keep] > 0.3]]
+
+
+def test_equal_scores_keep_the_people_the_reference_keeps():
+    """Two overlapping boxes of the same score: the reference takes them in argsort()[::-1] order, the later one
+    first, and keeps it (a stable descending sort kept the other)."""
+    boxes = np.array([[0, 0, 100, 200], [4, 0, 104, 200]], np.float32)
+    scores = np.array([[0.9], [0.9]], np.float32)
+    np.testing.assert_array_equal(dw.person_boxes(boxes, scores, ratio=1.0), boxes[[1]])
+    np.testing.assert_array_equal(reference_person_boxes(boxes, scores, 1.0), boxes[[1]])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_person_boxes_equal_the_reference_with_many_equal_scores(seed):
+    """Crowds of overlapping boxes whose scores take a few values, candidates between 0.1 and 0.3 among them
+    (they are sorted with the rest in the reference): the same boxes, in the same order."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 200))
+    xy = rng.uniform(0, 400, (n, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(30, 120, (n, 2)).astype(np.float32)], 1)
+    scores = rng.choice(np.array([0.05, 0.15, 0.2, 0.5, 0.75, 0.9], np.float32), (n, 1))
+    np.testing.assert_array_equal(dw.person_boxes(boxes, scores, ratio=0.5),
+                                  reference_person_boxes(boxes, scores, 0.5))

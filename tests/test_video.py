@@ -447,6 +447,43 @@ def test_bad_inputs(kind, tmp_path):
     msg = str(e.value)
     assert msg and "\n" not in msg
     assert e.value.exit_code == 3
+    assert "Errno" not in msg and "1094995529" not in msg  # FFmpeg's error numbers mean nothing to a creator
+    if kind in ("random_bytes", "text_named_mp4"):
+        assert "damaged file, or not a video" in msg and "plays in a video player" in msg
+
+
+def _as_a_user(code: str) -> subprocess.CompletedProcess:
+    """Python ``code`` run where file permissions hold: as this user, or for root (who reads anything) with the
+    capabilities that bypass them dropped (util-linux setpriv)."""
+    import os
+    import shutil
+    import sys
+
+    cmd = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: permissions cannot be made to hold")
+        cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("locked", ["file", "folder"])
+def test_an_input_that_may_not_be_read_says_so(tmp_path, locked):
+    """A file without read permission (or in a folder that may not be searched) is InputNotReadable, saying
+    permission denied and how to fix it: not 'check that the file is a complete video', nor a traceback."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    src = media.make_video(folder / "locked.mp4", seconds=0.2, fps=25)
+    (src if locked == "file" else folder).chmod(0)
+    try:
+        r = _as_a_user(f"import v2v\nfrom v2v.media import probe\ntry:\n    probe.probe({str(src)!r})\n"
+                       "except v2v.InputError as e:\n    print(type(e).__name__, e.exit_code, e)\n")
+    finally:
+        (src if locked == "file" else folder).chmod(0o755)
+    assert r.returncode == 0, r.stderr
+    name, code, message = r.stdout.split(" ", 2)
+    assert (name, code) == ("InputNotReadable", "3") and "permission denied" in message
+    assert ("chmod u+r" if locked == "file" else "chmod u+rx") in message and "complete video" not in message
 
 
 def test_cover_art_beside_the_video_is_not_the_video(tmp_path):

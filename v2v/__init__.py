@@ -9,14 +9,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import (ClusterError, EmptyInput, InputError, InputNotFound, Interrupted, InvalidOptions,  # noqa: E402
-                     ModelLoadError, ModelNotFound, NoVideoStream, OutOfMemory, OutputError, V2VError,
-                     VideoDecodeError)
+from .errors import (ClusterError, EmptyInput, InputError, InputNotFound, InputNotReadable,  # noqa: E402
+                     Interrupted, InvalidOptions, ModelLoadError, ModelNotFound, NoVideoStream, OutOfMemory,
+                     OutputError, V2VError, VideoDecodeError)
 from .options import RestyleOptions  # noqa: E402
 
 __all__ = ["restyle", "Restyler", "RestyleOptions", "RestyleResult", "V2VError", "InvalidOptions", "InputError",
-           "InputNotFound", "EmptyInput", "VideoDecodeError", "NoVideoStream", "OutputError", "ModelNotFound",
-           "ModelLoadError", "OutOfMemory", "ClusterError", "Interrupted", "__version__"]
+           "InputNotFound", "InputNotReadable", "EmptyInput", "VideoDecodeError", "NoVideoStream", "OutputError",
+           "ModelNotFound", "ModelLoadError", "OutOfMemory", "ClusterError", "Interrupted", "__version__"]
 
 
 def __getattr__(name: str):  # the pipeline (and its heavy imports) loads on first use

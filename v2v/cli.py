@@ -157,8 +157,8 @@ def _add_options(p: argparse.ArgumentParser, command: str) -> None:
             kw["action"] = "store_false" if f.default is True else "store_true"
         elif kind.startswith("tuple") and f.name == "motion_loras":
             kw["action"] = "append"
-        else:
-            kw["type"] = {"int": int, "float": float, "Path": Path}.get(kind, str)
+        else:  # paths stay as typed: a trailing slash names a folder to make (--keep-pose NEWDIR/, as -o)
+            kw["type"] = {"int": int, "float": float}.get(kind, str)
         for key in ("choices", "metavar"):
             if meta[key] is not None and "action" not in kw:
                 kw[key] = meta[key]

@@ -41,6 +41,10 @@ class InputNotFound(InputError, FileNotFoundError):
     """The input path does not exist or is not a file."""
 
 
+class InputNotReadable(InputError, PermissionError):
+    """The input (or a folder on its way) may not be read: its permissions."""
+
+
 class EmptyInput(InputError):
     """The input file has zero bytes."""
 

@@ -97,7 +97,7 @@ def plan_restyle(o: RestyleOptions, info: VideoInfo, output: str | os.PathLike |
         raise InvalidOptions(problem)
     if o.gif_loop and fmt.name != "gif":
         raise InvalidOptions(f"--gif-loop applies to GIF output only, and the output is {fmt.label}: drop it")
-    pose_path = check_output_path(in_path, o.keep_pose) if o.keep_pose else None
+    pose_path = check_output_path(in_path, o.keep_pose, flag="--keep-pose") if o.keep_pose else None
     pose_fmt = formats.output_format(o.keep_pose) if o.keep_pose else None
     if pose_path is not None and pose_path == out_path:
         raise OutputError("--keep-pose must differ from the output path")

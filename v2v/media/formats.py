@@ -40,7 +40,7 @@ class OutputFormat:
     extensions: tuple[str, ...]  # the file extensions it can be written to (the first is the default); () = folder
     pix_fmt: str  # what the frames are stored as
     crf: tuple[int, int, int] | None  # (lowest, highest, default) of the --crf scale; None: no quality knob
-    audio: bool  # whether the format carries the source's audio
+    audio: bool  # whether the format carries the source's audio streams and subtitles
     even: bool  # frame sides must be even (chroma subsampling)
 
     @property

@@ -32,9 +32,11 @@ def writable(folder: Path) -> bool:
         return False
 
 
-def check_output_path(input_path: Path, output: str | os.PathLike, fmt: str | None = None) -> Path:
+def check_output_path(input_path: Path, output: str | os.PathLike, fmt: str | None = None,
+                      flag: str = "-o") -> Path:
     """The output path, made absolute; an OutputError when it is the input, cannot be written, or is not a
-    supported output (by extension, or ``fmt``: a --format name; a folder is a PNG sequence, see v2v.media.formats)."""
+    supported output (by extension, or ``fmt``: a --format name; a folder is a PNG sequence, see v2v.media.formats).
+    ``flag``: the option that gave the path, which the messages name."""
     spec = output_format(output, fmt)
     output = Path(output).expanduser()
     try:
@@ -42,15 +44,16 @@ def check_output_path(input_path: Path, output: str | os.PathLike, fmt: str | No
     except OSError:
         same = False
     if same or output.resolve() == input_path.resolve():
-        raise OutputError(f"output '{output}' is the input itself: choose another name with -o")
+        raise OutputError(f"output '{output}' is the input itself: choose another name with {flag}")
     folder = output.resolve().parent
     if not folder.is_dir():
-        raise OutputError(f"output folder '{folder}' does not exist: create it or choose another -o")
+        raise OutputError(f"output folder '{folder}' does not exist: create it or choose another {flag}")
     if not writable(folder):
-        raise OutputError(f"output folder '{folder}' is not writable: choose another -o")
+        raise OutputError(f"output folder '{folder}' is not writable: choose another {flag}")
     if spec.folder:
         if output.exists() and not output.is_dir():
-            raise OutputError(f"output '{output}' is a file, not a folder for the PNG sequence: choose another -o")
+            raise OutputError(f"output '{output}' is a file, not a folder for the PNG sequence: choose another "
+                              f"{flag}")
         if output.is_dir() and not replaceable_folder(output):
             raise OutputError(f"output folder '{output}' holds other files: give an empty or new folder for the "
                               "PNG sequence")

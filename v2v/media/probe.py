@@ -5,13 +5,14 @@ on anything unusable. PyAV only.
 from __future__ import annotations
 
 import logging
+import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
-from v2v.errors import EmptyInput, InputNotFound, NoVideoStream, VideoDecodeError
+from v2v.errors import EmptyInput, InputNotFound, InputNotReadable, NoVideoStream, VideoDecodeError, one_line
 from v2v.media.pyav import AV_ERRORS, codec_name, open_input, video_stream
 
 log = logging.getLogger("v2v")
@@ -26,6 +27,15 @@ class AudioInfo:
     layout: str
     start: Fraction  # absolute start time of the audio stream (source timeline)
     duration: Fraction | None
+    language: str | None = None  # the stream's language tag (ISO 639-2, "eng"), when it has one
+
+
+@dataclass(frozen=True)
+class SubtitleInfo:
+    index: int
+    codec: str
+    language: str | None
+    text: bool  # text (convertible to any container's text subtitles) rather than pictures
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,9 @@ class VideoInfo:
     start: Fraction  # time of the first video frame
     duration: Fraction | None
     frames: int | None  # frame count when the container knows it
-    audio: AudioInfo | None
+    audio: AudioInfo | None  # the first audio stream
+    audio_streams: tuple[AudioInfo, ...] = ()  # every audio stream, in the file's order
+    subtitles: tuple[SubtitleInfo, ...] = ()
 
 
 def _normalise_rotation(ccw: float | int | None) -> int:
@@ -57,11 +69,18 @@ def _normalise_rotation(ccw: float | int | None) -> int:
 
 def _check_path(path) -> Path:
     p = Path(path)
-    if not p.exists():
-        raise InputNotFound(f"input not found: {p}; check the path")
-    if not p.is_file():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputNotFound(f"input not found: {p}; check the path") from None
+    except PermissionError:  # a folder on the way that may not be searched
+        raise InputNotReadable(f"cannot reach {p}: permission denied on a folder on its way; make the folders "
+                               "readable (chmod u+rx) or copy the video somewhere you may read it") from None
+    except OSError as e:
+        raise InputNotFound(f"cannot reach {p} ({e.strerror or one_line(e)}); check the path") from None
+    if not stat.S_ISREG(st.st_mode):
         raise InputNotFound(f"input is not a file: {p}; pass a video file")
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise EmptyInput(f"input is empty (0 bytes): {p}; pass a complete video file")
     return p
 
@@ -97,7 +116,8 @@ def probe(path) -> VideoInfo:
             raise NoVideoStream(f"{p.name} holds no video stream{cover}; pass a video file")
         ctx = stream.codec_context
         codec = ctx.name if ctx is not None else "unknown"
-        audio = _audio_info(container)
+        audio_streams = _audio_infos(container)
+        subtitles = _subtitle_infos(container)
         fmt = container.format.name
         duration = _stream_duration(container, stream)
         frames_known = stream.frames or None
@@ -127,7 +147,8 @@ def probe(path) -> VideoInfo:
     return VideoInfo(
         path=p, format=fmt, codec=codec, pix_fmt=pix_fmt, width=width, height=height, sar=sar,
         rotation=rotation, display_width=dw, display_height=dh, fps=fps, time_base=tb, start=start,
-        duration=duration, frames=frames_known, audio=audio,
+        duration=duration, frames=frames_known, audio=audio_streams[0] if audio_streams else None,
+        audio_streams=audio_streams, subtitles=subtitles,
     )
 
 
@@ -164,21 +185,37 @@ def _fps(stream, duration, frames) -> Fraction:
     return Fraction(25)
 
 
-def _audio_info(container) -> AudioInfo | None:
-    if not container.streams.audio:
-        return None
-    a = container.streams.audio[0]
-    ctx = a.codec_context
-    tb = Fraction(a.time_base) if a.time_base else Fraction(1, ctx.sample_rate or 1)
-    start = a.start_time * tb if a.start_time is not None else Fraction(0)
-    duration = a.duration * tb if a.duration else None
-    layout = ctx.layout
-    return AudioInfo(
-        index=a.index,
-        codec=codec_name(ctx),
-        sample_rate=ctx.sample_rate,
-        channels=layout.nb_channels if layout is not None else ctx.channels,
-        layout=layout.name if layout is not None else "",
-        start=start,
-        duration=duration,
-    )
+def _language(stream) -> str | None:
+    lang = (stream.metadata or {}).get("language")
+    return lang if lang and lang != "und" else None
+
+
+def _audio_infos(container) -> tuple[AudioInfo, ...]:
+    infos = []
+    for a in container.streams.audio:
+        ctx = a.codec_context
+        tb = Fraction(a.time_base) if a.time_base else Fraction(1, ctx.sample_rate or 1)
+        layout = ctx.layout
+        infos.append(AudioInfo(
+            index=a.index,
+            codec=codec_name(ctx),
+            sample_rate=ctx.sample_rate,
+            channels=layout.nb_channels if layout is not None else ctx.channels,
+            layout=layout.name if layout is not None else "",
+            start=a.start_time * tb if a.start_time is not None else Fraction(0),
+            duration=a.duration * tb if a.duration else None,
+            language=_language(a),
+        ))
+    return tuple(infos)
+
+
+def _subtitle_infos(container) -> tuple[SubtitleInfo, ...]:
+    infos = []
+    for s in container.streams.subtitles:
+        try:
+            name = codec_name(s.codec_context)
+            text = bool(av.Codec(name, "r").text_sub)
+        except AV_ERRORS + (AttributeError,):  # a codec this FFmpeg does not know: kept only as it is, if at all
+            name, text = getattr(s, "codec_name", None) or "unknown", False
+        infos.append(SubtitleInfo(s.index, name, _language(s), text))
+    return tuple(infos)

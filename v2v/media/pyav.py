@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import av.error
 
-from v2v.errors import VideoDecodeError, one_line
+from v2v.errors import InputError, InputNotReadable, VideoDecodeError, one_line
 
 # swscale threads for every colour conversion and resize: one, not PyAV's automatic count. FFmpeg 8's threaded
 # swscale writes wrong values into the first pixels of each slice when converting RGB to 10-bit YUV (ProRes),
@@ -44,12 +44,25 @@ def codec_name(ctx) -> str:
 
 
 def open_input(p: Path):
+    """The input opened for reading; InputNotReadable or VideoDecodeError, naming the cause and the fix."""
     try:
         return av.open(str(p), mode="r")
     except AV_ERRORS as e:
-        raise VideoDecodeError(
-            f"cannot read {p.name} as a video ({one_line(e)}); check that the file is a complete video"
-        ) from None
+        raise unreadable(p, e) from None
+
+
+def unreadable(p: Path, err: BaseException) -> InputError:
+    """The error for an input that could not be opened: its permissions, data FFmpeg does not know (a damaged
+    file or not a video), or anything else, in words rather than FFmpeg's error number."""
+    if getattr(err, "errno", None) in (errno.EACCES, errno.EPERM):
+        return InputNotReadable(f"cannot read {p.name}: permission denied; make it readable (chmod u+r '{p}') "
+                                "or copy it somewhere you may read it")
+    if isinstance(err, av.error.InvalidDataError):
+        return VideoDecodeError(f"cannot read {p.name} as a video: FFmpeg finds no format it knows in its data "
+                                "(a damaged file, or not a video); check that it plays in a video player, or export "
+                                "it again")
+    reason = getattr(err, "strerror", None) or one_line(err)
+    return VideoDecodeError(f"cannot read {p.name} as a video ({reason}); check that the file is a complete video")
 
 
 def video_stream(container):

@@ -30,10 +30,19 @@ class Frame:
 
 @dataclass(frozen=True)
 class AudioCut:
+    """The source's streams that go beside the video, cut to the kept span: its audio streams (``stream_index``
+    the first, None when it has none; ``more_audio`` the others, in the file's order) and its subtitles."""
+
     path: Path
-    stream_index: int
+    stream_index: int | None
     start: Fraction  # absolute source times of the kept span
     end: Fraction
+    more_audio: tuple[int, ...] = ()
+    subtitles: tuple[int, ...] = ()
+
+    @property
+    def audio_streams(self) -> tuple[int, ...]:
+        return ((self.stream_index,) if self.stream_index is not None else ()) + self.more_audio
 
 
 @dataclass(frozen=True)
@@ -43,17 +52,20 @@ class OutputTiming:
     times: list[Fraction]  # each output frame's time, relative to the first
     fps: Fraction  # the output's average frame rate
     time_base: Fraction  # the output stream's time base
-    audio: AudioCut | None  # the source audio of the kept span
+    audio: AudioCut | None  # the source's audio and subtitles of the kept span
     end: Fraction  # where the output ends (the last frame's display end)
 
 
 def output_timing(info, span: tuple[Fraction, Fraction], times: list[Fraction], fps: Fraction | None) -> OutputTiming:
     """The output's timing for the kept frames' source ``times`` and ``span`` (v2v.media.decode.Decoder's), of the
     video ``info``; ``fps``: the --fps the frames were resampled to (None: the source's own timing)."""
-    audio = AudioCut(info.path, info.audio.index, span[0], span[1]) if info.audio else None
+    audio = [a.index for a in info.audio_streams] or ([info.audio.index] if info.audio else [])
+    subtitles = tuple(s.index for s in info.subtitles)
+    cut = AudioCut(info.path, audio[0] if audio else None, span[0], span[1], tuple(audio[1:]), subtitles)
     # resampled frames sit on the grid k/fps, which 1/fps holds exactly; else the source's own time base
     time_base = info.time_base if fps is None else 1 / Fraction(fps)
-    return OutputTiming([t - times[0] for t in times], fps or info.fps, time_base, audio, span[1] - span[0])
+    return OutputTiming([t - times[0] for t in times], fps or info.fps, time_base,
+                        cut if audio or subtitles else None, span[1] - span[0])
 
 
 def frac(x: Any) -> Fraction:

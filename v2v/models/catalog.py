@@ -64,6 +64,9 @@ BASE_MODELS: tuple[BaseModel, ...] = (
               note="no hub copy: give a .safetensors file (the hub's DynaVision XL copies are SDXL and do not fit)"),
     BaseModel("rcnz-cartoon-3d", "RCNZ Cartoon 3d v2", "anime", "Yntec/ResidentCNZCartoon3D",
               note="community diffusers copy (Yntec) of rcnzCartoon3d_v20 (uncertain)", aliases=("rcnzcartoon",)),
+    BaseModel("majicmix-reverie", "MajicMix Reverie v1.0", "anime", None, source="https://civitai.com/models/65055",
+              note="no hub copy in diffusers format (only third-party single files): give the civitai "
+                   ".safetensors file"),
     BaseModel("meinamix", "MeinaMix V11", "anime", "Meina/MeinaMix_V11",
               source="https://civitai.com/models/7240", note="the author's repo"),
     BaseModel("anime-pastel-dream", "Anime Pastel Dream (soft baked VAE)", "anime",

@@ -17,7 +17,8 @@ Pre/post-processing follows DWPose's ONNX reference code (``annotator/dwpose/onn
   padding value 114), BGR channel order, float 0..255 without normalisation; output ``1x8400x85`` decoded with the
   grid + strides (8, 16, 32) rule (``xy = (out + grid) * stride``, ``wh = exp(out) * stride``), score
   ``objectness * class`` (the ONNX output is already sigmoid-ed), class-aware NMS at IoU 0.45 with the ``+1``
-  pixel area convention, person class 0 kept when its score > 0.3.
+  pixel area convention over the candidates scoring above 0.1, taken in the order numpy's
+  ``scores.argsort()[::-1]`` gives them (equal scores too), person class 0 kept when its score > 0.3.
 * pose: box -> centre/scale with padding 1.25, aspect ratio fixed to 288/384, affine crop to 288x384
   (``cv2.INTER_LINEAR``, black border), mean (123.675, 116.28, 103.53) / std (58.395, 57.12, 57.375);
   SimCC argmax decoding with split ratio 2.0, confidence = min(max_x, max_y), mapped back through the crop.
@@ -64,6 +65,7 @@ DET_SIZE = (640, 640)            # (h, w)
 DET_STRIDES = (8, 16, 32)
 DET_PAD_VALUE = 114
 DET_SCORE_THR = 0.3
+NMS_SCORE_THR = 0.1  # NMS runs over the candidates above this, then DET_SCORE_THR filters what it kept
 NMS_IOU_THR = 0.45
 PERSON_CLASS = 0
 
@@ -124,11 +126,13 @@ def decode_yolox(raw: np.ndarray, size=DET_SIZE, strides=DET_STRIDES,
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thr: float = NMS_IOU_THR) -> np.ndarray:
-    """Indices kept by greedy NMS, best first (areas with the ``+1`` pixel convention of the reference)."""
-    boxes = np.asarray(boxes, dtype=np.float64)
+    """Indices kept by greedy NMS, best first, as the reference computes them: candidates in the order of
+    ``scores.argsort()[::-1]`` (which box of equal scores comes first decides which one is kept), areas with the
+    ``+1`` pixel convention, in the boxes' own precision."""
+    boxes = np.asarray(boxes)
     x1, y1, x2, y2 = boxes.T
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(-np.asarray(scores), kind="stable")
+    order = np.asarray(scores).argsort()[::-1]
     keep = []
     while order.size:
         i = order[0]
@@ -147,15 +151,17 @@ def person_boxes(boxes: np.ndarray, scores: np.ndarray, ratio: float, score_thr:
     """Person boxes ``(n, 4)`` xyxy in image pixels, best first, from one image's decoded boxes/scores
     (``scores``: every class's ``(A, C)``, or the person class's alone ``(A,)``).
 
-    Same result as the reference's class-aware NMS at score 0.1 followed by "class 0 and score > 0.3": boxes
-    between 0.1 and 0.3 can only suppress boxes scoring even lower, which the 0.3 filter drops anyway.
+    The reference's steps for class 0: NMS over every candidate above 0.1, then the boxes it kept that score
+    above ``score_thr``. NMS over the 0.3 candidates alone keeps other people where scores are equal: the order
+    numpy's sort gives equal scores depends on the whole array sorted.
     """
     s = scores[:, PERSON_CLASS] if scores.ndim == 2 else scores  # all classes' scores, or the person's alone
-    m = s > score_thr
+    m = s > min(NMS_SCORE_THR, score_thr)
     if not np.any(m):
         return np.zeros((0, 4), np.float32)
-    b = boxes[m] / ratio
-    return b[nms(b, s[m], iou_thr)].astype(np.float32)
+    b, s = boxes[m] / ratio, s[m]
+    keep = nms(b, s, iou_thr)
+    return b[keep[s[keep] > score_thr]].astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ pose maths

@@ -18,7 +18,7 @@ from ..option_values import LIGHTNING_STEPS
 
 log = logging.getLogger("v2v")
 
-TINY_VERSION = "2"  # 2: the TorchScript DWPose twins  # bump when the tiny models change, so stale copies are rebuilt
+TINY_VERSION = "3"  # bump when the tiny models change, so stale copies are rebuilt
 
 
 def tiny_dir() -> Path:
@@ -32,17 +32,25 @@ def tiny_dir() -> Path:
 
 
 def build_tiny_models(dest: Path) -> None:
-    """Write the whole tiny set into ``dest`` (base/, controlnet/, motion/, dwpose/)."""
+    """Write the whole tiny set into ``dest`` (base/, vae/, controlnet/, motion/, dwpose/)."""
     from ..models.motion import lightning_filename
-    from .diffusion import write_tiny_base, write_tiny_controlnet, write_tiny_motion
+    from .diffusion import SEED, write_tiny_base, write_tiny_controlnet, write_tiny_motion, write_tiny_vae
     from .pose import write_tiny_dwpose
 
     write_tiny_base(dest / "base")
+    write_tiny_vae(dest / "vae", seed=SEED + 7)  # another VAE than the base's (--vae, stabilityai/sd-vae-ft-mse)
     write_tiny_controlnet(dest / "controlnet")
     (dest / "motion").mkdir(parents=True, exist_ok=True)
-    for n in LIGHTNING_STEPS:
-        write_tiny_motion(dest / "motion" / lightning_filename(n), fmt="diffusers")
+    for n in LIGHTNING_STEPS:  # a module of its own per step count: --lightning shows in the output
+        write_tiny_motion(dest / "motion" / lightning_filename(n), fmt="diffusers", seed=motion_seed(n))
     write_tiny_dwpose(dest / "dwpose")
+
+
+def motion_seed(steps: int) -> int:
+    """The seed of the tiny N-step Lightning module (the 4-step one's is the set's seed)."""
+    from .diffusion import SEED
+
+    return SEED if steps == 4 else SEED + 100 * steps
 
 
 def tiny_model_paths() -> dict[str, Path]:
@@ -63,7 +71,7 @@ def tiny_model_paths() -> dict[str, Path]:
                     os.rename(tmp, root)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"base": root / "base", "controlnet": root / "controlnet", "motion": root / "motion",
+    return {"base": root / "base", "vae": root / "vae", "controlnet": root / "controlnet", "motion": root / "motion",
             "dwpose": root / "dwpose", "openpose": _tiny_openpose(root), "taesd": _tiny_taesd(root)}
 
 
@@ -108,7 +116,7 @@ def _built_once(folder: Path, write, files) -> Path:
 
 def build_fake_hub_cache(cache_dir: Path) -> Path:
     """Lay the tiny set out in ``cache_dir`` under the default models' real repo ids and file names; also the
-    TAESD of ``--fast-decode``, the VAE ``stabilityai/sd-vae-ft-mse`` (the tiny base's) and the motion LoRA
+    TAESD of ``--fast-decode``, the VAE ``stabilityai/sd-vae-ft-mse`` (another than the base's) and the motion LoRA
     ``guoyww/animatediff-motion-lora-zoom-in`` (diffusers format)."""
     from ..models.defaults import DEFAULT_TAESD
     from .diffusion import lay_out_hub_repo, write_tiny_motion_lora
@@ -117,7 +125,7 @@ def build_fake_hub_cache(cache_dir: Path) -> Path:
     for repo, folder in ((DEFAULT_BASE, t["base"]), (DEFAULT_CONTROLNET, t["controlnet"]),
                          (DEFAULT_MOTION, t["motion"]), (DEFAULT_DWPOSE, t["dwpose"]),
                          (DEFAULT_OPENPOSE, t["openpose"]), (DEFAULT_TAESD, t["taesd"]),
-                         ("stabilityai/sd-vae-ft-mse", t["base"] / "vae")):
+                         ("stabilityai/sd-vae-ft-mse", t["vae"])):
         lay_out_hub_repo(cache_dir, repo, {"": folder})
     from ..pose.dwpose import TORCH_DET, TORCH_POSE
 

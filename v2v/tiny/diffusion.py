@@ -1,8 +1,8 @@
 """Tiny random-weight SD1.5 / AnimateDiff motion adapter / ControlNet models, saved in the real formats.
 
 Deterministic from a seed, about 4 MB in all (weights stored in float16, as the real files), built in seconds.
-Their output is noise: they exist to
-run the real loading and sampling code paths without downloading weights (tests, ``--models tiny`` smoke runs).
+They run the real loading and sampling code paths without downloading weights (tests, ``--models tiny`` smoke
+runs). Their output is no picture, but every input of a run shows in it (v2v/tiny/visible.py).
 
 Real geometry where it matters: the VAE has 4 levels (latents are 1/8 of the frame) and the ControlNet
 conditioning embedding downsamples 8x, as in SD1.5 and ``control_v11p_sd15_openpose``.
@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ..models.defaults import DEFAULT_BASE, DEFAULT_CONTROLNET, DEFAULT_MOTION
+from . import visible
 
 SEED = 1234
 
@@ -141,12 +142,25 @@ def tiny_unet(seed: int = SEED):
         _seeded(seed)
         unet = UNet2DConditionModel(**UNET_CONFIG)
         _randomize_zeros(unet)
+        visible.unet(unet)
     return unet.eval()
+
+
+def write_tiny_vae(folder, seed: int = SEED + 1) -> Path:
+    """An ``AutoencoderKL`` as a diffusers folder (the base's own is ``seed`` SEED + 1; another seed, another VAE)."""
+    from diffusers import AutoencoderKL
+
+    with torch.random.fork_rng(devices=[]):
+        _seeded(seed)
+        vae = AutoencoderKL(**VAE_CONFIG)
+        _randomize_zeros(vae)
+        visible.vae(vae)
+    vae.half().save_pretrained(Path(folder), safe_serialization=True)
+    return Path(folder)
 
 
 def write_tiny_base(folder, seed: int = SEED) -> Path:
     """A diffusers SD1.5-style folder: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/."""
-    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
 
     folder = Path(folder)
@@ -155,11 +169,7 @@ def write_tiny_base(folder, seed: int = SEED) -> Path:
 
     tiny_unet(seed).half().save_pretrained(folder / "unet", safe_serialization=True)
 
-    with torch.random.fork_rng(devices=[]):
-        _seeded(seed + 1)
-        vae = AutoencoderKL(**VAE_CONFIG)
-        _randomize_zeros(vae)
-    vae.half().save_pretrained(folder / "vae", safe_serialization=True)
+    write_tiny_vae(folder / "vae", seed + 1)
 
     vocab, merges = _tiny_vocab()
     tok = folder / "tokenizer"
@@ -193,6 +203,7 @@ def tiny_motion_adapter(seed: int = SEED):
         _seeded(seed + 3)
         adapter = MotionAdapter(**MOTION_CONFIG)
         _randomize_zeros(adapter)
+        visible.motion_adapter(adapter)
     return adapter.eval()
 
 
@@ -240,6 +251,7 @@ def write_tiny_controlnet(folder, seed: int = SEED) -> Path:
         cn = ControlNetModel.from_unet(tiny_unet(seed),
                                        conditioning_embedding_out_channels=CONTROLNET_EMBEDDING_CHANNELS)
         _randomize_zeros(cn)
+        visible.controlnet(cn)
     cn.eval().half().save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -487,8 +499,8 @@ def tiny_motion_lora(seed: int = SEED, rank: int = 2) -> dict[str, tuple[torch.T
     out = {}
     for k, w in sd.items():
         if re.search(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)\.weight$", k):
-            out[k] = (torch.randn(w.shape[0], rank, generator=gen) * 0.1,
-                      torch.randn(rank, w.shape[1], generator=gen) * 0.1)
+            out[k] = (torch.randn(w.shape[0], rank, generator=gen) * visible.GAINS["lora"],
+                      torch.randn(rank, w.shape[1], generator=gen) * visible.GAINS["lora"])
     return out
 
 

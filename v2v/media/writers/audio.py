@@ -1,5 +1,6 @@
-"""The source's audio of the kept span, muxed beside the video: stream-copied where the container holds its codec,
-else transcoded (AAC in mp4/mov, Opus in webm), cut at the same instants as the video.
+"""The source's audio of the kept span, muxed beside the video, one AudioSource per audio stream (each keeps its
+language): stream-copied where the container holds its codec, else transcoded (AAC in mp4/mov, Opus in webm), cut
+at the same instants as the video.
 """
 
 from __future__ import annotations
@@ -23,22 +24,25 @@ _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5
 
 
 class AudioSource:
-    """Audio of the kept span, read lazily from the source and muxed into the output."""
+    """Audio of the kept span, read lazily from the source and muxed into the output: the stream ``index`` of the
+    source (default: the cut's first audio stream)."""
 
-    def __init__(self, cut: AudioCut, output, copy_codecs: tuple[str, ...] = MP4_COPY_AUDIO, codec: str = "aac"):
+    def __init__(self, cut: AudioCut, output, copy_codecs: tuple[str, ...] = MP4_COPY_AUDIO, codec: str = "aac",
+                 index: int | None = None):
         """``copy_codecs``: source codecs stream-copied (when the container takes them); others are transcoded
         to ``codec`` at the source's sample rate, or the nearest rate the encoder supports (Opus: 48 kHz)."""
         self.cut = cut
         self.out = output
+        index = cut.stream_index if index is None else index
         self.container = open_input(Path(cut.path))
         try:
-            self.in_stream = next(s for s in self.container.streams if s.index == cut.stream_index)
+            self.in_stream = next(s for s in self.container.streams if s.index == index)
         except StopIteration:
             self.container.close()
-            raise InvalidOptions(f"{Path(cut.path).name} has no stream {cut.stream_index}") from None
+            raise InvalidOptions(f"{Path(cut.path).name} has no stream {index}") from None
         if self.in_stream.type != "audio":
             self.container.close()
-            raise InvalidOptions(f"stream {cut.stream_index} of {Path(cut.path).name} is not audio")
+            raise InvalidOptions(f"stream {index} of {Path(cut.path).name} is not audio")
         self.tb = Fraction(self.in_stream.time_base)
         ictx = self.in_stream.codec_context
         name = codec_name(ictx)
@@ -51,6 +55,10 @@ class AudioSource:
             self.out_stream.time_base = self.in_stream.time_base
         else:
             self._setup_transcode(ictx, codec)
+        for key in ("language", "title"):  # which track is which: players list them by these
+            value = (self.in_stream.metadata or {}).get(key)
+            if value:
+                self.out_stream.metadata[key] = value
         # start a little early so a packet/frame that straddles the start is not lost
         if cut.start > 0:
             try:
@@ -186,6 +194,11 @@ class AudioSource:
             self.written_until = Fraction(self.next_sample, self.rate)
         if resampled:
             self._clock = t0
+
+    def finish(self) -> None:
+        """Mux the rest of the cut and flush the encoder."""
+        self.pump(self.cut.end - self.cut.start + 1)
+        self._finish()
 
     def _finish(self) -> None:
         if self.done:

@@ -18,6 +18,7 @@ from v2v.media.formats import COPY_AUDIO, FORMATS, TRANSCODE_AUDIO, OutputFormat
 from v2v.media.pyav import AV_ERRORS, SWS_THREADS, write_failed
 from v2v.media.timing import AudioCut, frac
 from v2v.media.writers.audio import AudioSource
+from v2v.media.writers.subtitles import subtitle_sources
 from v2v.media.writers.base import BackgroundWork, ClosingWriter, rgb_frame
 
 MP4_STANDARD_TAGS = {
@@ -72,7 +73,8 @@ def x264_params(width: int) -> dict[str, str]:
 class VideoWriter(BackgroundWork, ClosingWriter):
     """An encoded video: H.264 yuv420p (``spec`` None) or ``spec``'s codec (H.265, VP9, AV1, ProRes), in the
     container of ``path``'s extension (.mp4, .mov, .webm), each frame stamped with the time it is given, plus
-    the audio cut: copied when the container holds its codec, else transcoded (mp4/mov: AAC; webm: Opus).
+    the audio cut: every audio stream, copied when the container holds its codec, else transcoded (mp4/mov: AAC;
+    webm: Opus), and the subtitles the container can hold (v2v.media.writers.subtitles).
     ``crf``: on the codec's scale (None: its default, v2v.media.formats).
 
     ``write(image, time)``: ``time`` is Fraction seconds relative to the output start. The stream
@@ -112,7 +114,7 @@ class VideoWriter(BackgroundWork, ClosingWriter):
         self._last_time: Fraction | None = None
         self._last_pts: int | None = None
         self._closed = False
-        self._audio: AudioSource | None = None
+        self._sources: list = []  # the audio streams' and the subtitles' (AudioSource, SubtitleSource)
         self._frames = 0
         self.busy = 0.0  # seconds spent converting, encoding and muxing frames (on the worker when threaded)
         # one swscale context for every frame: frame.reformat() makes a new one per call, which costs more than the
@@ -152,12 +154,16 @@ class VideoWriter(BackgroundWork, ClosingWriter):
             if self._container in ("mp4", "mov") and any(str(k).lower() not in MP4_STANDARD_TAGS for k in metadata):
                 out.options["movflags"] = "use_metadata_tags"
         if self._audio_cut is not None:
-            self._audio = self._add_audio(self._audio_cut)
+            self._add_sources(self._audio_cut)
 
-    def _add_audio(self, cut: AudioCut) -> AudioSource:
-        """The audio source muxed beside the video: copied when the container holds its codec, else transcoded."""
+    def _add_sources(self, cut: AudioCut) -> None:
+        """The streams muxed beside the video, in the source's order: each audio stream (copied when the
+        container holds its codec, else transcoded), then the subtitles the container can hold."""
         c = self._container
-        return AudioSource(cut, self._out, copy_codecs=COPY_AUDIO[c], codec=TRANSCODE_AUDIO[c])
+        for index in cut.audio_streams:
+            self._sources.append(AudioSource(cut, self._out, copy_codecs=COPY_AUDIO[c], codec=TRANSCODE_AUDIO[c],
+                                             index=index))
+        self._sources += subtitle_sources(cut, self._out, c)
 
     def _add_video(self, crf):
         vs = self._video_stream(self._encoder, self._encoder_options(crf))
@@ -239,8 +245,8 @@ class VideoWriter(BackgroundWork, ClosingWriter):
         """Convert, encode and mux one frame (and the audio before it). Runs on the worker when threaded."""
         start = time.perf_counter()
         frame = self._convert(frame)
-        if self._audio is not None:
-            self._audio.pump(t)
+        for source in self._sources:
+            source.pump(t)
         self._mux(self._vs.encode(frame))
         self.busy += time.perf_counter() - start
 
@@ -288,9 +294,8 @@ class VideoWriter(BackgroundWork, ClosingWriter):
                 last_dts = held.dts if held.dts is not None else held.pts
                 held.duration = max(1, (end_pts - self._first_pts) - (last_dts - self._first_dts))
                 self._out.mux(held)
-            if self._audio is not None:
-                self._audio.pump(end + 1)
-                self._audio._finish()
+            for source in self._sources:
+                source.finish()
             self._out.close()
         except OutputError:
             self.abort()
@@ -300,13 +305,14 @@ class VideoWriter(BackgroundWork, ClosingWriter):
             raise OutputError(write_failed(f"finishing {self.path.name}", e)) from e
         finally:
             self._closed = True
-            if self._audio is not None:
-                self._audio.close()
+            for source in self._sources:
+                source.close()
 
     def abort(self) -> None:
         """Close everything after an error, ignoring secondary errors."""
         self._drop()
-        for closer in (getattr(self._audio, "close", None), getattr(getattr(self, "_out", None), "close", None)):
+        closers = [s.close for s in getattr(self, "_sources", ())]
+        for closer in (*closers, getattr(getattr(self, "_out", None), "close", None)):
             if closer is None:
                 continue
             try:
