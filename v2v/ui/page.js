@@ -85,7 +85,8 @@
   document.addEventListener("timeupdate", (e) => {
     const v = e.target;
     if (!(v instanceof HTMLVideoElement) || !v.hasAttribute("data-v2v-sync") || v.muted || v.paused) return;
-    for (const o of others(v)) if (Math.abs(o.currentTime - v.currentTime) > 0.15) {
+    // a follower still seeking is left alone: seeking it again on a slow machine only makes it lag more
+    for (const o of others(v)) if (!o.seeking && Math.abs(o.currentTime - v.currentTime) > 0.15) {
       expect(o, "seeked");
       o.currentTime = v.currentTime;
     }
