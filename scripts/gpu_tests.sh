@@ -6,10 +6,11 @@
 #       --platform manylinux_2_28_x86_64 -d .whl diffusers av platformdirs importlib_metadata lazy-importer \
 #       pytest pluggy iniconfig pygments packaging
 # then run (from the repository root, carrying .whl):  bash scripts/gpu_tests.sh
-# The files holding GPU tests only (the others import the optional controlnet_aux, which that machine lacks).
+# Every file holding GPU tests, and only those: a file importing the optional controlnet_aux at module level would
+# fail to import there (that machine lacks it). tests/test_gpu_scripts.py checks this list against the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NEEDED="diffusers av platformdirs pytest"
 source scripts/device_env.sh
-python3 -m pytest -q -p no:cacheprovider -m gpu -o addopts="" tests/test_generate.py tests/test_pose_runtime.py \
-  tests/test_flops.py "$@"
+python3 -m pytest -q -p no:cacheprovider -m gpu -o addopts="" tests/test_sampler.py tests/test_pose_runtime.py \
+  tests/test_flops.py tests/test_generation_options.py "$@"
