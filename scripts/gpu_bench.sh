@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU benchmark: one command on a lent GPU machine (it has torch, transformers and onnxruntime,
-# not diffusers, av or platformdirs). Fetch the missing wheels here first, for the device's Python (3.12):
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#       --platform manylinux_2_28_x86_64 -d .whl diffusers av platformdirs importlib_metadata lazy-importer
-# then run (from the repository root, carrying .whl):  bash scripts/gpu_bench.sh
-# (docs/performance.md, "The prepared GPU run": the whole command, with scripts/gpu_tests.sh before it.)
+# not diffusers, av or platformdirs). Fetch the missing wheels here first, for the device's Python (3.12), and
+# run it (from the repository root, carrying .whl) after scripts/gpu_tests.sh: the exact commands are in
+# docs/performance.md, "The prepared GPU run".
 #
 # In order, all in one process on the same warm models:
 #   1. the lengths (FRAMES, default 48,160,480): v2v, whole-UNet windows up to CLASSIC_MAX frames, diffusers'

@@ -4,8 +4,8 @@ summed by model (UNet spatial layers, motion modules, ControlNet, VAE decode, te
 family (conv, gemm, attention, norm, elementwise, copy, other), with the idle gaps on the device's timeline and
 what the host was doing in each. Writes a small JSON summary (a few KB: never the trace) and prints a table.
 
-    python scripts/profile_run.py --device cpu --models tiny --frames 16                # here, seconds
-    python scripts/profile_run.py --device cuda --models sd15-random --frames 240       # on a GPU, a minute
+    python scripts/profile_run.py --device cpu --models tiny --frames 16                # here: under a minute
+    python scripts/profile_run.py --device cuda --models sd15-random --frames 240       # on a GPU
 
 ``scripts/bench.py --profile N`` runs the same profile inside the bench, on the models it has loaded and warmed
 (that is how scripts/gpu_bench.sh runs it).
