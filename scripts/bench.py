@@ -14,6 +14,9 @@ Also measured: spatial frame-passes per output frame per step (frames through th
 figure is counted, not planned; target <= 1.15), and with --classic, v2v's generate stage with whole-UNet windows
 (frame budget = one window) in the same run, as a ratio. On the CPU the peak is resident memory above the level
 before the run (sampled every 20 ms); on CUDA, torch's peak allocated memory.
+With --profile N, one more default run of N frames under torch.profiler (scripts/profile_run.py: device time per
+model and kernel family, the idle gaps on the device's timeline), after the lengths and before the levers, on the
+same warm models; its summary goes to --profile-json.
 Prints a table and writes the figures as JSON (--json).
 """
 
@@ -404,6 +407,8 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
     for name in which:
         if time.perf_counter() > deadline:
             out[name] = {"skipped": "past the deadline"}
+            if on_result is not None:  # (the report and its table list every lever asked for)
+                on_result(out)
             continue
         opts: dict = {}
         if name == "fast_decode":
@@ -465,6 +470,26 @@ def run_levers(restyler, video: Path, work: Path, device: str, steps: int, which
     return out
 
 
+def run_profile(restyler, video: Path, work: Path, device: str, dest: Path, env: dict) -> tuple[dict, dict | None]:
+    """scripts/profile_run.py's profile of one default run on the bench's loaded, warm models; its summary is
+    written to ``dest``. Returns (the bench report's entry, the summary); a failure is recorded, not fatal."""
+    import profile_run
+
+    try:
+        s = profile_run.profile_restyle(restyler, video, work / "profile.mp4", device)
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}, None
+    finally:
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    s["env"] = env
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(s, indent=1))
+    entry = {"json": dest.name, "frames": s["frames"], "wall_s": s["wall_s"], "busy_ms": s["busy_ms"],
+             "span_ms": s["span_ms"], "models_ms": {k: v["ms"] for k, v in s["models"].items()}}
+    return entry, s
+
+
 def _cell(value, width: int, fmt: str) -> str:
     """A table cell: the number, or "-" where the figure was not measured."""
     return f"{value:>{width}{fmt}}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
@@ -514,6 +539,11 @@ def main() -> None:
                          "scripts/flops.py --bench JSON instead)")
     ap.add_argument("--deadline", type=float, default=float("inf"),
                     help="seconds after which no further lever run starts (the figures so far are kept)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also profile one default run of N frames (scripts/profile_run.py), after the lengths and "
+                         "before the levers (no deadline: it always runs); 0: none")
+    ap.add_argument("--profile-json", type=Path, default=None,
+                    help="where the profile's summary goes (default: beside --json, NAME-profile.json)")
     a = ap.parse_args()
 
     import logging
@@ -541,6 +571,8 @@ def main() -> None:
             raise SystemExit(f"--io-input {f}: no such file")
     if a.io_repeats < 1:
         raise SystemExit(f"--io-repeats must be at least 1, not {a.io_repeats}")
+    if a.profile < 0:
+        raise SystemExit(f"--profile must be a number of frames (0: none), not {a.profile}")
     size = a.size or (128 if a.models == "tiny" else 512)
     cuda = a.device.startswith("cuda")
     t = time.perf_counter()
@@ -641,6 +673,13 @@ def main() -> None:
             save()
             print(json.dumps(res), flush=True)
 
+    profiled = None
+    if a.profile:  # before the levers, which --deadline may cut short: every GPU run must bring its profile back
+        dest = a.profile_json or a.json.with_name(a.json.stem + "-profile.json")
+        report["profile"], profiled = run_profile(restyler, sample(a.profile), work, a.device, dest, env)
+        save()
+        print(json.dumps({"profile": report["profile"]}), flush=True)
+
     if a.levers:
         models = None  # the levers that load other model sets (--fast-decode, --compile) must not count this one's
         report["levers"] = {"frames": a.levers}
@@ -684,13 +723,19 @@ def main() -> None:
         base = report["levers"].get("default", {}).get("fps")
         print(f"\nlevers at {a.levers} frames (one changed at a time):")
         for name in which:
-            r = report["levers"][name]
+            r = report["levers"].get(name, {"skipped": "not run"})
             if "fps" in r:
                 ratio = f"{r['fps'] / base:.2f}x default" if base else ""
                 print(f"  {name:>18}: {r['fps']:7.2f} f/s  {ratio:>14}  peak {r['peak_mb']:.0f} MB  "
                       f"{_stages(r['seconds'])}")
             else:
                 print(f"  {name:>18}: {r}")
+    if profiled is not None:
+        import profile_run
+
+        print("\n" + profile_run.table(profiled))
+    elif "profile" in report:
+        print(f"\nprofile failed: {report['profile']['error']}")
     if a.flops:
         print("\nwork (matmul and convolution TFLOP, scripts/flops.py) and the rates achieved:")
         flops.print_work(report["work"])
