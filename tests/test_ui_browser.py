@@ -267,18 +267,10 @@ def test_upload_poses_restyle_play_download_and_rerun(server, page, tmp_path):
 
 
 def test_cancel_stops_the_run_and_leaves_nothing(server, page):
-    # long enough that the first run is still generating while a second page loads and uploads on a busy machine
+    # 256 pixels: the tiny models take about half a second a frame there, so the first run is still generating
+    # whatever the machine's speed (at 64 pixels the whole clip took 3 s and once finished before the cancel)
     clip = make_video(server.clips / "long.mp4", seconds=15.0, fps=12, size=(96, 64))
-    upload(page, clip)
-    wait_text(page, "#v2v-input-info", "long.mp4")
-    page.fill("#v2v-prompt textarea", "oil painting")
-    choose(page, "v2v-steps", "8")
-    runs_before = sorted(p.name for p in (server.out / "runs").glob("*")) if (server.out / "runs").exists() else []
-    page.click("#v2v-restyle")
-    page.wait_for_function("+document.querySelector('#v2v-stage-generate')?.dataset.done > 0", timeout=120_000)
-    shot(page, "1-running")
-
-    # a second visitor's run waits its turn, its place shown; cancelled there, it never runs
+    # the second visitor's page is loaded and filled in before the first run starts: only clicks are left to time
     other = page.context.new_page()
     other.on("request", lambda r: page.requests.append(r.url))
     other.goto(server.url)
@@ -286,6 +278,18 @@ def test_cancel_stops_the_run_and_leaves_nothing(server, page):
     upload(other, clip)
     wait_text(other, "#v2v-input-info", "long.mp4")
     other.fill("#v2v-prompt textarea", "watercolour")
+
+    upload(page, clip)
+    wait_text(page, "#v2v-input-info", "long.mp4")
+    page.fill("#v2v-prompt textarea", "oil painting")
+    choose(page, "v2v-steps", "8")
+    choose(page, "v2v-size", "256")
+    runs_before = sorted(p.name for p in (server.out / "runs").glob("*")) if (server.out / "runs").exists() else []
+    page.click("#v2v-restyle")
+    page.wait_for_function("+document.querySelector('#v2v-stage-generate')?.dataset.done > 0", timeout=120_000)
+    shot(page, "1-running")
+
+    # a second visitor's run waits its turn, its place shown; cancelled there, it never runs
     other.click("#v2v-restyle")
     wait_text(other, "#v2v-progress", "Waiting: 1 job ahead of this one")
     assert other.get_attribute("#v2v-progress", "data-state") == "queued"
