@@ -219,6 +219,10 @@ def test_upload_poses_restyle_play_download_and_rerun(server, page, tmp_path):
     shot(page, "3-poses")
 
     page.fill("#v2v-prompt textarea", "claymation astronaut")
+    # 8 steps at 256 pixels: the generate bar moves a step at a time for seconds (at 64 pixels, 2 steps, the run
+    # can end between two of the page's updates, and no bar is seen moving)
+    choose(page, "v2v-steps", "8")
+    choose(page, "v2v-size", "256")
     page.click("#v2v-restyle")
     seen = watch_progress(page)
     assert seen[-1][0] == "done", error_line(page)
