@@ -33,8 +33,11 @@ SHOTS = Path(os.environ.get("V2V_UI_SCREENSHOTS", ROOT / ".ui-screenshots"))
 # the flags Debian's chromium needs on a closed network (no background requests, no sandbox as root)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--autoplay-policy=no-user-gesture-required"]
+                 "--autoplay-policy=no-user-gesture-required", "--disable-dev-shm-usage"]
 MAX_UPLOAD = 1_000_000  # the server's --max-upload in these tests: 1 MB
+# a browser that stops answering fails its test after 5 minutes, with every thread's stack, instead of holding
+# the whole run (pytest-timeout; each test takes under a minute alone, two on a busy 2-core machine)
+pytestmark = pytest.mark.timeout(300)
 
 # The server, run with an audit hook that writes down every connection and name lookup the process makes.
 AUDITED_SERVER = """
@@ -132,7 +135,8 @@ def browser(server):
 @pytest.fixture
 def page(browser, server, request):
     """A fresh page on the server; every request it makes is recorded and checked to stay on the server."""
-    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+    # tall enough for the whole page (about 1,450 pixels): screenshots of the viewport show it all
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1600})
     pg = context.new_page()
     pg.requests = []
     pg.on("request", lambda r: pg.requests.append(r.url))
@@ -147,15 +151,16 @@ def page(browser, server, request):
 
 
 def shot(page, name: str) -> None:
-    """A screenshot of the page's state, for a person to look at (nothing asserts on it). Chromium's full-page
-    capture now and then refuses ("Unable to capture screenshot") on a busy machine: tried again, then the
-    viewport alone, then given up with a warning rather than failing a test of the page over a picture."""
+    """A screenshot of the page's state, for a person to look at (nothing asserts on it). The viewport only:
+    a full-page capture resizes the page to its height and back, which on a busy machine Chromium now and then
+    refuses ("Unable to capture screenshot"). A refusal is tried again, then given up with a warning rather
+    than failing a test of the page over a picture."""
     from playwright.sync_api import Error
 
     path = str(page.shots / f"{name}.png")
-    for full_page in (True, True, True, False):
+    for _ in range(3):
         try:
-            page.screenshot(path=path, full_page=full_page)
+            page.screenshot(path=path, timeout=30_000)
             return
         except Error as e:
             problem = e
