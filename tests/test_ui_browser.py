@@ -157,6 +157,7 @@ def shot(page, name: str) -> None:
     than failing a test of the page over a picture."""
     from playwright.sync_api import Error
 
+    page.bring_to_front()  # Chromium captures a page behind another slowly, or hangs (Playwright issue 20434)
     path = str(page.shots / f"{name}.png")
     for _ in range(3):
         try:
@@ -176,9 +177,15 @@ def upload(page, path: Path) -> None:
     page.locator("#v2v-upload input[type=file]").set_input_files(str(path))
 
 
+def until(page, condition: str, arg=None, timeout: float = 60_000) -> None:
+    """Waits for a JavaScript condition, checked every 100 ms: Playwright's default checks once per animation
+    frame, and Chromium may run none in a page that is not in front."""
+    page.wait_for_function(condition, arg=arg, timeout=timeout, polling=100)
+
+
 def wait_text(page, selector: str, text: str, timeout: float = 60_000) -> None:
-    page.wait_for_function("([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
-                           arg=[selector, text], timeout=timeout)
+    until(page, "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
+          arg=[selector, text], timeout=timeout)
 
 
 def progress(page) -> tuple[str, tuple]:
@@ -253,9 +260,9 @@ def test_upload_poses_restyle_play_download_and_rerun(server, page, tmp_path):
     assert error_line(page) == ""
 
     # the three players, together
-    page.wait_for_function("[...document.querySelectorAll('#v2v-compare video')].every(v => v.readyState >= 2)")
+    until(page, "[...document.querySelectorAll('#v2v-compare video')].every(v => v.readyState >= 2)")
     page.evaluate("document.querySelector('#v2v-compare video[data-role=result]').play()")
-    page.wait_for_function("document.querySelector('#v2v-compare video[data-role=result]').currentTime > 0.3")
+    until(page, "document.querySelector('#v2v-compare video[data-role=result]').currentTime > 0.3")
     playing = players(page)
     assert set(playing) == {"source", "pose", "result"} and not any(p["error"] for p in playing.values())
     assert not any(p["paused"] for p in playing.values()), playing
@@ -264,7 +271,7 @@ def test_upload_poses_restyle_play_download_and_rerun(server, page, tmp_path):
     shot(page, "4-result")
     page.evaluate("document.querySelector('#v2v-compare video[data-role=result]').pause()")
     page.evaluate("document.querySelector('#v2v-compare video[data-role=result]').currentTime = 0.5")
-    page.wait_for_function("""[...document.querySelectorAll('#v2v-compare video')].every(
+    until(page, """[...document.querySelectorAll('#v2v-compare video')].every(
         v => v.paused && Math.abs(v.currentTime - 0.5) < 0.1)""")
 
     # the downloads, judged by ffprobe and by their content
@@ -284,7 +291,7 @@ def test_upload_poses_restyle_play_download_and_rerun(server, page, tmp_path):
     page.locator("#v2v-history img").first.click()
     wait_text(page, "#v2v-run-details", "claymation astronaut")
     page.click("#v2v-use")
-    page.wait_for_function("document.querySelector('#v2v-prompt textarea').value === 'claymation astronaut'")
+    until(page, "document.querySelector('#v2v-prompt textarea').value === 'claymation astronaut'")
     shot(page, "5-history")
     print(f"\nposes shown {posed:.1f} s after the click; progress states seen: {len(seen)}")
 
@@ -302,6 +309,7 @@ def test_cancel_stops_the_run_and_leaves_nothing(server, page):
     wait_text(other, "#v2v-input-info", "long.mp4")
     other.fill("#v2v-prompt textarea", "watercolour")
 
+    page.bring_to_front()  # each page is brought to the front before it is used, as a visitor's would be
     upload(page, clip)
     wait_text(page, "#v2v-input-info", "long.mp4")
     page.fill("#v2v-prompt textarea", "oil painting")
@@ -309,10 +317,11 @@ def test_cancel_stops_the_run_and_leaves_nothing(server, page):
     choose(page, "v2v-size", "256")
     runs_before = sorted(p.name for p in (server.out / "runs").glob("*")) if (server.out / "runs").exists() else []
     page.click("#v2v-restyle")
-    page.wait_for_function("+document.querySelector('#v2v-stage-generate')?.dataset.done > 0", timeout=120_000)
+    until(page, "+document.querySelector('#v2v-stage-generate')?.dataset.done > 0", timeout=120_000)
     shot(page, "1-running")
 
     # a second visitor's run waits its turn, its place shown; cancelled there, it never runs
+    other.bring_to_front()
     other.click("#v2v-restyle")
     wait_text(other, "#v2v-progress", "Waiting: 1 job ahead of this one")
     assert other.get_attribute("#v2v-progress", "data-state") == "queued"
@@ -322,6 +331,7 @@ def test_cancel_stops_the_run_and_leaves_nothing(server, page):
     wait_text(other, "#v2v-progress", "Cancelled: nothing was written")
     assert progress(page)[0] == "running"
 
+    page.bring_to_front()
     page.click("#v2v-cancel")
     seen = watch_progress(page, timeout=60)
     assert seen[-1][0] == "cancelled"
